@@ -1085,6 +1085,10 @@ class KubectlRunner:
 
 # ==== §14 Tunnel supervisor ====================================================================
 
+# ---- §14a Target resolution: TYPE/NAME → a Running pod and its container ports (I/O) ----------
+
+# ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------
+
 # ==== §15 Proxy ================================================================================
 
 # ==== §16 port-forward session =================================================================
