@@ -20,8 +20,6 @@ import json
 import os
 import platform
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -65,7 +63,7 @@ class Sizes:
     idle_seconds: float
 
     @classmethod
-    def for_mode(cls, quick: bool) -> "Sizes":
+    def for_mode(cls, quick: bool) -> Sizes:
         if quick:
             return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0)
         return cls(GIB, 3, 20000, 1000, MIB, 20, 10.0)
@@ -181,8 +179,10 @@ def start_plugin(upstream: int, inspect: bool) -> Path:
 RELAY_LABELS = {
     "streams": "asyncio streams relay 64 KiB",
     "protocol": "asyncio Protocol relay",
+    "protocol1m": "asyncio Protocol relay, 1 MiB reads",
     "buffered256": "BufferedProtocol 256 KiB",
     "buffered1m": "BufferedProtocol 1 MiB",
+    "shared": "BufferedProtocol, 1 shared 1 MiB buffer",
     "sockloop": "sock_recv_into/sock_sendall",
     "splice": "os.splice via pipe",
 }
@@ -199,7 +199,7 @@ def cpu_seconds(pid: Optional[int]) -> float:
 
     try:
         proc = psutil.Process(pid)
-        total = sum(proc.cpu_times()[:2])
+        total = sum(proc.cpu_times()[:4])  # children: socat's forks
         for child in proc.children(recursive=True):
             try:
                 total += sum(child.cpu_times()[:2])
@@ -455,14 +455,17 @@ def measure_startup(sizes: Sizes) -> List[Row]:
         python = shebang_python(exe)
     else:
         python = sys.executable
-        kind, argv = "fallback: python3 kubectl_vibe_pf.py (no built executable)", [
-            python,
-            os.path.join(REPO_ROOT, "kubectl_vibe_pf.py"),
-        ]
+        kind, argv = (
+            "fallback: python3 kubectl_vibe_pf.py (no built executable)",
+            [
+                python,
+                os.path.join(REPO_ROOT, "kubectl_vibe_pf.py"),
+            ],
+        )
     base, _ = time_command([python, "-c", "pass"], sizes.startup_runs)
     rows = [Row("startup", "python3 -c pass", {"ms": base * 1000, "label": python}, True)]
     for flag in ("--version", "--help"):
-        took, done = time_command(argv + [flag], sizes.startup_runs)
+        took, done = time_command([*argv, flag], sizes.startup_runs)
         out = done.stdout.decode(errors="replace")
         ok = done.returncode == 0 and ("kubectl-vibe" in out or "Usage" in out or "usage" in out)
         values = {"ms": took * 1000, "over_python_ms": (took - base) * 1000, "label": kind}
@@ -518,11 +521,22 @@ class Bench:
             ("relay:protocol", lambda: start_relay("protocol", upstream), None),
         ]
         if self.args.designs:
-            for design in ("buffered256", "buffered1m", "sockloop", "splice"):
+            for design in (
+                "protocol1m",
+                "buffered256",
+                "buffered1m",
+                "shared",
+                "sockloop",
+                "splice",
+            ):
                 starters.append(("relay:" + design, _bind(start_relay, design, upstream), None))
             for design in ("protocol", "buffered1m", "splice"):
                 starters.append(
-                    ("relay:%s:sockbuf" % design, _bind(start_relay, design, upstream, 4 * MIB), None)
+                    (
+                        "relay:%s:sockbuf" % design,
+                        _bind(start_relay, design, upstream, 4 * MIB),
+                        None,
+                    )
                 )
         missing = plugin_missing()
         starters.append(("plugin", _bind(start_plugin, upstream, False), missing))
@@ -560,8 +574,12 @@ class Bench:
                 self.log("  %s stderr: %s" % (key, stderr.strip()[-600:]))
 
     def wants_concurrency(self, key: str) -> bool:
-        # the 1,000-connection row is about the plugin; direct and one reference keep it honest
-        return key in ("direct", "relay:streams", "plugin", "plugin:sniff") or self.args.quick
+        """The 1,000-connection row is about the plugin; direct and the references keep it
+        honest. The 1 MiB BufferedProtocol holds 2 MiB per connection (2 GB at 1,000): its
+        RSS is shown by --quick only."""
+        if self.args.quick:
+            return True
+        return "buffered1m" not in key
 
     def run(self) -> Dict[str, Any]:
         raise_nofile()
@@ -625,19 +643,25 @@ def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
             out.append({"target": name, "status": "not measured"})
             return
         met = figure <= limit if ok_if_le else figure >= limit
-        out.append({"target": name, "figure": figure, "limit": limit,
-                    "status": "met" if met else "MISSED"})
+        out.append(
+            {"target": name, "figure": figure, "limit": limit, "status": "met" if met else "MISSED"}
+        )
 
     for direction in ("up", "down"):
         socat = _value(rows, "bulk", "socat", direction + "_gbps")
         for key, factor in (("plugin", 1.0), ("plugin:sniff", 0.9)):
             got = _value(rows, "bulk", key, direction + "_gbps")
-            add("%s throughput %s ≥ %.1f× socat (GB/s)" % (key, direction, factor), got,
-                socat * factor if socat else None, False)
+            add(
+                "%s throughput %s ≥ %.1f× socat (GB/s)" % (key, direction, factor),
+                got,
+                socat * factor if socat else None,
+                False,
+            )
     direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
     socat_added = {
         q: (_value(rows, "latency", "socat", q) or 0) - (direct[q] or 0)
-        if _value(rows, "latency", "socat", q) is not None and direct[q] is not None else None
+        if _value(rows, "latency", "socat", q) is not None and direct[q] is not None
+        else None
         for q in direct
     }
     for key in ("plugin", "plugin:sniff"):
@@ -649,8 +673,12 @@ def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
     rss = _value(rows, "concurrency", "plugin", "peak_rss_mb")
     add("plugin peak RSS over 1,000 conns ≤ 100 MB", rss, 100.0 if rss is not None else None, True)
     over = _value(rows, "startup", "kubectl-vibe --version", "over_python_ms")
-    add("--version within 50 ms of python3 -c pass (ms)", over, 50.0 if over is not None else None,
-        True)
+    add(
+        "--version within 50 ms of python3 -c pass (ms)",
+        over,
+        50.0 if over is not None else None,
+        True,
+    )
     return out
 
 
@@ -676,48 +704,97 @@ def status(row: Row) -> str:
 def print_table(result: Dict[str, Any]) -> None:
     rows = [Row(**r) for r in result["rows"]]
     m = result["machine"]
-    print("kubectl-vibe benchmark (%s), %s, %d CPUs, Python %s, load avg %s → %s, %.0f s" % (
-        result["mode"], result["started"], m["cpus"], m["python"],
-        "/".join("%.2f" % x for x in m["loadavg_before"]),
-        "/".join("%.2f" % x for x in m["loadavg_after"]), result["seconds"]))
+    print(
+        "kubectl-vibe benchmark (%s), %s, %d CPUs, Python %s, load avg %s → %s, %.0f s"
+        % (
+            result["mode"],
+            result["started"],
+            m["cpus"],
+            m["python"],
+            "/".join("%.2f" % x for x in m["loadavg_before"]),
+            "/".join("%.2f" % x for x in m["loadavg_after"]),
+            result["seconds"],
+        )
+    )
     by = lambda s: [r for r in rows if r.section == s]  # noqa: E731
     socat_up = _value(rows, "bulk", "socat", "up_gbps")
     socat_down = _value(rows, "bulk", "socat", "down_gbps")
-    print("\nBulk throughput, %s each way, best of %d (verified: %s)" % (
-        human(result["sizes"]["bulk"]), result["sizes"]["repeats"], result["verification"]["bulk"]))
-    print("  %-36s %8s %8s %7s %7s %9s %9s  %s" % (
-        "path", "up GB/s", "dn GB/s", "up/soc", "dn/soc", "cpu s/GiB", "", "check"))
+    print(
+        "\nBulk throughput, %s each way, best of %d (verified: %s)"
+        % (
+            human(result["sizes"]["bulk"]),
+            result["sizes"]["repeats"],
+            result["verification"]["bulk"],
+        )
+    )
+    print(
+        "  %-36s %8s %8s %7s %7s %9s %9s  %s"
+        % ("path", "up GB/s", "dn GB/s", "up/soc", "dn/soc", "cpu s/GiB", "", "check")
+    )
     for r in by("bulk"):
         v = r.values
-        print("  %-36s %8s %8s %7s %7s %9s %9s  %s" % (
-            r.path, fmt(v.get("up_gbps")), fmt(v.get("down_gbps")),
-            ratio(v.get("up_gbps"), socat_up), ratio(v.get("down_gbps"), socat_down),
-            fmt(v.get("up_cpu_s_per_gib")), fmt(v.get("down_cpu_s_per_gib")), status(r)))
+        print(
+            "  %-36s %8s %8s %7s %7s %9s %9s  %s"
+            % (
+                r.path,
+                fmt(v.get("up_gbps")),
+                fmt(v.get("down_gbps")),
+                ratio(v.get("up_gbps"), socat_up),
+                ratio(v.get("down_gbps"), socat_down),
+                fmt(v.get("up_cpu_s_per_gib")),
+                fmt(v.get("down_cpu_s_per_gib")),
+                status(r),
+            )
+        )
     direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
-    print("\nLatency, 64-byte ping-pong × %d, best of %d (µs; added = minus direct)" % (
-        result["sizes"]["pings"], result["sizes"]["repeats"]))
+    print(
+        "\nLatency, 64-byte ping-pong × %d, best of %d (µs; added = minus direct)"
+        % (result["sizes"]["pings"], result["sizes"]["repeats"])
+    )
     print("  %-36s %8s %8s %9s %9s  %s" % ("path", "p50", "p99", "added p50", "added p99", "check"))
     for r in by("latency"):
         v = r.values
-        print("  %-36s %8s %8s %9s %9s  %s" % (
-            r.path, fmt(v.get("p50_us"), "%.1f"), fmt(v.get("p99_us"), "%.1f"),
-            minus(v.get("p50_us"), direct["p50_us"]), minus(v.get("p99_us"), direct["p99_us"]),
-            status(r)))
-    print("\nConcurrency, %d simultaneous connections × %s echoed (sha256 per connection)" % (
-        result["sizes"]["conns"], human(result["sizes"]["conn_bytes"])))
+        print(
+            "  %-36s %8s %8s %9s %9s  %s"
+            % (
+                r.path,
+                fmt(v.get("p50_us"), "%.1f"),
+                fmt(v.get("p99_us"), "%.1f"),
+                minus(v.get("p50_us"), direct["p50_us"]),
+                minus(v.get("p99_us"), direct["p99_us"]),
+                status(r),
+            )
+        )
+    print(
+        "\nConcurrency, %d simultaneous connections × %s echoed (sha256 per connection)"
+        % (result["sizes"]["conns"], human(result["sizes"]["conn_bytes"]))
+    )
     print("  %-36s %8s %10s %12s  %s" % ("path", "seconds", "byte-exact", "peak RSS MB", "check"))
     for r in by("concurrency"):
         v = r.values
-        print("  %-36s %8s %10s %12s  %s" % (
-            r.path, fmt(v.get("seconds")), fmt(v.get("byte_exact")),
-            fmt(v.get("peak_rss_mb"), "%.1f"), status(r)))
+        print(
+            "  %-36s %8s %10s %12s  %s"
+            % (
+                r.path,
+                fmt(v.get("seconds")),
+                fmt(v.get("byte_exact")),
+                fmt(v.get("peak_rss_mb"), "%.1f"),
+                status(r),
+            )
+        )
     print("\nStart-up, best of %d" % result["sizes"]["startup_runs"])
     for r in by("startup"):
         v = r.values
-        print("  %-36s %8s ms %14s  %s  (%s)" % (
-            r.path, fmt(v.get("ms"), "%.1f"),
-            "+%.1f ms" % v["over_python_ms"] if "over_python_ms" in v else "",
-            status(r), v.get("label", "")))
+        print(
+            "  %-36s %8s ms %14s  %s  (%s)"
+            % (
+                r.path,
+                fmt(v.get("ms"), "%.1f"),
+                "+%.1f ms" % v["over_python_ms"] if "over_python_ms" in v else "",
+                status(r),
+                v.get("label", ""),
+            )
+        )
     print("\nLive view idle, end to end, failover")
     for r in rows:
         if r.section in ("idle", "e2e", "failover"):
@@ -726,7 +803,9 @@ def print_table(result: Dict[str, Any]) -> None:
     print("\nTargets")
     for t in result["targets"]:
         if "figure" in t:
-            print("  %-7s %-52s %9.2f vs %9.2f" % (t["status"], t["target"], t["figure"], t["limit"]))
+            print(
+                "  %-7s %-52s %9.2f vs %9.2f" % (t["status"], t["target"], t["figure"], t["limit"])
+            )
         else:
             print("  %-7s %s" % (t["status"], t["target"]))
 
@@ -760,8 +839,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--designs", action="store_true", help="also the candidate relays")
     parser.add_argument("--json", default=DEFAULT_JSON, help="where to write the JSON")
     parser.add_argument("--only", action="append", help="run paths starting with this key")
-    parser.add_argument("--strict", action="store_true", default=os.environ.get("CI") == "true",
-                        help="a skipped row is an error (default when CI=true)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=os.environ.get("CI") == "true",
+        help="a skipped row is an error (default when CI=true)",
+    )
     parser.add_argument("--json-only", action="store_true", help="no table, no progress")
     return parser.parse_args(argv)
 
