@@ -116,6 +116,14 @@ BACKOFF_MAX_S = 10.0
 POD_WATCH_RESTART_S = 1.0
 #: Pod health notes (restarts, waiting reasons) kept per target for the summary.
 POD_NOTES_KEPT = 20
+#: Seconds of traffic history behind each forward's sparkline.
+ACTIVITY_WINDOW_S = 60
+#: The live view redraws at most this often, and only when something changed.
+LIVE_REFRESH_S = 0.25
+#: Recent events shown under the live view.
+LIVE_EVENTS_SHOWN = 5
+#: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
+SHUTDOWN_GRACE_S = 2.0
 
 # ==== §03 Errors ===============================================================================
 
@@ -1367,7 +1375,7 @@ class Supervisor(UpstreamSource):
         self.pod_notes: List[str] = []  # restarts, waiting reasons: for the summary
         self.fatal: Optional[VibeError] = None
         self.pods_seen: Dict[str, dict] = {}
-        self._dead_pods: set[str] = set()
+        self.dead_pods: set[str] = set()
         self._needs_resolve = False
         self._ever_ready = False
         self._wake = asyncio.Event()
@@ -1409,6 +1417,13 @@ class Supervisor(UpstreamSource):
                 await asyncio.wait_for(self._active_ready.wait(), min(remaining, 0.5))
             except asyncio.TimeoutError:
                 pass
+
+    @property
+    def is_ready(self) -> bool:
+        return self._active_ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._active_ready.wait()
 
     def _why_no_tunnel(self, timeout: float) -> str:
         why = self.reason or "the tunnel was not ready"
@@ -1573,9 +1588,9 @@ class Supervisor(UpstreamSource):
                     link.finish(LinkOutcome.RESET, reason)
 
     def _mark_pod_gone(self, pod_name: str) -> None:
-        if pod_name != self.pod_name or pod_name in self._dead_pods:
+        if pod_name != self.pod_name or pod_name in self.dead_pods:
             return
-        self._dead_pods.add(pod_name)
+        self.dead_pods.add(pod_name)
         self._needs_resolve = True
         for tunnel in (self.active, self.standby):
             if tunnel is not None and tunnel.pod_name == pod_name and tunnel.usable:
@@ -1590,7 +1605,7 @@ class Supervisor(UpstreamSource):
             self.resolution.ref,
             self.specs,
             self.pod_running_timeout,
-            exclude=frozenset(self._dead_pods),
+            exclude=frozenset(self.dead_pods),
         )
         if not is_pod_ready(resolution.pod) and resolution.ref.kind is not ResourceKind.POD:
             raise VibeError("pod %s is not Ready yet" % resolution.pod_name)
