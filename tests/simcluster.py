@@ -657,6 +657,7 @@ class SimCluster:
         start_delay: float = 0.1,
         ready_delay: float = 0.1,
         kubeconfig_dir: Optional[str] = None,
+        websockets: bool = True,
     ):
         self.namespace = namespace
         self.replace_delay, self.start_delay, self.ready_delay = (
@@ -668,6 +669,8 @@ class SimCluster:
         self.store = Store(self._cond)
         self.tunnel_faults = TunnelFaults(self)
         self.requests: List[Tuple[str, str]] = []
+        self.user_agents: set = set()  # which kubectl builds talked to us
+        self.websockets = websockets
         self.port = 0
         self._dir = kubeconfig_dir
         self._own_dir = False
@@ -2218,6 +2221,7 @@ class SimCluster:
                 if headers.get("content-length"):
                     body = await reader.readexactly(int(headers["content-length"]))
                 self.requests.append((method, target))
+                self.user_agents.add(headers.get("user-agent", ""))
                 if len(self.requests) > 10000:
                     del self.requests[:5000]
                 keep = await self._dispatch(method, target, headers, body, reader, writer)
@@ -2617,6 +2621,9 @@ class SimCluster:
                 {"name": name, "kind": "pods"},
             )
         upgrade = headers.get("upgrade", "").lower()
+        if upgrade == "websocket" and not self.websockets:
+            # An API server without the PortForwardWebsockets gate: kubectl falls back to SPDY.
+            return self._status(writer, 400, "BadRequest", "websocket upgrade not supported")
         if upgrade == "websocket":
             protos = [s.strip() for s in headers.get("sec-websocket-protocol", "").split(",")]
             if sim_tunnel.WS_PROTOCOL not in protos:
