@@ -117,4 +117,3 @@ def pytest_report_header(config) -> List[str]:
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "e2e: drives real kubectl against the simulated cluster")
     config.addinivalue_line("markers", "slow: long transfers or many connections")
-

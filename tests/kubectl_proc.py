@@ -45,7 +45,8 @@ def run_kubectl(
         _kill_group(proc)
         out, err = proc.communicate()
         raise AssertionError(
-            "kubectl %s timed out after %ss\nstdout: %s\nstderr: %s" % (" ".join(args), timeout, out, err)
+            "kubectl %s timed out after %ss\nstdout: %s\nstderr: %s"
+            % (" ".join(args), timeout, out, err)
         ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -97,10 +98,19 @@ class KubectlProcess:
                         return m
                 seen = len(sink)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not any(t.is_alive() for t in self._threads)):
+                if left <= 0 or (
+                    self.proc.poll() is not None and not any(t.is_alive() for t in self._threads)
+                ):
                     raise AssertionError(
                         "no line matching %r in %s of kubectl %s (rc=%s)\nstdout: %s\nstderr: %s"
-                        % (pattern, stream, " ".join(self.args), self.proc.poll(), "\n".join(self.stdout), "\n".join(self.stderr))
+                        % (
+                            pattern,
+                            stream,
+                            " ".join(self.args),
+                            self.proc.poll(),
+                            "\n".join(self.stdout),
+                            "\n".join(self.stderr),
+                        )
                     )
                 self._cond.wait(min(left, 0.2))
 
@@ -114,7 +124,8 @@ class KubectlProcess:
         except subprocess.TimeoutExpired:
             self.stop()
             raise AssertionError(
-                "kubectl %s still running after %ss\nstderr: %s" % (" ".join(self.args), timeout, "\n".join(self.stderr))
+                "kubectl %s still running after %ss\nstderr: %s"
+                % (" ".join(self.args), timeout, "\n".join(self.stderr))
             ) from None
         for t in self._threads:
             t.join(5)

@@ -101,9 +101,24 @@ def tls_files() -> tuple:
             d = tempfile.mkdtemp(prefix="simcluster-tls-")
             cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
             subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
-                + ["-subj", "/CN=localhost", "-keyout", key, "-out", cert]
-                + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    key,
+                    "-out",
+                    cert,
+                    "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                ],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -21,7 +21,22 @@ from typing import Callable, Dict, List, Optional
 # SPDY/3 header dictionary ####################################################
 ###############################################################################
 
-_DICT_WORDS = ["options", "head", "post", "put", "delete", "trace", "accept", "accept-charset", "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization", "cache-control", "connection", "content-base", "content-encoding", "content-language", "content-length", "content-location", "content-md5", "content-range", "content-type", "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location", "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer", "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via", "warning", "www-authenticate", "method", "get", "status"] + ["200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin"]
+_DICT_WORDS = (
+    (
+        "options head post put delete trace accept accept-charset accept-encoding accept-language "
+        "accept-ranges age allow authorization cache-control connection content-base "
+        "content-encoding content-language content-length content-location content-md5 "
+        "content-range content-type date etag expect expires from host if-match "
+        "if-modified-since if-none-match if-range if-unmodified-since last-modified location "
+        "max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after "
+        "server te trailer transfer-encoding upgrade user-agent vary via warning "
+        "www-authenticate method get status|200 OK|version|HTTP/1.1|url|public|set-cookie|"
+        "keep-alive|origin"
+    )
+    .replace(" ", "|")
+    .replace("200|OK", "200 OK")
+    .split("|")
+)
 _DICT_TAIL = (
     "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504"
     "505203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 "

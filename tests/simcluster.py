@@ -125,7 +125,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _suffix(n: int = 5, rng: random.Random = random.Random()) -> str:
+_RNG = random.Random()
+
+
+def _suffix(n: int = 5, rng: random.Random = _RNG) -> str:
     return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
 
 
@@ -204,7 +207,7 @@ _K = [
 KINDS: Dict[str, Kind] = {k.plural: k for k in _K}
 _ALIASES: Dict[str, str] = {}
 for _k in _K:
-    for _a in (_k.plural, _k.kind.lower(), _k.kind) + _k.short:
+    for _a in (_k.plural, _k.kind.lower(), _k.kind, *_k.short):
         _ALIASES[_a] = _k.plural
 
 
@@ -360,8 +363,13 @@ _TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
         _pod_row,
     ),
     "deployments": (
-        [_col("Name", fmt="name"), _col("Ready"), _col("Up-to-date", "integer")]
-        + [_col("Available", "integer"), _col("Age")],
+        [
+            _col("Name", fmt="name"),
+            _col("Ready"),
+            _col("Up-to-date", "integer"),
+            _col("Available", "integer"),
+            _col("Age"),
+        ],
         lambda d: [
             d["metadata"]["name"],
             "%d/%d" % (d["status"].get("readyReplicas", 0), d["spec"].get("replicas", 0)),
@@ -371,8 +379,15 @@ _TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
         ],
     ),
     "services": (
-        [_col("Name", fmt="name"), _col("Type"), _col("Cluster-IP"), _col("External-IP")]
-        + [_col("Port(s)"), _col("Age"), _col("Selector", priority=1)],
+        [
+            _col("Name", fmt="name"),
+            _col("Type"),
+            _col("Cluster-IP"),
+            _col("External-IP"),
+            _col("Port(s)"),
+            _col("Age"),
+            _col("Selector", priority=1),
+        ],
         lambda s: [
             s["metadata"]["name"],
             s["spec"].get("type", "ClusterIP"),
@@ -384,8 +399,13 @@ _TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
         ],
     ),
     "replicasets": (
-        [_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer")]
-        + [_col("Ready", "integer"), _col("Age")],
+        [
+            _col("Name", fmt="name"),
+            _col("Desired", "integer"),
+            _col("Current", "integer"),
+            _col("Ready", "integer"),
+            _col("Age"),
+        ],
         lambda r: [
             r["metadata"]["name"],
             r["spec"].get("replicas", 0),
@@ -981,9 +1001,18 @@ class SimCluster:
         containers: Optional[List[dict]] = None,
     ) -> str:
         return self._add_workload(
-            "deployments", name, replicas, ports, backends, labels, image, start_delay,
-            ready_delay, namespace, containers,
-        )  # fmt: skip
+            "deployments",
+            name,
+            replicas,
+            ports,
+            backends,
+            labels,
+            image,
+            start_delay,
+            ready_delay,
+            namespace,
+            containers,
+        )
 
     def add_replicaset(self, name: str, replicas: int = 1, **kw) -> str:
         return self._add_workload_kw("replicasets", name, replicas, kw)
@@ -1001,15 +1030,35 @@ class SimCluster:
     def _add_workload_kw(self, plural: str, name: str, replicas: int, kw: dict) -> str:
         duration = kw.pop("duration", None)
         return self._add_workload(
-            plural, name, replicas, kw.get("ports", ()), kw.get("backends"), kw.get("labels"),
-            kw.get("image", "nginx:1.27"), kw.get("start_delay", 0), kw.get("ready_delay", 0),
-            kw.get("namespace"), kw.get("containers"), duration,
-        )  # fmt: skip
+            plural,
+            name,
+            replicas,
+            kw.get("ports", ()),
+            kw.get("backends"),
+            kw.get("labels"),
+            kw.get("image", "nginx:1.27"),
+            kw.get("start_delay", 0),
+            kw.get("ready_delay", 0),
+            kw.get("namespace"),
+            kw.get("containers"),
+            duration,
+        )
 
     def _add_workload(
-        self, plural, name, replicas, ports, backends, labels, image, start_delay, ready_delay,
-        namespace, containers, duration=None,
-    ) -> str:  # fmt: skip
+        self,
+        plural,
+        name,
+        replicas,
+        ports,
+        backends,
+        labels,
+        image,
+        start_delay,
+        ready_delay,
+        namespace,
+        containers,
+        duration=None,
+    ) -> str:
         tpl = self._template(name, ports, backends, labels or {"app": name}, image, containers)
         tpl.update(start_delay=start_delay, ready_delay=ready_delay, duration=duration)
         self._prepare(backends)
@@ -1089,15 +1138,29 @@ class SimCluster:
         self.patch("pods", pod, {"status": {"phase": phase}}, after, namespace)
 
     def set_condition(
-        self, kind: str, name: str, type: str, status: str = "True", reason: str = "",
-        message: str = "", after: float = 0, namespace: Optional[str] = None,
-    ) -> None:  # fmt: skip
+        self,
+        kind: str,
+        name: str,
+        type: str,
+        status: str = "True",
+        reason: str = "",
+        message: str = "",
+        after: float = 0,
+        namespace: Optional[str] = None,
+    ) -> None:
         self._run(
             self._async(
-                self._set_condition_later, kind_of(kind).plural, self._ns(namespace), name,
-                type, status, reason, message, after,
+                self._set_condition_later,
+                kind_of(kind).plural,
+                self._ns(namespace),
+                name,
+                type,
+                status,
+                reason,
+                message,
+                after,
             )
-        )  # fmt: skip
+        )
 
     def scale(self, kind: str, name: str, replicas: int, namespace: Optional[str] = None) -> None:
         self._run(
@@ -1105,9 +1168,14 @@ class SimCluster:
         )
 
     def emit_event(
-        self, kind: str, name: str, reason: str, message: str, type: str = "Normal",
+        self,
+        kind: str,
+        name: str,
+        reason: str,
+        message: str,
+        type: str = "Normal",
         namespace: Optional[str] = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._run(
             self._async(
                 self._event_for,
@@ -1127,9 +1195,14 @@ class SimCluster:
         return self._run(self._delete_pod(self._ns(namespace), name, replace_delay))
 
     def restart_container(
-        self, pod: str, reason: str = "OOMKilled", exit_code: int = 137,
-        container: Optional[str] = None, back_off: float = 0.3, namespace: Optional[str] = None,
-    ) -> None:  # fmt: skip
+        self,
+        pod: str,
+        reason: str = "OOMKilled",
+        exit_code: int = 137,
+        container: Optional[str] = None,
+        back_off: float = 0.3,
+        namespace: Optional[str] = None,
+    ) -> None:
         self._run(
             self._async(
                 self._restart_container,
@@ -1190,9 +1263,13 @@ class SimCluster:
     def _add_namespace(self, name: str) -> str:
         if self.store.get("namespaces", "", name) is None:
             self.store.put(
-                {"kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]},
-                 "status": {"phase": "Active"}}
-            )  # fmt: skip
+                {
+                    "kind": "Namespace",
+                    "metadata": {"name": name},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }
+            )
         return name
 
     def _next_ip(self) -> str:
@@ -1200,9 +1277,14 @@ class SimCluster:
         return "10.244.%d.%d" % (n // 250, n % 250 + 1)
 
     async def _create_pod(
-        self, ns: str, name: str, tpl: dict, owner: Optional[dict], unschedulable: bool = False,
+        self,
+        ns: str,
+        name: str,
+        tpl: dict,
+        owner: Optional[dict],
+        unschedulable: bool = False,
         extra_labels: Optional[dict] = None,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Create a pod and start its backends; it then goes Pending -> Running -> Ready."""
         self._add_namespace(ns)
         uid = str(uuid.uuid4())
@@ -1417,8 +1499,27 @@ class SimCluster:
         )
         rs_tpl = dict(tpl, labels=dict(tpl["labels"], **{"pod-template-hash": phash}))
         rsname = "%s-%s" % (dname, phash)
-        rs = {"kind": "ReplicaSet", "apiVersion": "apps/v1", "metadata": {"name": rsname, "namespace": ns, "labels": dict(rs_tpl["labels"]), "ownerReferences": [_owner_ref(deploy)], "generation": 1, "annotations": {"deployment.kubernetes.io/revision": "1"}},
-              "spec": {"replicas": replicas, "selector": {"matchLabels": dict(rs_tpl["labels"])}, "template": {"metadata": {"labels": dict(rs_tpl["labels"])}, "spec": {"containers": copy.deepcopy(tpl["containers"])}}}, "status": {}}  # fmt: skip
+        rs = {
+            "kind": "ReplicaSet",
+            "apiVersion": "apps/v1",
+            "metadata": {
+                "name": rsname,
+                "namespace": ns,
+                "labels": dict(rs_tpl["labels"]),
+                "ownerReferences": [_owner_ref(deploy)],
+                "generation": 1,
+                "annotations": {"deployment.kubernetes.io/revision": "1"},
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": dict(rs_tpl["labels"])},
+                "template": {
+                    "metadata": {"labels": dict(rs_tpl["labels"])},
+                    "spec": {"containers": copy.deepcopy(tpl["containers"])},
+                },
+            },
+            "status": {},
+        }
         self.store.put(rs)
         self._templates[("replicasets", ns, rsname)] = rs_tpl
         self._event(
@@ -2036,8 +2137,8 @@ class SimCluster:
         self._event(
             p,
             "Failed",
-            'Failed to pull image "%s": rpc error: code = NotFound desc = failed to pull and unpack image "%s": not found'
-            % (image, image),
+            'Failed to pull image "%s": rpc error: code = NotFound desc = failed to pull and '
+            'unpack image "%s": not found' % (image, image),
             "Warning",
         )
         self._event(p, "Failed", "Error: ErrImagePull", "Warning")
@@ -2240,7 +2341,8 @@ class SimCluster:
     def _reply(self, writer, status: int, obj: Any, ctype: str = _PROTO_JSON) -> bool:
         body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         writer.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-cache, private\r\n\r\n"
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-cache, private\r\n\r\n"
             % (
                 status,
                 {
@@ -2575,7 +2677,8 @@ class SimCluster:
             initial.append(("BOOKMARK", mark))
         self.store.watchers.append(w)
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n"
         )
 
         def send(etype: str, obj: dict) -> None:
@@ -2629,10 +2732,16 @@ class SimCluster:
             if sim_tunnel.WS_PROTOCOL not in protos:
                 return self._status(writer, 400, "BadRequest", "unsupported websocket subprotocol")
             writer.write(
-                ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n"
-                 % (sim_tunnel.ws_accept(headers.get("sec-websocket-key", "")), sim_tunnel.WS_PROTOCOL)).encode()
-            )  # fmt: skip
+                (
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n"
+                    "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n"
+                    % (
+                        sim_tunnel.ws_accept(headers.get("sec-websocket-key", "")),
+                        sim_tunnel.WS_PROTOCOL,
+                    )
+                ).encode()
+            )
             transport: sim_tunnel.RawTransport = sim_tunnel.WebSocketTransport(reader, writer)
             kind = "websocket"
         elif upgrade.startswith("spdy/3.1"):
@@ -2641,7 +2750,8 @@ class SimCluster:
                     writer, 400, "BadRequest", "unable to upgrade: unsupported protocol"
                 )
             writer.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
             )
             transport = sim_tunnel.RawTransport(reader, writer)
             kind = "spdy"
@@ -2679,8 +2789,19 @@ class SimCluster:
         try:
             if action == "state":
                 with self._cond:
-                    pods = [{"name": p["metadata"]["name"], "phase": p["status"].get("phase"), "ready": _pod_ready(p), "ip": p["status"].get("podIP"),
-                             "backends": {str(k): v.port for k, v in self._backends.get(p["metadata"]["uid"], {}).items()}} for p in self.store.list("pods")]  # fmt: skip
+                    pods = [
+                        {
+                            "name": p["metadata"]["name"],
+                            "phase": p["status"].get("phase"),
+                            "ready": _pod_ready(p),
+                            "ip": p["status"].get("podIP"),
+                            "backends": {
+                                str(k): v.port
+                                for k, v in self._backends.get(p["metadata"]["uid"], {}).items()
+                            },
+                        }
+                        for p in self.store.list("pods")
+                    ]
                     return self._reply(
                         writer,
                         200,
@@ -2766,7 +2887,10 @@ class SimCluster:
 # Object helpers ##############################################################
 ###############################################################################
 
-_UNSCHED_MSG = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+_UNSCHED_MSG = (
+    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+    "1 No preemption victims found for incoming pod."
+)
 
 
 def _cond(ctype: str, status: str, reason: str = "", message: str = "") -> dict:
@@ -2904,7 +3028,7 @@ def _resource_list(group: str, version: str, kinds: List[Kind]) -> dict:
 
 
 def demo_scenario(sim: SimCluster) -> None:
-    """``web`` (2 replicas, svc web 80/http -> http 8080), ``db`` (Postgres 5432), ``cache`` (Redis)."""
+    """``web`` (2 replicas; svc web 80/http -> http 8080), ``db`` (Postgres), ``cache`` (Redis)."""
     sim.add_deployment(
         "web",
         replicas=2,

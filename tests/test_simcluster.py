@@ -69,7 +69,7 @@ def web(sim_cluster: SimCluster) -> SimCluster:
     return sim_cluster
 
 
-def forward(kubectl, transport: str, *args: str) -> "tuple[KubectlProcess, int]":
+def forward(kubectl, transport: str, *args: str) -> tuple[KubectlProcess, int]:
     p = kubectl.bg("port-forward", *args, env=TRANSPORT_ENV[transport])
     return p, p.local_port()
 
@@ -183,14 +183,18 @@ def test_wait_delete_jsonpath_create(kubectl, sim_cluster):
     assert r.returncode == 0 and "pod/doomed condition met" in r.stdout, r.stderr
 
     sim_cluster.add_pod("late-runner", start_delay=0.8)
-    r = kubectl("wait", "--for=jsonpath={.status.phase}=Running", "pod/late-runner", "--timeout=20s")
+    r = kubectl(
+        "wait", "--for=jsonpath={.status.phase}=Running", "pod/late-runner", "--timeout=20s"
+    )
     assert r.returncode == 0 and "condition met" in r.stdout, r.stderr
 
     manifest = {
         "kind": "Pod",
         "apiVersion": "v1",
         "metadata": {"name": "born-later", "labels": {"app": "later"}},
-        "spec": {"containers": [{"name": "app", "image": "busybox", "ports": [{"containerPort": 80}]}]},
+        "spec": {
+            "containers": [{"name": "app", "image": "busybox", "ports": [{"containerPort": 80}]}]
+        },
     }
     sim_cluster.create_later(0.8, manifest)
     r = kubectl("wait", "--for=create", "pod/born-later", "--timeout=20s")
@@ -201,7 +205,9 @@ def test_wait_deployment_after_pod_replacement(kubectl, web):
     victim = web.pods("web-")[0]
     old = web.get("pod", victim)
     assert web.delete_pod(victim)
-    r = kubectl("get", "deploy", "web", "-o", "jsonpath={.status.conditions[?(@.type=='Available')].status}")
+    r = kubectl(
+        "get", "deploy", "web", "-o", "jsonpath={.status.conditions[?(@.type=='Available')].status}"
+    )
     assert r.stdout == "False"
     r = kubectl("wait", "--for=condition=Available", "deploy/web", "--timeout=20s")
     assert r.returncode == 0, r.stderr
@@ -272,7 +278,7 @@ def test_port_forward_targets(kubectl, web, transport):
         m = p.wait_line(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$")
         if remote:
             assert int(m.group(2)) == remote
-        status, headers, body = http_get(int(m.group(1)))
+        status, _headers, body = http_get(int(m.group(1)))
         assert status == 200 and body.startswith(b"hello from web-"), body
         p.wait_line(r"^Handling connection for %s$" % m.group(1))
         assert p.stop() == 0  # SIGINT: clean exit
@@ -312,7 +318,12 @@ def test_large_transfers_byte_exact(kubectl, web, transport):
     pod = web.pods("web-")[0]
     p, port = forward(kubectl, transport, "pod/" + pod, ":7000", ":8080", ":7001")
     ports = [int(m) for m in re.findall(r"127\.0\.0\.1:(\d+) ->", p.out)]
-    ports = ports if len(ports) == 3 else [port] + [int(p.wait_line(r"127\.0\.0\.1:(\d+) -> %d$" % r).group(1)) for r in (8080, 7001)]
+    ports = (
+        ports
+        if len(ports) == 3
+        else [port]
+        + [int(p.wait_line(r"127\.0\.0\.1:(\d+) -> %d$" % r).group(1)) for r in (8080, 7001)]
+    )
     size = 24 * 1024 * 1024
     data = os.urandom(size)
     # Both ways at once through the echo port.
@@ -320,7 +331,10 @@ def test_large_transfers_byte_exact(kubectl, web, transport):
     assert len(got) == size and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     # Download.
     status, _, body = http_get(ports[1], "/bytes/%d" % size, timeout=60)
-    assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(pattern_bytes(size)).digest()
+    assert (
+        status == 200
+        and hashlib.sha256(body).digest() == hashlib.sha256(pattern_bytes(size)).digest()
+    )
     # Upload, then half-close; the sink answers after our FIN.
     with socket.create_connection(("127.0.0.1", ports[2]), timeout=60) as s:
         s.sendall(data)
@@ -330,10 +344,18 @@ def test_large_transfers_byte_exact(kubectl, web, transport):
 
 
 def test_half_close_and_protocol_speakers(kubectl, sim_cluster, transport):
-    sim_cluster.add_pod("sink", ports=[ContainerPort("sink", 7001)], backends={7001: Backend.sha256()})
-    sim_cluster.add_deployment("db", ports=[ContainerPort("postgres", 5432)], backends={5432: Backend.postgres()})
-    sim_cluster.add_deployment("cache", ports=[ContainerPort("redis", 6379)], backends={6379: Backend.redis()})
-    sim_cluster.add_deployment("mysql", ports=[ContainerPort("mysql", 3306)], backends={3306: Backend.mysql()})
+    sim_cluster.add_pod(
+        "sink", ports=[ContainerPort("sink", 7001)], backends={7001: Backend.sha256()}
+    )
+    sim_cluster.add_deployment(
+        "db", ports=[ContainerPort("postgres", 5432)], backends={5432: Backend.postgres()}
+    )
+    sim_cluster.add_deployment(
+        "cache", ports=[ContainerPort("redis", 6379)], backends={6379: Backend.redis()}
+    )
+    sim_cluster.add_deployment(
+        "mysql", ports=[ContainerPort("mysql", 3306)], backends={3306: Backend.mysql()}
+    )
     _, port = forward(kubectl, transport, "pod/sink", ":7001")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"hello")
@@ -363,10 +385,10 @@ def test_half_close_and_protocol_speakers(kubectl, sim_cluster, transport):
 def test_tls_backend_through_tunnel(kubectl, web, transport):
     _, port = forward(kubectl, transport, "deploy/web", ":8443")
     ctx = ssl.create_default_context(cafile=tls_files()[0])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            data = s.makefile("rb").read()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = s.makefile("rb").read()
     assert data.startswith(b"HTTP/1.1 200 OK") and b"hello from web-" in data
 
 
@@ -397,8 +419,14 @@ def test_backend_faults(kubectl, web, transport):
 
 def _error_line(kubectl, local: int, remote: int) -> str:
     if kubectl.minor >= 37:
-        return r'"An error occurred forwarding" err="error forwarding port %d to pod [0-9a-f]{64}, uid : %%s" localPort=%d remotePort=%d' % (remote, local, remote)
-    return r'"Unhandled Error" err="an error occurred forwarding %d -> %d: error forwarding port %d to pod [0-9a-f]{64}, uid : %%s' % (local, remote, remote)
+        return (
+            r'"An error occurred forwarding" err="error forwarding port %d to pod [0-9a-f]{64}, '
+            r'uid : %%s" localPort=%d remotePort=%d' % (remote, local, remote)
+        )
+    return (
+        r'"Unhandled Error" err="an error occurred forwarding %d -> %d: '
+        r"error forwarding port %d to pod [0-9a-f]{64}, uid : %%s" % (local, remote, remote)
+    )
 
 
 def test_pod_deleted_with_active_connection(kubectl, web, transport):
@@ -409,7 +437,10 @@ def test_pod_deleted_with_active_connection(kubectl, web, transport):
         assert s.recv(4) == b"ping"
         web.delete_pod(pod)
         assert p.wait(15) == 1
-    reset = r'failed to execute portforward in network namespace \\"/var/run/netns/cni-[0-9a-f]+\\": read tcp4 127\.0\.0\.1:\d+->127\.0\.0\.1:7000: read: connection reset by peer'
+    reset = (
+        r'failed to execute portforward in network namespace \\"/var/run/netns/cni-[0-9a-f]+\\": '
+        r"read tcp4 127\.0\.0\.1:\d+->127\.0\.0\.1:7000: read: connection reset by peer"
+    )
     assert re.search(_error_line(kubectl, port, 7000) % reset, p.err), p.err
     assert p.stderr[-1] == LOST
 
@@ -425,7 +456,11 @@ def test_pod_deleted_while_idle(kubectl, web, transport):
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         http_get(port, timeout=5)
     assert p.wait(15) == 1
-    assert re.search(_error_line(kubectl, port, 8080) % r'failed to find sandbox \\"[0-9a-f]{64}\\" in store: not found', p.err), p.err
+    assert re.search(
+        _error_line(kubectl, port, 8080)
+        % r'failed to find sandbox \\"[0-9a-f]{64}\\" in store: not found',
+        p.err,
+    ), p.err
     assert p.stderr[-1] == LOST
 
 
@@ -484,7 +519,15 @@ def test_demo_cli_admin_and_traffic(tmp_path, kubectl_bin):
     kc = tmp_path / "kc" / "kubeconfig"
     here = os.path.dirname(os.path.abspath(__file__))
     demo = subprocess.Popen(
-        [sys.executable, os.path.join(here, "simcluster.py"), "demo", "--kubeconfig", str(kc), "--replace-delay", "0.2"],
+        [
+            sys.executable,
+            os.path.join(here, "simcluster.py"),
+            "demo",
+            "--kubeconfig",
+            str(kc),
+            "--replace-delay",
+            "0.2",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -492,23 +535,52 @@ def test_demo_cli_admin_and_traffic(tmp_path, kubectl_bin):
     k = None
     try:
         line = demo.stdout.readline()
-        m = re.match(r"simcluster ready: KUBECONFIG=(\S+) admin=(http://127\.0\.0\.1:\d+/_sim)$", line.strip())
+        m = re.match(
+            r"simcluster ready: KUBECONFIG=(\S+) admin=(http://127\.0\.0\.1:\d+/_sim)$",
+            line.strip(),
+        )
         assert m and m.group(1) == str(kc), line
         admin = m.group(2)
-        env = dict(os.environ, KUBECONFIG=str(kc), KUBECACHEDIR=str(tmp_path / "cache"), KUBECTL_KUBERC="false")
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(kc),
+            KUBECACHEDIR=str(tmp_path / "cache"),
+            KUBECTL_KUBERC="false",
+        )
         k = Kubectl(kubectl_bin, kubectl_version(kubectl_bin), env)
-        r = k("wait", "--for=condition=Available", "deploy/web", "deploy/db", "deploy/cache", "--timeout=20s")
+        r = k(
+            "wait",
+            "--for=condition=Available",
+            "deploy/web",
+            "deploy/db",
+            "deploy/cache",
+            "--timeout=20s",
+        )
         assert r.returncode == 0, r.stderr
         p = k.bg("port-forward", "svc/web", ":80")
         port = p.local_port()
         t = subprocess.run(
-            [sys.executable, os.path.join(here, "traffic.py"), "--url", "http://127.0.0.1:%d" % port, "--duration", "1.5", "--rate", "20", "--json"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                sys.executable,
+                os.path.join(here, "traffic.py"),
+                "--url",
+                "http://127.0.0.1:%d" % port,
+                "--duration",
+                "1.5",
+                "--rate",
+                "20",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         summary = json.loads(t.stdout)
-        assert summary["requests"] > 10 and summary["errors"] == 0 and "503" in summary["status"] or summary["requests"] > 10
+        assert (
+            summary["requests"] > 10 and summary["errors"] == 0 and "503" in summary["status"]
+        ) or summary["requests"] > 10
         state = json.loads(urllib.request.urlopen(admin + "/state", timeout=5).read())
-        victim = [x["name"] for x in state["pods"] if x["name"].startswith("web-")][0]
+        victim = next(x["name"] for x in state["pods"] if x["name"].startswith("web-"))
         req = urllib.request.Request(admin + "/delete-pod?name=" + victim, method="POST")
         assert json.loads(urllib.request.urlopen(req, timeout=5).read()) == {"ok": True}
         r = k("wait", "--for=delete", "pod/" + victim, "--timeout=10s")

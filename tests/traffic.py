@@ -61,7 +61,9 @@ def _pick(rng: random.Random) -> Tuple[str, str]:
     return MIX[0][1], MIX[0][2]
 
 
-def worker(host: str, port: int, stop_at: float, budget: List[int], rate: float, stats: Stats, seed: int) -> None:
+def worker(
+    host: str, port: int, stop_at: float, budget: List[int], rate: float, stats: Stats, seed: int
+) -> None:
     rng = random.Random(seed)
     conn: Optional[http.client.HTTPConnection] = None
     while time.monotonic() < stop_at:
@@ -112,7 +114,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     budget = [max(1, min(args.max_requests, 100000))]
     stop_at = time.monotonic() + duration
     threads = [
-        threading.Thread(target=worker, args=(u.hostname, u.port, stop_at, budget, rate, stats, i), daemon=True)
+        threading.Thread(
+            target=worker, args=(u.hostname, u.port, stop_at, budget, rate, stats, i), daemon=True
+        )
         for i in range(max(1, min(args.concurrency, 16)))
     ]
     for t in threads:
@@ -132,7 +136,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(summary))
     else:
         codes = " ".join("%s=%d" % kv for kv in summary["status"].items())
-        print("traffic: %d requests, %d errors, %d bytes, status %s" % (stats.requests, stats.errors, stats.bytes, codes or "-"))
+        print(
+            "traffic: %d requests, %d errors, %d bytes, status %s"
+            % (stats.requests, stats.errors, stats.bytes, codes or "-")
+        )
     return 1 if stats.requests and stats.errors == stats.requests else 0
 
 
