@@ -47,7 +47,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 __version__ = "0.1.0"
 
@@ -86,6 +86,44 @@ EXIT_ERROR = 1
 KUBECTL_LINE_LIMIT_BYTES = 1024 * 1024
 #: How long a stopping kubectl gets after SIGTERM before SIGKILL.
 KUBECTL_STOP_GRACE_S = 2.0
+#: The relay's one shared read buffer. 256 KiB is asyncio's own recv size (max_size) and socat's
+#: -b 262144 in the benchmark: fewer syscalls per GB without hurting latency.
+RELAY_BUFFER_BYTES = 256 * 1024
+#: Client bytes held while a connection waits for a tunnel; above this, reading pauses.
+LINK_PENDING_MAX_BYTES = 256 * 1024
+#: Client bytes remembered until the pod's first byte, to replay them on a new tunnel if the
+#: first one dies under the connection (a request usually fits; a bulk upload gives up replay).
+LINK_REPLAY_MAX_BYTES = 64 * 1024
+#: How many times one connection may be moved to a new tunnel before the pod answered.
+LINK_MAX_REPLAYS = 3
+#: How long an unanswered connection whose upstream closed waits to learn if its tunnel died.
+REPLAY_VERDICT_WAIT_S = 1.5
+#: Pause before retrying a tunnel port that refused (kubectl was exiting).
+LINK_RETRY_PAUSE_S = 0.05
+#: Unparsed kubectl stderr lines kept per tunnel, to explain an exit nobody announced.
+TUNNEL_STDERR_TAIL_LINES = 20
+#: Links remembered per tunnel after they ended, to recount them as reset if it then fails.
+TUNNEL_RECENT_LINKS = 256
+#: A link that ended this long before its tunnel failed is counted as cut by that failure.
+TUNNEL_VERDICT_WINDOW_S = 1.0
+#: How long a new kubectl port-forward may take to print its `Forwarding from` lines.
+TUNNEL_START_TIMEOUT_S = 30.0
+#: Reconnect backoff: first pause, doubling up to the cap (kubefwd starts at 1 s, caps at 5 min;
+#: a forward the user is waiting on should retry sooner, and a cluster should not be hammered).
+BACKOFF_FIRST_S = 0.25
+BACKOFF_MAX_S = 10.0
+#: Pause before restarting a pod watch that ended (the API server closes watches regularly).
+POD_WATCH_RESTART_S = 1.0
+#: Pod health notes (restarts, waiting reasons) kept per target for the summary.
+POD_NOTES_KEPT = 20
+#: Seconds of traffic history behind each forward's sparkline.
+ACTIVITY_WINDOW_S = 60
+#: The live view redraws at most this often, and only when something changed.
+LIVE_REFRESH_S = 0.25
+#: Recent events shown under the live view.
+LIVE_EVENTS_SHOWN = 5
+#: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
+SHUTDOWN_GRACE_S = 2.0
 # -- port-forward target resolution (§14a) --
 #: How often the pod list is read again while no Running pod matches (kubectl watches instead).
 RESOLVE_POLL_INTERVAL_S = 1.0
@@ -1723,7 +1761,7 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
 
 # ==== §13 Kubectl runner =======================================================================
 
-import shutil  # noqa: E402 - the I/O half of the module starts here
+import shutil  # noqa: E402
 import signal  # noqa: E402
 
 
@@ -2115,8 +2153,1192 @@ class TargetResolver:
 
 
 # ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------
+#
+# A Tunnel is one `kubectl port-forward pod/P :R1 :R2 --address 127.0.0.1` child: kubectl picks
+# free loopback ports and says which in its `Forwarding from` lines. The Supervisor keeps an
+# active tunnel and a warm standby to the same pod (kubectl closes a whole tunnel on the first
+# error of any one connection, kubectl#1169), watches the pods, and rebuilds both on a new pod,
+# with capped exponential backoff, whenever they die.
+
+
+class LinkOutcome(enum.Enum):
+    CLOSED = "closed"  # both sides finished normally
+    RESET = "reset"  # established, then cut (tunnel lost, peer reset)
+    FAILED = "failed"  # never reached the pod (no tunnel in time, refused, nothing listening)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Where one link's upstream goes: a tunnel's loopback port (tunnel is opaque here)."""
+
+    host: str
+    port: int
+    tunnel: Any = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a failed tunnel means for a link that had no answer yet."""
+
+    reason: str
+    retry: bool  # replay on the next tunnel (pod gone, tunnel lost) or not (nothing listening)
+    outcome: LinkOutcome
+
+
+class NoUpstream(Exception):
+    """No tunnel became ready in time; the message says why (shown and counted)."""
+
+
+class UpstreamSource:
+    """What the proxy needs from the tunnels. StaticUpstream (benchmarks) and Supervisor."""
+
+    async def acquire(self, key: int, timeout: float) -> Lease:
+        """A lease for forward number `key`, waiting up to `timeout` for a ready tunnel."""
+        raise NotImplementedError
+
+    def link_ended(self, lease: Lease, link: Link) -> None:
+        """Called when a link that used `lease` ends; lets the tunnel reclassify it later."""
+
+    async def verdict(self, lease: Lease, wait: float) -> Optional[Verdict]:
+        """If the lease's tunnel fails within `wait` seconds: what that means for the link."""
+        return None
+
+
+class TunnelState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILING = "failing"  # kubectl reported a fatal error and is about to exit
+    EXITED = "exited"
+
+
+class Tunnel:
+    """One kubectl port-forward child, its loopback ports and how it ended."""
+
+    def __init__(self, pod_name: str, namespace: str, remote_ports: Sequence[int]) -> None:
+        self.pod_name = pod_name
+        self.namespace = namespace
+        self.remote_ports = tuple(sorted(set(remote_ports)))
+        self.state = TunnelState.STARTING
+        self.local_ports: Dict[int, int] = {}
+        self.cause: Optional[ErrorCause] = None
+        self.error = ""
+        self.exit_code: Optional[int] = None
+        self.stderr_tail: Any = None  # collections.deque of recent unparsed lines
+        self.recent_ends: Any = None  # deque of (time, link) for late reclassification
+        self.process: Optional[KubectlProcess] = None
+        self.ready = asyncio.Event()
+        self.ended = asyncio.Event()
+        self._on_change: Callable[[Tunnel], None] = _ignore_tunnel_change
+
+    def __repr__(self) -> str:
+        return "<Tunnel %s %s %s>" % (self.pod_name, self.state.value, self.local_ports)
+
+    @property
+    def usable(self) -> bool:
+        return self.state in (TunnelState.STARTING, TunnelState.READY)
+
+    def argv(self) -> List[str]:
+        ports = [":%d" % port for port in self.remote_ports]
+        return ["port-forward", "pod/" + self.pod_name, "-n", self.namespace,
+                "--address", "127.0.0.1", *ports]  # fmt: skip
+
+    async def start(self, runner: KubectlRunner, on_change: Callable[[Tunnel], None]) -> None:
+        import collections
+
+        self.stderr_tail = collections.deque(maxlen=TUNNEL_STDERR_TAIL_LINES)
+        self.recent_ends = collections.deque(maxlen=TUNNEL_RECENT_LINKS)
+        self._on_change = on_change
+        self.process = await runner.start(self.argv(), self._on_line)
+        asyncio.ensure_future(self._watch_exit())
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
+
+    async def _watch_exit(self) -> None:
+        assert self.process is not None
+        self.exit_code = await self.process.wait()
+        if self.cause is None:
+            self._fail_from_tail()
+        self.state = TunnelState.EXITED
+        self.ended.set()
+        self._on_change(self)
+
+    def _fail_from_tail(self) -> None:
+        """kubectl exited without a line we understood: keep its last words as the reason."""
+        lines = [line for line in self.stderr_tail if line.strip()]
+        self.error = (
+            lines[-1] if lines else "kubectl port-forward exited with code %s" % (self.exit_code,)
+        )
+        self.cause = classify_error(self.error)
+
+    # -- what kubectl says -------------------------------------------------------------------
+
+    def _on_line(self, stream: Stream, text: str) -> None:
+        event = parse_kubectl_line(stream.value, text)
+        handler = _TUNNEL_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        elif stream is Stream.STDERR and text.strip():
+            self.stderr_tail.append(text)
+
+    def _forwarding(self, event: ForwardingFrom) -> None:
+        self.local_ports[event.remote_port] = event.local_port
+        if self.state is TunnelState.STARTING and all(
+            port in self.local_ports for port in self.remote_ports
+        ):
+            self.state = TunnelState.READY
+            self.ready.set()
+            self._on_change(self)
+
+    def _failed(self, event: Any) -> None:
+        cause = getattr(event, "cause", None) or classify_error(getattr(event, "message", ""))
+        if self.cause is None or self.cause is ErrorCause.OTHER:
+            self.cause = cause
+            self.error = getattr(event, "message", "") or "lost connection to pod"
+        if self.state in (TunnelState.STARTING, TunnelState.READY):
+            self.state = TunnelState.FAILING
+            self.ended.set()
+            self._on_change(self)
+
+    def _lost(self, event: Any) -> None:
+        if self.cause is None:
+            self.cause = ErrorCause.OTHER
+            self.error = "lost connection to pod"
+        self._failed(event)
+
+    # -- links that ended just before the tunnel failed were cut by it -------------------------
+
+    def note_link_ended(self, link: Link, now: float) -> None:
+        if self.recent_ends is not None and self.state is not TunnelState.EXITED:
+            self.recent_ends.append((now, link))
+
+    def links_cut_by_failure(self, now: float) -> List[Link]:
+        if self.recent_ends is None:
+            return []
+        return [link for ended, link in self.recent_ends if now - ended <= TUNNEL_VERDICT_WINDOW_S]
+
+
+def _ignore_tunnel_change(tunnel: Tunnel) -> None:
+    pass
+
+
+_TUNNEL_HANDLERS: Dict[type, Callable[[Tunnel, Any], None]] = {
+    ForwardingFrom: Tunnel._forwarding,
+    ForwardError: Tunnel._failed,
+    FatalError: Tunnel._failed,
+    ListenFailed: Tunnel._failed,
+    LostConnection: Tunnel._lost,
+}
+
+
+class ForwardState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class EventKind(enum.Enum):
+    FORWARDING = "forwarding"  # a local port is listening and its first tunnel is ready
+    CONNECTION = "connection"  # a client connected (kubectl's "Handling connection for N")
+    TUNNEL_LOST = "tunnel_lost"
+    RECONNECTING = "reconnecting"
+    RECONNECTED = "reconnected"
+    POD = "pod"  # the pod behind the forward changed: replaced, restarted, not ready
+    LISTEN_FAILED = "listen_failed"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """Something the user should hear about, from any target; sinks decide how to show it."""
+
+    time: float  # wall clock, for display
+    kind: EventKind
+    target: str  # "svc/web"
+    message: str
+    data: Tuple[Tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"event": self.kind.value, "target": self.target}
+        out.update(self.data)
+        out["message"] = self.message
+        return out
+
+
+#: Receives every SessionEvent (the session fans them out to the display and sinks).
+EventSink = Callable[[SessionEvent], None]
+
+
+class Supervisor(UpstreamSource):
+    """Keeps one target forwarding: tunnels up, pods watched, failures counted and explained."""
+
+    def __init__(
+        self,
+        runner: KubectlRunner,
+        resolver: Any,
+        resolution: Any,
+        specs: Sequence[Any],
+        *,
+        pod_running_timeout: float,
+        emit: EventSink,
+    ) -> None:
+        self.runner = runner
+        self.resolver = resolver
+        self.resolution = resolution
+        self.specs = list(specs)
+        self.pod_running_timeout = pod_running_timeout
+        self._emit = emit
+        self.state = ForwardState.STARTING
+        self.attempt = 0
+        self.reason = ""
+        self.active: Optional[Tunnel] = None
+        self.standby: Optional[Tunnel] = None
+        self.proxies: List[ForwardProxy] = []
+        self.reconnects: Dict[str, int] = {}
+        self.pod_notes: List[str] = []  # restarts, waiting reasons: for the summary
+        self.fatal: Optional[VibeError] = None
+        self.pods_seen: Dict[str, dict] = {}
+        self.dead_pods: set[str] = set()
+        self._needs_resolve = False
+        self._ever_ready = False
+        self._wake = asyncio.Event()
+        self._active_ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._tasks: List[Any] = []
+        self.uptime = UptimeClock()
+
+    def __repr__(self) -> str:
+        return "<Supervisor %s %s pod=%s>" % (self.label, self.state.value, self.pod_name)
+
+    @property
+    def label(self) -> str:
+        return self.resolution.ref.text
+
+    @property
+    def pod_name(self) -> str:
+        return self.resolution.pod_name
+
+    def emit(self, kind: EventKind, message: str, **data: Any) -> None:
+        self._emit(SessionEvent(_wall_clock(), kind, self.label, message, tuple(data.items())))
+
+    # -- the proxy's side: leases and verdicts -----------------------------------------------------
+
+    async def acquire(self, key: int, timeout: float) -> Lease:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            tunnel = self.active
+            if tunnel is not None and tunnel.state is TunnelState.READY:
+                port = tunnel.local_ports.get(self.resolution.forwards[key].remote_port)
+                if port:
+                    return Lease("127.0.0.1", port, tunnel)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopped.is_set():
+                raise NoUpstream(self._why_no_tunnel(timeout))
+            self._active_ready.clear() if tunnel is None or not tunnel.usable else None
+            try:
+                await asyncio.wait_for(self._active_ready.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    @property
+    def is_ready(self) -> bool:
+        return self._active_ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._active_ready.wait()
+
+    def _why_no_tunnel(self, timeout: float) -> str:
+        why = self.reason or "the tunnel was not ready"
+        return "no tunnel within %s: %s" % (format_go_duration(round(timeout, 1)), why)
+
+    def link_ended(self, lease: Lease, link: Link) -> None:
+        if isinstance(lease.tunnel, Tunnel):
+            lease.tunnel.note_link_ended(link, asyncio.get_running_loop().time())
+
+    async def verdict(self, lease: Lease, wait: float) -> Optional[Verdict]:
+        tunnel = lease.tunnel
+        if not isinstance(tunnel, Tunnel):
+            return None
+        try:
+            await asyncio.wait_for(tunnel.ended.wait(), wait)
+        except asyncio.TimeoutError:
+            return None
+        cause = tunnel.cause or ErrorCause.OTHER
+        reason = cause_summary(cause, tunnel.remote_ports)
+        if cause in (ErrorCause.NOT_LISTENING, ErrorCause.FORBIDDEN):
+            return Verdict(reason, retry=False, outcome=LinkOutcome.FAILED)
+        return Verdict(reason, retry=True, outcome=LinkOutcome.RESET)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until stop(): keep an active and a standby tunnel, rebuilding them as they die."""
+        self._tasks.append(asyncio.ensure_future(self._watch_pods()))
+        while not self._stopped.is_set():
+            try:
+                await self._step()
+            except VibeError as exc:
+                if self._is_fatal(exc):
+                    self.fatal = exc
+                    self.state = ForwardState.FAILED
+                    self.emit(EventKind.ERROR, exc.message)
+                    return
+                await self._retry_later(exc.message)
+                continue
+            await self._sleep(None)
+
+    def _is_fatal(self, exc: VibeError) -> bool:
+        """Only what can never work ends the session: RBAC refusing the very first tunnel."""
+        return not self._ever_ready and classify_error(exc.message) is ErrorCause.FORBIDDEN
+
+    async def _step(self) -> None:
+        if self._needs_resolve:
+            await self._re_resolve()
+        active_lost = self.active is None or not self.active.usable
+        if active_lost and not self._promote_standby():
+            self.active = await self._start_tunnel(wait_ready=True)
+            self._became_ready()
+        if self.standby is None or not self.standby.usable:
+            self.standby = await self._start_tunnel(wait_ready=False)
+
+    def _promote_standby(self) -> bool:
+        standby = self.standby
+        if standby is None or standby.state is not TunnelState.READY:
+            return False
+        self.active, self.standby = standby, None
+        self.emit(EventKind.RECONNECTED, "switched to the standby tunnel to pod %s" % self.pod_name)
+        self._became_ready()
+        return True
+
+    async def _start_tunnel(self, wait_ready: bool) -> Tunnel:
+        remote_ports = [forward.remote_port for forward in self.resolution.forwards]
+        tunnel = Tunnel(self.pod_name, self.resolver.namespace, remote_ports)
+        await tunnel.start(self.runner, self._tunnel_changed)
+        if not wait_ready:
+            return tunnel
+        ready = asyncio.ensure_future(tunnel.ready.wait())
+        ended = asyncio.ensure_future(tunnel.ended.wait())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        await asyncio.wait([ready, ended, stopped], timeout=TUNNEL_START_TIMEOUT_S,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        for waiter in (ready, ended, stopped):
+            waiter.cancel()
+        if tunnel.state is TunnelState.READY:
+            return tunnel
+        await tunnel.stop()
+        if tunnel.cause is ErrorCause.POD_GONE:
+            self._mark_pod_gone(self.pod_name)
+        raise VibeError(tunnel.error or "kubectl port-forward was not ready within %s"
+                        % format_go_duration(TUNNEL_START_TIMEOUT_S))  # fmt: skip
+
+    def _became_ready(self) -> None:
+        was_reconnecting = self.state is ForwardState.RECONNECTING
+        self.state = ForwardState.READY
+        self.reason = ""
+        self.attempt = 0
+        self._ever_ready = True
+        self.uptime.up(_monotonic())
+        self._active_ready.set()
+        if was_reconnecting:
+            self.emit(EventKind.RECONNECTED, "tunnel ready again, to pod %s" % self.pod_name)
+
+    async def _retry_later(self, reason: str) -> None:
+        self.attempt += 1
+        self.state = ForwardState.RECONNECTING
+        self.reason = reason
+        self.uptime.down(_monotonic())
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * (2 ** (self.attempt - 1)))
+        self.emit(
+            EventKind.RECONNECTING,
+            "attempt %d in %s: %s" % (self.attempt, format_go_duration(delay), reason),
+            attempt=self.attempt,
+            reason=reason,
+        )
+        await self._sleep(delay)
+
+    async def _sleep(self, delay: Optional[float]) -> None:
+        """Until something changes (a tunnel, a pod, stop()) or `delay` seconds pass."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    # -- tunnels and pods changing under us --------------------------------------------------------
+
+    def _tunnel_changed(self, tunnel: Tunnel) -> None:
+        if tunnel.state is TunnelState.READY:
+            if tunnel is self.active:
+                self._active_ready.set()
+            self._wake.set()
+            return
+        if tunnel.usable:
+            return
+        if tunnel.cause is ErrorCause.POD_GONE:
+            self._mark_pod_gone(tunnel.pod_name)
+        if tunnel is self.active:
+            self._active_lost(tunnel)
+        self._wake.set()
+
+    def _active_lost(self, tunnel: Tunnel) -> None:
+        self._active_ready.clear()
+        self.active = None
+        cause = tunnel.cause or ErrorCause.OTHER
+        summary = cause_summary(cause, tunnel.remote_ports)
+        self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
+        self._cut_links_of(tunnel, summary)
+        detail = (": " + tunnel.error) if tunnel.error else ""
+        self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
+        standby_ready = self.standby is not None and self.standby.state is TunnelState.READY
+        if not standby_ready or self._needs_resolve:
+            self.state = ForwardState.RECONNECTING
+            self.reason = summary
+            self.uptime.down(_monotonic())
+
+    def _cut_links_of(self, tunnel: Tunnel, reason: str) -> None:
+        """Links the pod already answered die with their tunnel: reset them, say why."""
+        now = asyncio.get_running_loop().time()
+        for link in tunnel.links_cut_by_failure(now):
+            link.forward.stats.reclassify_as_reset(reason)
+        tunnel.recent_ends.clear()
+        for proxy in self.proxies:
+            for link in list(proxy.links):
+                if link.lease is not None and link.lease.tunnel is tunnel and link.down_bytes:
+                    link.client.abort()
+                    if link.upstream is not None:
+                        link.upstream.abort()
+                    link.finish(LinkOutcome.RESET, reason)
+
+    def _mark_pod_gone(self, pod_name: str) -> None:
+        if pod_name != self.pod_name or pod_name in self.dead_pods:
+            return
+        self.dead_pods.add(pod_name)
+        self._needs_resolve = True
+        for tunnel in (self.active, self.standby):
+            if tunnel is not None and tunnel.pod_name == pod_name and tunnel.usable:
+                asyncio.ensure_future(tunnel.stop())
+        self._wake.set()
+
+    async def _re_resolve(self) -> None:
+        previous = self.pod_name
+        self.state = ForwardState.RECONNECTING
+        self.reason = "pod %s is gone; waiting for a Ready replacement" % previous
+        resolution = await self.resolver.resolve(
+            self.resolution.ref,
+            self.specs,
+            self.pod_running_timeout,
+            exclude=frozenset(self.dead_pods),
+        )
+        if not is_pod_ready(resolution.pod) and resolution.ref.kind is not ResourceKind.POD:
+            raise VibeError("pod %s is not Ready yet" % resolution.pod_name)
+        self.resolution = resolution
+        self._needs_resolve = False
+        for tunnel in (self.active, self.standby):
+            if tunnel is not None and tunnel.pod_name != resolution.pod_name:
+                await tunnel.stop()
+        self.active = self.standby = None
+        message = "now forwarding to pod %s (was %s)" % (resolution.pod_name, previous)
+        self.emit(EventKind.POD, message, pod=resolution.pod_name, previous=previous)
+
+    async def _watch_pods(self) -> None:
+        """`kubectl get pods -w` on the target's pods: deaths, replacements, restarts."""
+        while not self._stopped.is_set():
+            on_data = functools.partial(self._pod_events, JsonStreamDecoder())
+            try:
+                child = await self.runner.start(self._pod_watch_args(), _ignore_line, on_data)
+                await child.wait()
+            except VibeError:
+                pass
+            await self._wait_stopped(POD_WATCH_RESTART_S)
+
+    def _pod_watch_args(self) -> List[str]:
+        ref = self.resolution.ref
+        args = ["get", "pods", "-n", self.resolver.namespace, "-w", "-o", "json",
+                "--output-watch-events"]  # fmt: skip
+        if ref.kind is ResourceKind.POD:
+            return [*args, "--field-selector", "metadata.name=" + ref.name]
+        return [*args, "-l", selector_for(self.resolution.obj)]
+
+    def _pod_events(self, decoder: JsonStreamDecoder, data: bytes) -> None:
+        for document in decoder.feed(data):
+            if isinstance(document, dict) and isinstance(document.get("object"), dict):
+                self._pod_changed(document.get("type", ""), document["object"])
+
+    def _pod_changed(self, kind: str, pod: dict) -> None:
+        name = pod.get("metadata", {}).get("name", "")
+        before = self.pods_seen.get(name)
+        if kind == "DELETED":
+            self.pods_seen.pop(name, None)
+        else:
+            self.pods_seen[name] = pod
+        if name == self.pod_name:
+            self._note_pod_health(before, pod, deleted=kind == "DELETED")
+            if kind == "DELETED" or pod.get("metadata", {}).get("deletionTimestamp"):
+                self.emit(EventKind.POD, "pod %s is terminating" % name, pod=name)
+                self._mark_pod_gone(name)
+        if self.state is not ForwardState.READY:
+            self._wake.set()
+
+    def _note_pod_health(self, before: Optional[dict], pod: dict, deleted: bool) -> None:
+        if deleted or before is None:
+            return
+        old, new = describe_pod_health(before), describe_pod_health(pod)
+        for line in new:
+            if line not in old:
+                self.pod_notes.append(line)
+                del self.pod_notes[:-POD_NOTES_KEPT]
+                self.emit(EventKind.POD, "pod %s: %s" % (pod["metadata"]["name"], line))
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    async def _wait_stopped(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopped.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self.state = ForwardState.STOPPED
+        self.uptime.down(_monotonic())
+        for task in self._tasks:
+            task.cancel()
+        tunnels = [tunnel for tunnel in (self.active, self.standby) if tunnel is not None]
+        await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
+
+
+class UptimeClock:
+    """Seconds with a ready tunnel, out of seconds since the forward started."""
+
+    def __init__(self) -> None:
+        self.started: Optional[float] = None
+        self.ready_total = 0.0
+        self._up_since: Optional[float] = None
+
+    def up(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        if self._up_since is None:
+            self._up_since = now
+
+    def down(self, now: float) -> None:
+        if self._up_since is not None:
+            self.ready_total += now - self._up_since
+            self._up_since = None
+
+    def percent(self, now: float, since: float) -> float:
+        total = now - since
+        ready = self.ready_total + (now - self._up_since if self._up_since is not None else 0.0)
+        return 100.0 * ready / total if total > 0 else 0.0
+
+
+def cause_summary(cause: ErrorCause, remote_ports: Sequence[int]) -> str:
+    """A short reason for tables and counters: 'pod gone', 'nothing listening on :8080'."""
+    if cause is ErrorCause.NOT_LISTENING:
+        return "nothing listening on pod port %s" % ",".join(str(p) for p in remote_ports)
+    return describe_cause(cause)[0]
+
+
+def _ignore_line(stream: Stream, text: str) -> None:
+    pass
+
+
+def _wall_clock() -> float:
+    import time
+
+    return time.time()
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
 
 # ==== §15 Proxy ================================================================================
+#
+# The user's ports belong to this process for the whole session. Each accepted connection is a
+# Link: a client half and an upstream half (asyncio BufferedProtocols) relaying through ONE
+# process-wide buffer. asyncio is single-threaded and each chunk is written before the next read,
+# so no per-chunk allocation is needed; only when a write is partial does the transport keep a
+# view of the buffer (Python 3.12+ queues the memoryview itself), and the buffer is then handed
+# over to the transport and replaced. Inspection (sniffers) is an optional observer per link.
+
+
+class LinkState(enum.Enum):
+    WAITING = "waiting"  # accepted; no tunnel is ready yet
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ForwardStats:
+    """Hot counters of one forward (one local port): plain attributes, bumped on the data path."""
+
+    __slots__ = (
+        "active",
+        "bytes_down",
+        "bytes_up",
+        "causes",
+        "closed",
+        "failed",
+        "opened",
+        "replayed",
+        "reset",
+        "waited",
+    )
+
+    def __init__(self) -> None:
+        self.bytes_up = 0  # client → pod
+        self.bytes_down = 0  # pod → client
+        self.opened = 0
+        self.active = 0
+        self.closed = 0
+        self.failed = 0
+        self.reset = 0
+        self.waited = 0  # connections that had to wait for a tunnel
+        self.replayed = 0  # connections moved to a new tunnel before the pod answered
+        self.causes: Dict[str, int] = {}  # "reset: pod gone" -> count
+
+    def count(self, outcome: LinkOutcome, cause: str = "") -> None:
+        if outcome is LinkOutcome.CLOSED:
+            self.closed += 1
+            return
+        if outcome is LinkOutcome.RESET:
+            self.reset += 1
+        else:
+            self.failed += 1
+        key = "%s: %s" % (outcome.value, cause or "unknown")
+        self.causes[key] = self.causes.get(key, 0) + 1
+
+    def reclassify_as_reset(self, cause: str) -> None:
+        """A link that looked closed turns out to have died with its tunnel."""
+        self.closed -= 1
+        self.count(LinkOutcome.RESET, cause)
+
+
+class StaticUpstream(UpstreamSource):
+    """A fixed upstream address, for benchmarks and tests of the data path without kubectl."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.lease = Lease(host, port)
+
+    async def acquire(self, key: int, timeout: float) -> Lease:
+        return self.lease
+
+
+class RelayBuffer:
+    """The one read buffer shared by every link (see the section comment)."""
+
+    __slots__ = ("buffer", "view")
+
+    def __init__(self, size: int) -> None:
+        self.buffer = bytearray(size)
+        self.view = memoryview(self.buffer)
+
+    def handed_over(self) -> None:
+        """A transport kept a view of the buffer: leave it there and start a fresh one."""
+        self.buffer = bytearray(len(self.buffer))
+        self.view = memoryview(self.buffer)
+
+
+class Link:
+    """One user connection and its way to the pod. Owns both halves and counts the outcome."""
+
+    __slots__ = (
+        "__weakref__",
+        "client",
+        "client_eof",
+        "down_bytes",
+        "forward",
+        "lease",
+        "observer",
+        "pending",
+        "replay",
+        "state",
+        "upstream",
+        "upstream_eof",
+    )
+
+    def __init__(self, forward: ForwardProxy) -> None:
+        self.forward = forward
+        self.state = LinkState.WAITING
+        self.client: Any = None  # asyncio transport
+        self.upstream: Any = None
+        self.lease: Optional[Lease] = None
+        self.pending = bytearray()  # client bytes that arrived before the upstream was open
+        self.replay: Optional[bytearray] = bytearray()  # kept until the pod's first byte
+        self.down_bytes = 0
+        self.client_eof = False
+        self.upstream_eof = False
+        self.observer: Any = None
+
+    def __repr__(self) -> str:
+        return "<Link %s down=%d lease=%s>" % (self.state.value, self.down_bytes, self.lease)
+
+    # -- setting up: wait for a tunnel, connect, flush what the client already sent --------------
+
+    async def connect(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        forward = self.forward
+        while self.state is not LinkState.CLOSED:
+            try:
+                lease = await forward.source.acquire(forward.key, deadline - loop.time())
+            except NoUpstream as exc:
+                self.fail(str(exc))
+                return
+            self.state = LinkState.CONNECTING
+            try:
+                transport, _ = await loop.create_connection(
+                    RelayProtocols.upstream_half(self), lease.host, lease.port
+                )
+            except OSError:
+                # The tunnel died between acquire and connect: take the next one, within time.
+                forward.source.link_ended(lease, self)
+                if loop.time() >= deadline:
+                    self.fail("tunnel refused the connection")
+                    return
+                await asyncio.sleep(LINK_RETRY_PAUSE_S)
+                continue
+            if self.state is LinkState.CLOSED:  # the client left while we were connecting
+                transport.close()
+                forward.source.link_ended(lease, self)
+                return
+            self.opened(transport, lease)
+            return
+
+    def opened(self, transport: Any, lease: Lease) -> None:
+        self.upstream = transport
+        self.lease = lease
+        self.state = LinkState.OPEN
+        _set_nodelay(transport)
+        if self.pending:
+            transport.write(bytes(self.pending))
+            self.forward.stats.bytes_up += len(self.pending)
+        self.replay = self.pending if len(self.pending) <= LINK_REPLAY_MAX_BYTES else None
+        self.pending = bytearray()
+        if self.client_eof and transport.can_write_eof():
+            transport.write_eof()
+        self.client.resume_reading()
+
+    # -- the hot path: one call per chunk in each direction -------------------------------------
+
+    def from_client(self, nbytes: int) -> None:
+        view = self.forward.relay.view[:nbytes]
+        if self.state is not LinkState.OPEN:
+            self.pending += view
+            if len(self.pending) > LINK_PENDING_MAX_BYTES:
+                self.client.pause_reading()
+            return
+        self.forward.stats.bytes_up += nbytes
+        if self.replay is not None:
+            self.replay += view
+            if len(self.replay) > LINK_REPLAY_MAX_BYTES:
+                self.replay = None
+        if self.observer is not None:
+            self.observer.feed(DIRECTION_UP, view)
+        self.forward.send(self.upstream, view)
+
+    def from_upstream(self, nbytes: int) -> None:
+        view = self.forward.relay.view[:nbytes]
+        self.forward.stats.bytes_down += nbytes
+        if self.down_bytes == 0:
+            self.replay = None  # the pod answered: from now on this link lives or dies with it
+        self.down_bytes += nbytes
+        if self.observer is not None:
+            self.observer.feed(DIRECTION_DOWN, view)
+        self.forward.send(self.client, view)
+
+    # -- half-close and endings ------------------------------------------------------------------
+
+    def client_finished(self) -> None:
+        self.client_eof = True
+        if self.observer is not None:
+            self.observer.feed(DIRECTION_UP, b"")
+        if self.state is LinkState.OPEN and self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        self._close_if_both_finished()
+
+    def upstream_finished(self) -> None:
+        self.upstream_eof = True
+        if self.down_bytes == 0 and self.replay is not None:
+            return  # maybe the tunnel died under us: upstream_lost decides, after a verdict
+        if self.observer is not None:
+            self.observer.feed(DIRECTION_DOWN, b"")
+        if self.client.can_write_eof():
+            self.client.write_eof()
+        self._close_if_both_finished()
+
+    def _close_if_both_finished(self) -> None:
+        if self.client_eof and self.upstream_eof:
+            self.client.close()
+            self.upstream.close()
+
+    def client_lost(self, exc: Optional[BaseException]) -> None:
+        if self.state is LinkState.CLOSED:
+            return
+        if self.upstream is not None:
+            if exc is not None:
+                self.upstream.abort()
+            else:
+                self.upstream.close()
+        self.finish(LinkOutcome.CLOSED)
+
+    def upstream_lost(self, exc: Optional[BaseException]) -> None:
+        if self.state is LinkState.CLOSED or self.upstream is None:
+            return
+        self.upstream = None
+        if self.down_bytes == 0 and self.replay is not None:
+            self.forward.spawn(self.retry_elsewhere(exc))
+            return
+        if exc is not None:
+            self.client.abort()
+            self.finish(LinkOutcome.RESET, _describe_socket_error(exc))
+        else:
+            self.client.close()
+            self.finish(LinkOutcome.CLOSED)
+
+    async def retry_elsewhere(self, exc: Optional[BaseException]) -> None:
+        """The upstream ended before the pod said a word. If its tunnel failed, replay the
+        client's bytes through the next tunnel; if the tunnel is fine, the pod closed for real."""
+        lease = self.lease
+        assert lease is not None
+        verdict = await self.forward.source.verdict(lease, REPLAY_VERDICT_WAIT_S)
+        if self.state is LinkState.CLOSED:
+            return
+        if verdict is None:  # the tunnel is healthy: the pod itself closed the connection
+            if exc is not None:
+                self.client.abort()
+                self.finish(LinkOutcome.RESET, _describe_socket_error(exc))
+            else:
+                self.client.close()
+                self.finish(LinkOutcome.CLOSED)
+            return
+        if not verdict.retry or self.forward.replays_exhausted(self):
+            self.client.abort() if verdict.outcome is LinkOutcome.RESET else self.client.close()
+            self.finish(verdict.outcome, verdict.reason)
+            return
+        self.forward.source.link_ended(lease, self)
+        self.forward.stats.replayed += 1
+        self.pending = self.replay or bytearray()
+        self.replay = bytearray()
+        self.upstream_eof = False
+        self.state = LinkState.WAITING
+        await self.connect(self.forward.wait_timeout)
+
+    def fail(self, reason: str) -> None:
+        """The link never reached the pod: close the client (it sees EOF), count why."""
+        if self.client is not None:
+            self.client.close()
+        self.finish(LinkOutcome.FAILED, reason)
+
+    def finish(self, outcome: LinkOutcome, cause: str = "") -> None:
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.CLOSED
+        self.forward.link_finished(self, outcome, cause)
+
+
+def _describe_socket_error(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _set_nodelay(transport: Any) -> None:
+    import socket
+
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class _ClientHalf:
+    """The user's side of a link; bound to asyncio.BufferedProtocol by RelayProtocols."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def connection_made(self, transport: Any) -> None:
+        self.link.client = transport
+        _set_nodelay(transport)
+        self.link.forward.accepted(self.link)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.link.forward.relay.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.link.from_client(nbytes)
+
+    def eof_received(self) -> bool:
+        self.link.client_finished()
+        return True  # keep our write side open: half-close
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.link.client_lost(exc)
+
+    def pause_writing(self) -> None:  # the client reads slower than the pod sends
+        if self.link.upstream is not None:
+            self.link.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.link.upstream is not None:
+            self.link.upstream.resume_reading()
+
+
+class _UpstreamHalf:
+    """The tunnel's side of a link; bound to asyncio.BufferedProtocol by RelayProtocols."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def connection_made(self, transport: Any) -> None:
+        pass  # Link.opened() takes the transport once create_connection returns
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.link.forward.relay.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.link.from_upstream(nbytes)
+
+    def eof_received(self) -> bool:
+        self.link.upstream_finished()
+        return True
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.link.upstream_lost(exc)
+
+    def pause_writing(self) -> None:  # the pod reads slower than the client sends
+        self.link.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.link.client.resume_reading()
+
+
+class RelayProtocols:
+    """Binds the two halves to asyncio.BufferedProtocol once asyncio is imported.
+
+    The transport only takes the zero-copy read path for real BufferedProtocol subclasses, and
+    asyncio is imported lazily (see _LazyModule), so the binding happens at first use.
+    """
+
+    _classes: ClassVar[Dict[str, type]] = {}
+
+    @classmethod
+    def _bound(cls, half: type) -> type:
+        bound = cls._classes.get(half.__name__)
+        if bound is None:
+            bound = type(
+                half.__name__.lstrip("_"), (half, asyncio.BufferedProtocol), {"__slots__": ()}
+            )
+            cls._classes[half.__name__] = bound
+        return bound
+
+    @classmethod
+    def client_half(cls, link: Link) -> Any:
+        return cls._bound(_ClientHalf)(link)
+
+    @classmethod
+    def upstream_half(cls, link: Link) -> Callable[[], Any]:
+        bound = cls._bound(_UpstreamHalf)
+        return lambda: bound(link)
+
+
+class ForwardProxy:
+    """One user-facing local port (on one or more addresses) and every link accepted on it."""
+
+    def __init__(
+        self,
+        source: UpstreamSource,
+        key: int,
+        relay: RelayBuffer,
+        *,
+        wait_timeout: float,
+        inspector_factory: Optional[Callable[[int], Any]] = None,
+        on_accept: Optional[Callable[[ForwardProxy], None]] = None,
+    ) -> None:
+        self.source = source
+        self.key = key  # which forward of the target this is (its remote port may change)
+        self.relay = relay
+        self.wait_timeout = wait_timeout
+        self.stats = ForwardStats()
+        self.port = 0
+        self.addresses: List[str] = []
+        self.links: set[Link] = set()
+        self._servers: List[Any] = []
+        self._tasks: set[Any] = set()
+        self._inspector_factory = inspector_factory
+        self._on_accept = on_accept
+        self._replays: Dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return "<ForwardProxy :%d #%d links=%d>" % (self.port, self.key, len(self.links))
+
+    # -- listening, with kubectl's all/any semantics ---------------------------------------------
+
+    async def listen(self, addresses: Sequence[str], port: int, require_all: bool) -> List[str]:
+        """Bind `port` (0 = random, then reused) on each address; return kubectl-style errors.
+
+        require_all=False is kubectl's "localhost" mode: one address binding is enough.
+        """
+        loop = asyncio.get_running_loop()
+        errors = []
+        for address in addresses:
+            try:
+                server = await loop.create_server(
+                    self._new_client_half, host=address, port=self.port or port, backlog=1024
+                )
+            except OSError as exc:
+                errors.append(_listen_error_text(address, self.port or port, exc))
+                continue
+            self._servers.append(server)
+            self.addresses.append(address)
+            if not self.port:
+                self.port = server.sockets[0].getsockname()[1]
+        if errors and (require_all or not self._servers):
+            await self.close(0)
+            return errors
+        return []
+
+    def _new_client_half(self) -> Any:
+        return RelayProtocols.client_half(Link(self))
+
+    # -- links -----------------------------------------------------------------------------------
+
+    def accepted(self, link: Link) -> None:
+        self.links.add(link)
+        self.stats.opened += 1
+        self.stats.active += 1
+        if self._inspector_factory is not None:
+            link.observer = self._inspector_factory(self.key)
+        if self._on_accept is not None:
+            self._on_accept(self)
+        self.spawn(link.connect(self.wait_timeout))
+
+    def link_finished(self, link: Link, outcome: LinkOutcome, cause: str) -> None:
+        self.links.discard(link)
+        self.stats.active -= 1
+        self.stats.count(outcome, cause)
+        self._replays.pop(id(link), None)
+        if link.lease is not None:
+            self.source.link_ended(link.lease, link)
+        if link.observer is not None:
+            link.observer.close(outcome, cause)
+
+    def replays_exhausted(self, link: Link) -> bool:
+        count = self._replays.get(id(link), 0) + 1
+        self._replays[id(link)] = count
+        return count > LINK_MAX_REPLAYS
+
+    def send(self, transport: Any, view: memoryview) -> None:
+        """Write a chunk of the shared buffer; hand the buffer over if the write was partial."""
+        if transport.get_write_buffer_size():
+            transport.write(bytes(view))  # queued behind earlier data: it must be a copy
+            return
+        transport.write(view)
+        if _TRANSPORT_KEEPS_VIEWS and transport.get_write_buffer_size():
+            self.relay.handed_over()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, grace: float) -> None:
+        """Stop accepting, let links finish for `grace` seconds, then cut the rest."""
+        for server in self._servers:
+            server.close()
+        self._servers = []
+        if grace > 0 and self.links:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self.links and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        for link in list(self.links):
+            if link.client is not None:
+                link.client.abort()
+            if link.upstream is not None:
+                link.upstream.abort()
+            link.finish(LinkOutcome.RESET, "session ended")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+#: Python 3.12+ transports queue a view of a partially-written buffer instead of copying it.
+_TRANSPORT_KEEPS_VIEWS = sys.version_info >= (3, 12)
+
+
+def _listen_error_text(address: str, port: int, exc: OSError) -> str:
+    """Go's wording: `unable to create listener: Error listen tcp4 127.0.0.1:8080: bind: ...`."""
+    family = "tcp6" if ":" in address else "tcp4"
+    host = "[%s]" % address if ":" in address else address
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return "unable to create listener: Error listen %s %s:%d: bind: %s" % (
+        family,
+        host,
+        port,
+        reason,
+    )
+
+
+class StaticForward:
+    """A forward to a fixed address: the data path alone, for benchmarks and tests."""
+
+    def __init__(self, proxy: ForwardProxy) -> None:
+        self.proxy = proxy
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    @property
+    def stats(self) -> ForwardStats:
+        return self.proxy.stats
+
+    async def close(self, grace: float = 0.0) -> None:
+        await self.proxy.close(grace)
+
+
+async def open_static_forward(
+    upstream: Tuple[str, int],
+    *,
+    address: str = "127.0.0.1",
+    port: int = 0,
+    inspect: bool = False,
+) -> StaticForward:
+    """Listen on address:port and relay every connection to `upstream` (no kubectl involved)."""
+    factory = _make_inspector_factory() if inspect else None
+    proxy = ForwardProxy(
+        StaticUpstream(*upstream),
+        0,
+        RelayBuffer(RELAY_BUFFER_BYTES),
+        wait_timeout=5.0,
+        inspector_factory=factory,
+    )
+    errors = await proxy.listen([address], port, require_all=True)
+    if errors:
+        raise VibeError(errors[0])
+    return StaticForward(proxy)
+
 
 # ==== §16 port-forward session =================================================================
 
