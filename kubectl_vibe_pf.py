@@ -124,6 +124,11 @@ LIVE_REFRESH_S = 0.25
 LIVE_EVENTS_SHOWN = 5
 #: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
 SHUTDOWN_GRACE_S = 2.0
+# -- port-forward target resolution (§14a) --
+#: How often the pod list is read again while no Running pod matches (kubectl watches instead).
+RESOLVE_POLL_INTERVAL_S = 1.0
+#: Bound on each kubectl get made while resolving a target (kubectl's own default is 32 s).
+RESOLVE_REQUEST_TIMEOUT_S = 30.0
 
 # ==== §03 Errors ===============================================================================
 
@@ -820,9 +825,933 @@ def render_root_help(prog: str) -> str:
 
 # ==== §07 port-forward arguments ===============================================================
 
+_GO_BUILTIN_GROUPS = frozenset(
+    (
+        "",
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "scheduling.k8s.io",
+        "coordination.k8s.io",
+        "discovery.k8s.io",
+        "node.k8s.io",
+        "certificates.k8s.io",
+        "admissionregistration.k8s.io",
+        "apiextensions.k8s.io",
+        "events.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "resource.k8s.io",
+        "extensions",
+    )
+)
+
+
+class ResourceKind(enum.Enum):
+    """The kinds kubectl port-forward can reach a pod through (polymorphichelpers)."""
+
+    POD = ("pods", "*v1.Pod", ("pod", "pods", "po"))
+    SERVICE = ("services", "*v1.Service", ("service", "services", "svc"))
+    DEPLOYMENT = ("deployments.apps", "*v1.Deployment", ("deployment", "deployments", "deploy"))
+    REPLICASET = ("replicasets.apps", "*v1.ReplicaSet", ("replicaset", "replicasets", "rs"))
+    REPLICATIONCONTROLLER = (
+        "replicationcontrollers",
+        "*v1.ReplicationController",
+        ("replicationcontroller", "replicationcontrollers", "rc"),
+    )
+    STATEFULSET = ("statefulsets.apps", "*v1.StatefulSet", ("statefulset", "statefulsets", "sts"))
+    DAEMONSET = ("daemonsets.apps", "*v1.DaemonSet", ("daemonset", "daemonsets", "ds"))
+    JOB = ("jobs.batch", "*v1.Job", ("job", "jobs"))
+    #: Any other TYPE: only the server knows whether it exists; §14a asks it, and then refuses it
+    #: with kubectl's "selector ... not implemented" if it does.
+    OTHER = ("", "", ())
+
+    def __init__(self, resource: str, go_type: str, spellings: Tuple[str, ...]) -> None:
+        self.resource = resource
+        self.go_type = go_type
+        self.spellings = spellings
+
+    @property
+    def api_kind(self) -> str:
+        """The `kind` field of objects of this resource ("Service")."""
+        return self.go_type.rpartition(".")[2]
+
+    @property
+    def group(self) -> str:
+        return self.resource.partition(".")[2]
+
+    def accepts(self, spelled: str) -> bool:
+        """kubectl's RESTMapper: case-insensitive; `NAME`, `NAME.GROUP` or `NAME.VERSION.GROUP`."""
+        word = spelled.lower()
+        name, _, group = word.partition(".")
+        if name not in self.spellings:
+            return False
+        if not group:
+            return True
+        if not self.group:  # core kinds: "pods.v1" is the only qualified form
+            return group == "v1"
+        return group in (self.group, "v1." + self.group)
+
+
+_KIND_BY_API_KIND = {kind.api_kind: kind for kind in ResourceKind if kind.go_type}
+
+
+def resource_kind_for(type_text: str) -> ResourceKind:
+    for kind in ResourceKind:
+        if kind is not ResourceKind.OTHER and kind.accepts(type_text):
+            return kind
+    return ResourceKind.OTHER
+
+
+def go_type_name(obj: Dict[str, Any]) -> str:
+    """The Go type kubectl names in messages: `*v1.ConfigMap`, `*unstructured.Unstructured`."""
+    group, _, version = str(obj.get("apiVersion") or "v1").rpartition("/")
+    if group not in _GO_BUILTIN_GROUPS:  # CRDs decode to unstructured objects in kubectl
+        return "*unstructured.Unstructured"
+    return "*%s.%s" % (version, obj.get("kind") or "Unknown")
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    """`TYPE/NAME` or a bare `NAME` (a pod), as the user wrote it."""
+
+    kind: ResourceKind
+    name: str
+    text: str
+    #: The TYPE as written (for OTHER, the server decides what it means).
+    type_text: str = "pod"
+
+    @property
+    def get_arg(self) -> str:
+        """The argument for `kubectl get`: `services/web`, or the user's own TYPE for OTHER."""
+        resource = self.kind.resource if self.kind is not ResourceKind.OTHER else self.type_text
+        return "%s/%s" % (resource, self.name)
+
+
+def parse_resource_ref(text: str) -> ResourceRef:
+    """kubectl's builder.ResourceNames("pods", arg): NAME or TYPE/NAME, with its messages."""
+    if "/" not in text:
+        return ResourceRef(ResourceKind.POD, text, text, "pod")
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise VibeError("arguments in resource/name form may not have more than one slash")
+    type_text, name = parts
+    if not type_text or not name:
+        raise VibeError("arguments in resource/name form must have a single resource and name")
+    return ResourceRef(resource_kind_for(type_text), name, text, type_text)
+
+
+def go_atoi(text: str) -> Optional[int]:
+    """Go's strconv.Atoi: optional sign, ASCII digits only, int64 range; None if it fails."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    value = int(text, 10)
+    return value if -(2**63) <= value < 2**63 else None
+
+
+def go_parse_uint16(text: str) -> Tuple[Optional[int], str]:
+    """strconv.ParseUint(text, 10, 16): (value, "") or (None, Go's error text)."""
+    if not re.fullmatch(r"[0-9]+", text):
+        return None, 'strconv.ParseUint: parsing "%s": invalid syntax' % text
+    value = int(text, 10)
+    if value > 65535:
+        return None, 'strconv.ParseUint: parsing "%s": value out of range' % text
+    return value, ""
+
+
+def parse_local_port(text: str) -> int:
+    value, problem = go_parse_uint16(text)
+    if value is None:
+        raise VibeError("error parsing local port '%s': %s" % (text, problem))
+    return value
+
+
+def parse_container_port(text: str) -> int:
+    """A remote port once it is a number (client-go parsePorts)."""
+    value, problem = go_parse_uint16(text)
+    if value is None:
+        raise VibeError("error parsing remote port '%s': %s" % (text, problem))
+    if value == 0:
+        raise VibeError("remote port must be > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """`[LOCAL:]REMOTE`. local None: the port the remote resolves to (the Service port for a
+    Service, the container port otherwise); 0: a random free port. remote: a number or a name,
+    as written (a Service port for svc/, a container port otherwise)."""
+
+    local: Optional[int]
+    remote: str
+    text: str
+
+    @property
+    def remote_number(self) -> Optional[int]:
+        """The remote as a number, if kubectl would read it as one (strconv.Atoi)."""
+        return go_atoi(self.remote)
+
+
+def parse_port_spec(text: str, kind: ResourceKind = ResourceKind.POD) -> PortSpec:
+    """kubectl splitPort + client-go parsePorts, checking early what needs no lookup.
+
+    Where kubectl reads a port with no colon, or with equal sides (`http:http`), the local port
+    becomes what the remote resolves to: local None. For a Service the remote is checked against
+    the Service (§08 resolve_forwards), so only the local side is checked here.
+    """
+    parts = text.split(":")
+    if len(parts) > 2:
+        # kubectl's splitPort silently reads "a:b:c" as "a"; client-go's message is clearer.
+        raise VibeError("invalid port format '%s'" % text)
+    local_text, remote = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    if local_text == remote:
+        local: Optional[int] = None
+    else:
+        local = parse_local_port(local_text or "0")  # ":5000" means a random local port
+    if kind is not ResourceKind.SERVICE:
+        _check_pod_remote(remote, local)
+    return PortSpec(local, remote, text)
+
+
+def _check_pod_remote(remote: str, local: Optional[int]) -> None:
+    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber)."""
+    if remote == "":
+        raise VibeError("remote port cannot be empty")
+    if go_atoi(remote) is None:
+        return  # a container port name: checked against the pod in §08
+    if local is None:
+        parse_local_port(remote)  # the remote is also the local port, and client-go reads it first
+    parse_container_port(remote)
+
+
+class FailureMode(enum.Enum):
+    """client-go listen failure modes: ALL (localhost: fails only if every address fails) and
+    ANY (an explicit IP: any failing address fails the port)."""
+
+    ALL = "all"
+    ANY = "any"
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    address: str
+    family: str  # "tcp4" or "tcp6", as net.Listen
+    mode: FailureMode
+
+
+@dataclass(frozen=True)
+class ListenPlan:
+    """Where each local port listens. require_all: some address is an explicit IP, so every
+    explicit IP must bind (client-go "any" mode); localhost alone is fine if either binds."""
+
+    addresses: Tuple[str, ...]
+    require_all: bool
+    entries: Tuple[ListenAddress, ...] = ()
+
+    def port_ok(self, bound: Dict[str, bool]) -> bool:
+        """client-go listenOnPort: did this port bind well enough, given address → success?"""
+        failed_any = any(
+            not bound.get(e.address, False) for e in self.entries if e.mode is FailureMode.ANY
+        )
+        alls = [bound.get(e.address, False) for e in self.entries if e.mode is FailureMode.ALL]
+        if alls and not any(alls):
+            return False
+        return not failed_any
+
+
+def parse_ip_sloppy(text: str) -> Optional[str]:
+    """netutils.ParseIPSloppy: "tcp4", "tcp6" or None. IPv4 octets may have leading zeros."""
+    import ipaddress
+
+    if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", text):
+        octets = [int(part, 10) for part in text.split(".")]
+        return "tcp4" if all(octet <= 255 for octet in octets) else None
+    if "%" in text or ":" not in text:  # Go's ParseIP takes no zones, no hostnames
+        return None
+    try:
+        parsed = ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    return "tcp4" if parsed.ipv4_mapped is not None else "tcp6"
+
+
+def parse_addresses(values: Sequence[str]) -> ListenPlan:
+    """client-go parseAddresses: localhost → 127.0.0.1 + ::1 (mode all), IPs (mode any),
+    deduplicated by text (a later explicit IP wins over localhost's), sorted by text."""
+    if not values:
+        raise VibeError("you must specify at least 1 address")
+    parsed: Dict[str, ListenAddress] = {}
+    for value in values:
+        if value == "localhost":
+            for address, family in (("127.0.0.1", "tcp4"), ("::1", "tcp6")):
+                parsed.setdefault(address, ListenAddress(address, family, FailureMode.ALL))
+            continue
+        family = parse_ip_sloppy(value)
+        if family is None:
+            raise VibeError("%s is not a valid IP" % value)
+        parsed[value] = ListenAddress(value, family, FailureMode.ANY)
+    entries = tuple(sorted(parsed.values(), key=lambda entry: entry.address))
+    return ListenPlan(
+        tuple(entry.address for entry in entries),
+        any(entry.mode is FailureMode.ANY for entry in entries),
+        entries,
+    )
+
+
+OUTPUT_FORMATS = ("", "json")
+
+
+@dataclass
+class PortForwardOptions:
+    """kubectl port-forward's options: from_flags → complete (lookups) → validate → run (§16)."""
+
+    ref: ResourceRef
+    ports: List[PortSpec]
+    listen: ListenPlan
+    pod_running_timeout: float = 60.0
+    namespace: str = ""
+    output: str = ""
+    live: Optional[bool] = None
+    resolution: Optional[Resolution] = None
+
+    @classmethod
+    def from_flags(cls, flags: ParsedFlags) -> PortForwardOptions:
+        """Positionals and flags, checked in kubectl's order (Complete, then client-go)."""
+        args = flags.positionals
+        if len(args) < 2:
+            raise UsageError(
+                "TYPE/NAME and list of ports are required for port-forward", "port-forward"
+            )
+        timeout = float(flags.get("pod-running-timeout", 60.0))
+        _check_pod_running_timeout(timeout)
+        ref = parse_resource_ref(args[0])
+        options = cls(
+            ref=ref,
+            ports=[parse_port_spec(text, ref.kind) for text in args[1:]],
+            listen=parse_addresses(list(flags.get("address") or ["localhost"])),
+            pod_running_timeout=timeout,
+            namespace=flags.namespace,
+            output=flags.get("output") or "",
+            live=False if flags.get("no-live") else None,
+        )
+        return options
+
+    def validate(self) -> None:
+        _check_pod_running_timeout(self.pod_running_timeout)
+        if not self.ports:
+            raise VibeError("at least 1 PORT is required for port-forward")
+        if self.output not in OUTPUT_FORMATS:
+            raise VibeError(
+                'unable to match a printer suitable for the output format "%s", allowed formats '
+                "are: json" % self.output
+            )
+
+    async def complete(self, runner: KubectlRunner) -> Resolution:
+        """Namespace from the kubeconfig when -n is absent, then TYPE/NAME → a Running pod."""
+        resolver = TargetResolver(runner, self.namespace)
+        if not self.namespace:
+            self.namespace = await resolver.namespace_default()
+            resolver.namespace = self.namespace
+        self.resolution = await resolver.resolve(self.ref, self.ports, self.pod_running_timeout)
+        return self.resolution
+
+
+def _check_pod_running_timeout(timeout: float) -> None:
+    if timeout <= 0:
+        raise UsageError("--pod-running-timeout must be higher than zero", "port-forward")
+
+
 # ==== §08 Targets ==============================================================================
 
+_SELECTOR_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "", "DoesNotExist": "!"}
+
+
+def label_selector_string(selector: Optional[Dict[str, Any]]) -> str:
+    """metav1.LabelSelectorAsSelector(...).String(): requirements sorted by key, values sorted."""
+    if not selector:
+        return ""
+    requirements: List[Tuple[str, str]] = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        requirements.append((key, "%s=%s" % (key, value)))
+    for expression in selector.get("matchExpressions") or []:
+        requirements.append((expression.get("key", ""), _expression_string(expression)))
+    return ",".join(text for _, text in sorted(requirements, key=lambda item: item[0]))
+
+
+def _expression_string(expression: Dict[str, Any]) -> str:
+    key = expression.get("key", "")
+    operator = expression.get("operator", "")
+    if operator not in _SELECTOR_OPERATORS:
+        raise VibeError(
+            "invalid label selector: %r is not a valid label selector operator" % operator
+        )
+    values = sorted(expression.get("values") or [])
+    if operator in ("In", "NotIn"):
+        if not values:
+            raise VibeError(
+                "invalid label selector: values: Invalid value: []string(nil): for 'in', 'notin' "
+                "operators, values set can't be empty"
+            )
+        return "%s %s (%s)" % (key, _SELECTOR_OPERATORS[operator], ",".join(values))
+    return _SELECTOR_OPERATORS[operator] + key
+
+
+def set_selector_string(labels: Dict[str, str]) -> str:
+    """labels.SelectorFromSet(...).String(): `a=1,b=2`, sorted by key."""
+    return ",".join("%s=%s" % (key, labels[key]) for key in sorted(labels))
+
+
+def selector_for(obj: Dict[str, Any]) -> str:
+    """The label selector kubectl lists pods with (polymorphichelpers.SelectorsForObject)."""
+    kind = _KIND_BY_API_KIND.get(obj.get("kind", ""), ResourceKind.OTHER)
+    spec = obj.get("spec") or {}
+    type_name = go_type_name(obj)
+    if type_name == "*unstructured.Unstructured":
+        kind = ResourceKind.OTHER
+    if kind is ResourceKind.SERVICE:
+        if not spec.get("selector"):
+            raise VibeError(
+                "cannot attach to %s: invalid service '%s': Service is defined without a selector"
+                % (type_name, (obj.get("metadata") or {}).get("name", ""))
+            )
+        return set_selector_string(spec["selector"])
+    if kind is ResourceKind.REPLICATIONCONTROLLER:
+        return set_selector_string(spec.get("selector") or {})
+    if kind in (ResourceKind.POD, ResourceKind.OTHER):
+        raise VibeError(
+            "cannot attach to %s: selector for %s not implemented" % (type_name, type_name)
+        )
+    try:
+        return label_selector_string(spec.get("selector"))
+    except VibeError as exc:
+        raise VibeError("cannot attach to %s: %s" % (type_name, exc.message)) from None
+
+
+def pod_phase(pod: Dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
+
+
+def pod_name(pod: Dict[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name") or "")
+
+
+def _ready_condition(pod: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition
+    return None
+
+
+def is_pod_ready(pod: Dict[str, Any]) -> bool:
+    condition = _ready_condition(pod)
+    return condition is not None and condition.get("status") == "True"
+
+
+def parse_kube_time(text: Optional[str]) -> Optional[float]:
+    """RFC 3339 (metav1.Time / MicroTime) → epoch seconds; None for the zero time."""
+    if not text:
+        return None
+    import datetime
+
+    value = text.replace("Z", "+00:00")
+    match = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", value)
+    fraction = 0.0
+    if match:  # Python 3.9's fromisoformat takes only 3 or 6 fraction digits
+        value = match.group(1) + match.group(3)
+        fraction = float(match.group(2) or 0)
+    try:
+        return datetime.datetime.fromisoformat(value).timestamp() + fraction
+    except ValueError:
+        return None
+
+
+def _ready_time(pod: Dict[str, Any]) -> Optional[float]:
+    condition = _ready_condition(pod)
+    if condition is None or condition.get("status") != "True":
+        return None
+    return parse_kube_time(condition.get("lastTransitionTime"))
+
+
+def _after_or_zero(first: Optional[float], second: Optional[float]) -> bool:
+    """podutils.afterOrZero: is `first` after `second`, a zero (None) time being the latest."""
+    if first is None or second is None:
+        return first is None
+    return first > second
+
+
+def _max_restarts(pod: Dict[str, Any]) -> Tuple[int, int]:
+    """(regular, sidecar) highest restart counts, as podutils.maxContainerRestarts."""
+    status = pod.get("status") or {}
+    regular = max(
+        [int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or []] or [0]
+    )
+    sidecars = {
+        c.get("name")
+        for c in (pod.get("spec") or {}).get("initContainers") or []
+        if c.get("restartPolicy") == "Always"
+    }
+    sidecar = max(
+        [
+            int(c.get("restartCount") or 0)
+            for c in status.get("initContainerStatuses") or []
+            if c.get("name") in sidecars
+        ]
+        or [0]
+    )
+    return regular, sidecar
+
+
+_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+
+def active_pods_less(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """podutils.ActivePods.Less: is `a` a worse pick than `b`? (kubectl takes the greatest)."""
+    node_a = (a.get("spec") or {}).get("nodeName") or ""
+    node_b = (b.get("spec") or {}).get("nodeName") or ""
+    if node_a != node_b and (not node_a or not node_b):
+        return not node_a
+    rank_a, rank_b = _PHASE_RANK.get(pod_phase(a), 0), _PHASE_RANK.get(pod_phase(b), 0)
+    if rank_a != rank_b:
+        return rank_a < rank_b
+    if is_pod_ready(a) != is_pod_ready(b):
+        return not is_pod_ready(a)
+    deleting_a = parse_kube_time((a.get("metadata") or {}).get("deletionTimestamp"))
+    deleting_b = parse_kube_time((b.get("metadata") or {}).get("deletionTimestamp"))
+    if (deleting_a is None) != (deleting_b is None):
+        return deleting_a is not None
+    if deleting_a is not None and deleting_b is not None and deleting_a != deleting_b:
+        return deleting_a < deleting_b
+    if is_pod_ready(a) and is_pod_ready(b) and _ready_time(a) != _ready_time(b):
+        return _after_or_zero(_ready_time(a), _ready_time(b))
+    restarts_a, restarts_b = _max_restarts(a), _max_restarts(b)
+    if restarts_a != restarts_b:
+        return restarts_a > restarts_b  # (regular, then sidecar) restarts, as Go compares them
+    created_a = parse_kube_time((a.get("metadata") or {}).get("creationTimestamp"))
+    created_b = parse_kube_time((b.get("metadata") or {}).get("creationTimestamp"))
+    if created_a != created_b:
+        return _after_or_zero(created_a, created_b)
+    return False
+
+
+def _active_pods_cmp(a: Dict[str, Any], b: Dict[str, Any]) -> int:
+    if active_pods_less(a, b):
+        return -1
+    return 1 if active_pods_less(b, a) else 0
+
+
+def rank_pods(pods: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Best pick first: sort.Reverse(podutils.ActivePods), stable for ties (Go's is not)."""
+    import functools
+
+    return sorted(pods, key=functools.cmp_to_key(_active_pods_cmp), reverse=True)
+
+
+def choose_pod(
+    pods: Sequence[Dict[str, Any]], exclude: Any = frozenset()
+) -> Optional[Dict[str, Any]]:
+    """kubectl's pick among the selector's pods, skipping the names in `exclude`."""
+    for pod in rank_pods(pods):
+        if pod_name(pod) not in exclude:
+            return pod
+    return None
+
+
+def pod_not_running_message(pod: Dict[str, Any]) -> str:
+    return "unable to forward port because pod is not running. Current status=%s" % pod_phase(pod)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One resolved forward: local port (0 = random) → container port on the chosen pod."""
+
+    local_port: int
+    remote_port: int
+    spec: PortSpec
+    service_port: Optional[int] = None
+
+
+def _container_ports(pod: Dict[str, Any], with_init: bool = True) -> List[Dict[str, Any]]:
+    spec = pod.get("spec") or {}
+    groups = ("containers", "initContainers") if with_init else ("containers",)
+    return [
+        port for group in groups for c in spec.get(group) or [] for port in c.get("ports") or []
+    ]
+
+
+def container_port_by_name(pod: Dict[str, Any], name: str) -> int:
+    """util.LookupContainerPortNumberByName: containers first, then initContainers."""
+    for port in _container_ports(pod):
+        if (port.get("name") or "") == name:
+            return int(port.get("containerPort") or 0)
+    raise VibeError("Pod '%s' does not have a named port '%s'" % (pod_name(pod), name))
+
+
+def service_port_by_name(svc: Dict[str, Any], name: str) -> int:
+    for port in (svc.get("spec") or {}).get("ports") or []:
+        if (port.get("name") or "") == name:
+            return int(port.get("port") or 0)
+    raise VibeError(
+        "Service '%s' does not have a named port '%s'"
+        % ((svc.get("metadata") or {}).get("name", ""), name)
+    )
+
+
+def container_port_for_service_port(svc: Dict[str, Any], pod: Dict[str, Any], port: int) -> int:
+    """util.LookupContainerPortNumberByServicePort: targetPort number, name, omitted, headless."""
+    spec = svc.get("spec") or {}
+    for entry in spec.get("ports") or []:
+        if int(entry.get("port") or 0) != port:
+            continue
+        if spec.get("clusterIP") == "None":
+            return port
+        target = entry.get("targetPort")
+        if target is None or isinstance(target, int):
+            return int(target or 0) or port  # an omitted targetPort reads as 0: the port itself
+        return container_port_by_name(pod, str(target))
+    raise VibeError(
+        "Service %s does not have a service port %d"
+        % ((svc.get("metadata") or {}).get("name", ""), port)
+    )
+
+
+def _udp_only(ports: Sequence[Dict[str, Any]], number_key: str) -> set:
+    udp = {int(p.get(number_key) or 0) for p in ports if p.get("protocol") == "UDP"}
+    tcp = {int(p.get(number_key) or 0) for p in ports if p.get("protocol") == "TCP"}
+    return udp - tcp
+
+
+def _check_udp(specs: Sequence[PortSpec], udp_only: set, lookup: Callable[[str], int]) -> None:
+    """kubectl checkUDPPorts: the remote (number, or its name's number) must not be UDP-only."""
+    for spec in specs:
+        number = spec.remote_number
+        if number is None:
+            number = lookup(spec.remote)
+        if number in udp_only:
+            raise VibeError("UDP protocol is not supported for %s" % spec.remote)
+
+
+def resolve_forwards(
+    ref: ResourceRef, obj: Dict[str, Any], pod: Dict[str, Any], specs: Sequence[PortSpec]
+) -> List[Forward]:
+    """kubectl's port translation, re-applied to each new pod (named targetPorts may differ)."""
+    if obj.get("kind") == "Service":
+        svc_ports = (obj.get("spec") or {}).get("ports") or []
+        _check_udp(
+            specs, _udp_only(svc_ports, "port"), lambda name: service_port_by_name(obj, name)
+        )
+        return [_service_forward(obj, pod, spec) for spec in specs]
+    udp_only = _udp_only(_container_ports(pod, with_init=False), "containerPort")
+    _check_udp(specs, udp_only, lambda name: container_port_by_name(pod, name))
+    return [_pod_forward(pod, spec) for spec in specs]
+
+
+def _service_forward(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -> Forward:
+    """translateServicePortToTargetPort: a named remote becomes its Service port number first."""
+    service_port = spec.remote_number
+    if service_port is None:
+        service_port = service_port_by_name(svc, spec.remote)
+    container_port = container_port_for_service_port(svc, pod, service_port)
+    local = service_port if spec.local is None else spec.local
+    if spec.local is None:
+        local = parse_local_port(str(service_port))
+    return Forward(local, parse_container_port(str(container_port)), spec, service_port)
+
+
+def _pod_forward(pod: Dict[str, Any], spec: PortSpec) -> Forward:
+    """convertPodNamedPortToNumber, then client-go parsePorts on the result."""
+    if spec.remote == "":
+        raise VibeError("remote port cannot be empty")
+    remote_text = spec.remote
+    if spec.remote_number is None:
+        remote_text = str(container_port_by_name(pod, spec.remote))
+    local = parse_local_port(remote_text) if spec.local is None else spec.local
+    return Forward(local, parse_container_port(remote_text), spec, None)
+
+
+def _container_health_lines(status: Dict[str, Any], init: bool) -> List[str]:
+    lines = []
+    name = ("init container %s" if init else "container %s") % status.get("name", "?")
+    restarts = int(status.get("restartCount") or 0)
+    terminated = (status.get("lastState") or {}).get("terminated") or {}
+    if restarts:
+        line = "%s restarted %d time%s" % (name, restarts, "" if restarts == 1 else "s")
+        if terminated:
+            line += " (last: %s, exit code %s)" % (
+                terminated.get("reason") or "Terminated",
+                terminated.get("exitCode", "?"),
+            )
+        lines.append(line)
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") and waiting.get("reason") != "PodInitializing":
+        detail = waiting.get("message") or ""
+        lines.append(
+            "%s is waiting: %s%s" % (name, waiting["reason"], ": " + detail if detail else "")
+        )
+    now_terminated = (status.get("state") or {}).get("terminated") or {}
+    if now_terminated and not init:
+        lines.append(
+            "%s terminated: %s, exit code %s"
+            % (
+                name,
+                now_terminated.get("reason") or "Terminated",
+                now_terminated.get("exitCode", "?"),
+            )
+        )
+    return lines
+
+
+def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
+    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready."""
+    status = pod.get("status") or {}
+    lines: List[str] = []
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        lines.append(
+            "pod %s is being deleted (since %s)"
+            % (pod_name(pod), pod["metadata"]["deletionTimestamp"])
+        )
+    phase = pod_phase(pod)
+    if phase and phase != "Running":
+        reason = status.get("reason") or ""
+        lines.append("pod %s is %s%s" % (pod_name(pod), phase, " (%s)" % reason if reason else ""))
+    for container in status.get("initContainerStatuses") or []:
+        lines.extend(_container_health_lines(container, init=True))
+    for container in status.get("containerStatuses") or []:
+        lines.extend(_container_health_lines(container, init=False))
+    if phase == "Running" and not is_pod_ready(pod):
+        condition = _ready_condition(pod) or {}
+        why = condition.get("message") or condition.get("reason") or ""
+        lines.append("pod %s is not Ready%s" % (pod_name(pod), ": " + why if why else ""))
+    return lines
+
+
+def event_time(event: Dict[str, Any]) -> float:
+    """When an event last happened (lastTimestamp, eventTime, or creation), epoch seconds."""
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        value = parse_kube_time(event.get(key))
+        if value is not None:
+            return value
+    return parse_kube_time((event.get("metadata") or {}).get("creationTimestamp")) or 0.0
+
+
+#: Phases a pod never leaves: waiting for it is pointless.
+POD_TERMINAL_PHASES = frozenset(("Succeeded", "Failed"))
+
 # ==== §09 kubectl output =======================================================================
+
+
+class ErrorCause(enum.Enum):
+    """Why a kubectl port-forward error happened, as far as its text tells."""
+
+    POD_GONE = "pod-gone"
+    NOT_LISTENING = "not-listening"
+    PEER_RESET = "peer-reset"
+    STUCK_TUNNEL = "stuck-tunnel"
+    FORBIDDEN = "forbidden"
+    UNREACHABLE = "unreachable"
+    OTHER = "other"
+
+
+#: (cause, pattern) checked in order: the first match wins. The API-server patterns come before
+#: NOT_LISTENING because "connection refused" means the apiserver when it names a dial to it.
+_CAUSE_PATTERNS: Tuple[Tuple[ErrorCause, str], ...] = (
+    (ErrorCause.FORBIDDEN, r"is forbidden|\bForbidden\b|\b403\b"),
+    (
+        ErrorCause.POD_GONE,
+        r"failed to find sandbox|No such container|network namespace for sandbox .* is closed"
+        r"|sandbox .* is not running|pods? \"[^\"]*\" not found|container not running"
+        r"|cannot find sandbox|pod not found|pod .* is terminated|container .* is not running"
+        r"|unable to find sandbox|could not find sandbox",
+    ),
+    (ErrorCause.STUCK_TUNNEL, r"Timeout occurred"),
+    (
+        ErrorCause.UNREACHABLE,
+        r"Unable to connect to the server|no such host|dial tcp [^ ]+: i/o timeout"
+        r"|The connection to the server .* was refused|error dialing backend"
+        r"|(?:Get|Post|Put|Patch) \"[^\"]+\": dial tcp [^ ]+: connect: connection refused"
+        r"|tls: |x509: |net/http: TLS handshake timeout|no route to host|network is unreachable",
+    ),
+    (
+        ErrorCause.NOT_LISTENING,
+        r"failed to connect to localhost:\d+ inside namespace|(?i:connection refused)",
+    ),
+    (ErrorCause.PEER_RESET, r"connection reset by peer|broken pipe|Connection reset"),
+)
+
+
+def classify_error(text: str) -> ErrorCause:
+    """Map a kubectl error text (any format) to the cause a person would act on."""
+    for cause, pattern in _CAUSE_PATTERNS:
+        if re.search(pattern, text):
+            return cause
+    return ErrorCause.OTHER
+
+
+_CAUSE_TEXT: Dict[ErrorCause, Tuple[str, str]] = {
+    ErrorCause.POD_GONE: (
+        "the pod (or its sandbox) is gone: it was deleted, evicted or replaced",
+        "a new pod is picked when the target is a Service or workload; for a bare pod, "
+        "forward to its deployment or service instead",
+    ),
+    ErrorCause.NOT_LISTENING: (
+        "nothing listens on that port inside the pod (connection refused)",
+        "check the container port and that the app is up (kubectl logs); the app may still be "
+        "starting",
+    ),
+    ErrorCause.PEER_RESET: (
+        "the app in the pod reset the connection (its side closed abruptly)",
+        "usually the app's doing (TLS mismatch, crash, idle timeout); check kubectl logs",
+    ),
+    ErrorCause.STUCK_TUNNEL: (
+        "the tunnel stopped answering (stream creation timed out)",
+        "the tunnel is rebuilt; if it repeats, check API server and kubelet load",
+    ),
+    ErrorCause.FORBIDDEN: (
+        "RBAC forbids port-forwarding here",
+        "you need get and create on pods/portforward (kubectl auth can-i create pods/portforward)",
+    ),
+    ErrorCause.UNREACHABLE: (
+        "the API server is unreachable",
+        "check the network/VPN and the kubeconfig context (kubectl cluster-info)",
+    ),
+    ErrorCause.OTHER: ("kubectl reported an unexpected error", "see the message above"),
+}
+
+
+def describe_cause(cause: ErrorCause) -> Tuple[str, str]:
+    """(what happened, what to do), one line each, for the live view and the summary."""
+    return _CAUSE_TEXT[cause]
+
+
+@dataclass(frozen=True)
+class ForwardingFrom:
+    address: str
+    local_port: int
+    remote_port: int
+
+
+@dataclass(frozen=True)
+class HandlingConnection:
+    local_port: int
+
+
+@dataclass(frozen=True)
+class ForwardError:
+    cause: ErrorCause
+    message: str
+    local_port: Optional[int] = None
+    remote_port: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class LostConnection:
+    pass
+
+
+@dataclass(frozen=True)
+class ListenFailed:
+    local_port: int
+    message: str
+
+
+@dataclass(frozen=True)
+class FatalError:
+    message: str
+    cause: ErrorCause = ErrorCause.OTHER
+
+
+@dataclass(frozen=True)
+class Unrecognized:
+    text: str
+
+
+KubectlEvent = Any  # one of the frozen dataclasses above
+
+_FORWARDING_FROM = re.compile(r"^Forwarding from (\[[^\]]+\]|[^\s:]+):(\d+) -> (\d+)$")
+_HANDLING = re.compile(r"^Handling connection for (\d+)$")
+_LISTEN_FAILED = re.compile(r"^Unable to listen on port (\d+): (.*)$")
+#: klog header: severity, MMDD, time, thread id, file:line]
+_KLOG = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^ \]]+)\] (.*)$")
+#: "an error occurred forwarding 8080 -> 80: ..." (≤1.36 message body)
+_FORWARDING_PORTS = re.compile(r"(?:forwarding|port) (\d+) -> (\d+)")
+_GO_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_STRUCTURED = re.compile(r"^" + _GO_QUOTED + r"(.*)$")
+_KV = re.compile(r"(\w+)=(" + _GO_QUOTED + r"|\S+)")
+
+
+def go_unquote(body: str) -> str:
+    """Undo Go's strconv.Quote (as klog's structured values use it)."""
+    try:
+        return json.loads('"' + body + '"')
+    except ValueError:
+        return re.sub(r"\\(.)", r"\1", body)
+
+
+def parse_klog_structured(text: str) -> Tuple[str, Dict[str, str]]:
+    """`"msg" k=v k2="quoted"` → (msg, {k: v}). Plain (unstructured) text → (text, {})."""
+    match = _STRUCTURED.match(text)
+    if not match:
+        return text, {}
+    values: Dict[str, str] = {}
+    for kv in _KV.finditer(match.group(2)):
+        raw = kv.group(2)
+        values[kv.group(1)] = go_unquote(kv.group(3)) if raw.startswith('"') else raw
+    return go_unquote(match.group(1)), values
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    return int(text) if text and text.isdigit() else None
+
+
+def _parse_klog(text: str) -> KubectlEvent:
+    match = _KLOG.match(text)
+    assert match is not None
+    message, values = parse_klog_structured(match.group(3))
+    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, exit 0
+        return LostConnection()
+    detail = values.get("err", "")
+    full = (
+        message
+        if not detail
+        else (detail if message == "Unhandled Error" else message + ": " + detail)
+    )
+    local, remote = _int_or_none(values.get("localPort")), _int_or_none(values.get("remotePort"))
+    ports = _FORWARDING_PORTS.search(full)
+    if ports and local is None:
+        local, remote = int(ports.group(1)), int(ports.group(2))
+    if match.group(1) in "IW" and not detail:
+        return Unrecognized(text)
+    return ForwardError(classify_error(full), full, local, remote)
+
+
+def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
+    """One line kubectl port-forward printed (stdout or stderr) → an event."""
+    line = text.rstrip("\r\n")
+    match = _FORWARDING_FROM.match(line)
+    if match:
+        address = match.group(1)
+        if address.startswith("["):
+            address = address[1:-1]
+        return ForwardingFrom(address, int(match.group(2)), int(match.group(3)))
+    match = _HANDLING.match(line)
+    if match:
+        return HandlingConnection(int(match.group(1)))
+    match = _LISTEN_FAILED.match(line)
+    if match:
+        return ListenFailed(int(match.group(1)), match.group(2))
+    if line == "error: lost connection to pod":
+        return LostConnection()
+    if line.startswith("error: "):
+        message = line[len("error: ") :]
+        return FatalError(message, classify_error(message))
+    if _KLOG.match(line):
+        return _parse_klog(line)
+    if line.startswith(("Error from server", "The connection to the server", "Unable to connect")):
+        return FatalError(line, classify_error(line))
+    return Unrecognized(line)
+
 
 # ==== §10 Protocol sniffers ====================================================================
 
@@ -1124,6 +2053,104 @@ class KubectlRunner:
 # ==== §14 Tunnel supervisor ====================================================================
 
 # ---- §14a Target resolution: TYPE/NAME → a Running pod and its container ports (I/O) ----------
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """TYPE/NAME resolved: the chosen Running pod and the forwards mapped onto it."""
+
+    ref: ResourceRef
+    pod_name: str
+    pod: Dict[str, Any]
+    forwards: Tuple[Forward, ...]
+    obj: Dict[str, Any]
+
+
+class TargetResolver:
+    """TYPE/NAME → a Running pod and its container ports, with kubectl's lookups and messages.
+
+    Unlike kubectl, which fails at once when the chosen pod is not Running, a Pending or
+    Unknown pod is waited for (up to the timeout): during a failover the next pod is usually
+    still starting. Failed and Succeeded pods fail at once, with kubectl's message.
+    """
+
+    def __init__(self, runner: KubectlRunner, namespace: str) -> None:
+        self.runner = runner
+        self.namespace = namespace
+
+    def _ns(self) -> List[str]:
+        return ["-n", self.namespace] if self.namespace else []
+
+    async def namespace_default(self) -> str:
+        """The namespace of the kubeconfig's current context, else "default" (as kubectl)."""
+        done = await self.runner.run(
+            ["config", "view", "--minify", "-o", "jsonpath={..namespace}"],
+            timeout=RESOLVE_REQUEST_TIMEOUT_S,
+        )
+        words = done.stdout.split() if done.returncode == 0 else []
+        return words[0] if words else "default"
+
+    async def get_object(self, ref: ResourceRef) -> Dict[str, Any]:
+        """The object TYPE/NAME names; kubectl's own error line (NotFound, unknown TYPE) if not."""
+        return await self.runner.get_json([ref.get_arg, *self._ns()], RESOLVE_REQUEST_TIMEOUT_S)
+
+    async def list_pods(self, selector: str) -> List[Dict[str, Any]]:
+        args = ["pods", *self._ns()] + (["-l", selector] if selector else [])
+        listed = await self.runner.get_json(args, RESOLVE_REQUEST_TIMEOUT_S)
+        return list(listed.get("items") or [])
+
+    async def resolve(
+        self,
+        ref: ResourceRef,
+        specs: Sequence[PortSpec],
+        timeout: float,
+        exclude: Any = frozenset(),
+    ) -> Resolution:
+        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping."""
+        loop = asyncio.get_event_loop()
+        deadline = loop.time() + timeout
+        obj = await self.get_object(ref)
+        selector = None if obj.get("kind") == "Pod" else selector_for(obj)
+        while True:
+            pod = await self._candidate(obj, selector, exclude)
+            if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
+                raise VibeError(pod_not_running_message(pod))
+            if pod is not None and pod_phase(pod) == "Running":
+                forwards = resolve_forwards(ref, obj, pod, specs)
+                return Resolution(ref, pod_name(pod), pod, tuple(forwards), obj)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if pod is None:
+                    raise VibeError("timed out waiting for the condition")
+                raise VibeError(pod_not_running_message(pod))
+            await asyncio.sleep(min(RESOLVE_POLL_INTERVAL_S, remaining))
+
+    async def _candidate(
+        self, obj: Dict[str, Any], selector: Optional[str], exclude: Any
+    ) -> Optional[Dict[str, Any]]:
+        """The pod kubectl would pick now: the pod itself, or the best of the selector's."""
+        if selector is None:
+            if pod_name(obj) in exclude:
+                return None
+            fresh = await self.get_object(
+                ResourceRef(ResourceKind.POD, pod_name(obj), pod_name(obj))
+            )
+            return fresh
+        return choose_pod(await self.list_pods(selector), exclude)
+
+    async def pod(self, name: str) -> Dict[str, Any]:
+        return await self.get_object(ResourceRef(ResourceKind.POD, name, name))
+
+    async def pod_events(self, pod_name: str) -> List[Dict[str, Any]]:
+        """Recent events of a pod, oldest first, to explain why a tunnel died."""
+        selector = "involvedObject.name=%s,involvedObject.kind=Pod" % pod_name
+        listed = await self.runner.get_json(
+            ["events", *self._ns(), "--field-selector", selector], RESOLVE_REQUEST_TIMEOUT_S
+        )
+        events = list(listed.get("items") or [])
+        events.sort(key=event_time)
+        return events
+
 
 # ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------
 #
