@@ -1115,6 +1115,7 @@ class PortForwardOptions:
     namespace: str = ""
     output: str = ""
     live: Optional[bool] = None
+    inspect: bool = True
     resolution: Optional[Resolution] = None
 
     @classmethod
@@ -1136,6 +1137,7 @@ class PortForwardOptions:
             namespace=flags.namespace,
             output=flags.get("output") or "",
             live=False if flags.get("no-live") else None,
+            inspect=bool(flags.get("inspect", True)),
         )
         return options
 
@@ -1761,6 +1763,7 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
 
 # ==== §13 Kubectl runner =======================================================================
 
+import functools  # noqa: E402 - the I/O half of the module starts here
 import shutil  # noqa: E402
 import signal  # noqa: E402
 
@@ -2969,7 +2972,10 @@ class Link:
     def upstream_finished(self) -> None:
         self.upstream_eof = True
         if self.down_bytes == 0 and self.replay is not None:
-            return  # maybe the tunnel died under us: upstream_lost decides, after a verdict
+            # Maybe the tunnel died under us: close our side so upstream_lost runs and decides,
+            # after a verdict, between replaying the request elsewhere and a plain close.
+            self.upstream.close()
+            return
         if self.observer is not None:
             self.observer.feed(DIRECTION_DOWN, b"")
         if self.client.can_write_eof():
@@ -3194,13 +3200,14 @@ class ForwardProxy:
 
     # -- listening, with kubectl's all/any semantics ---------------------------------------------
 
-    async def listen(self, addresses: Sequence[str], port: int, require_all: bool) -> List[str]:
-        """Bind `port` (0 = random, then reused) on each address; return kubectl-style errors.
-
-        require_all=False is kubectl's "localhost" mode: one address binding is enough.
-        """
+    async def listen(
+        self, addresses: Sequence[str], port: int, port_ok: Callable[[Dict[str, bool]], bool]
+    ) -> List[str]:
+        """Bind `port` (0 = random, then reused) on each address; kubectl-style errors if
+        port_ok (client-go's all/any rules over address → bound) says the port failed."""
         loop = asyncio.get_running_loop()
         errors = []
+        bound: Dict[str, bool] = {}
         for address in addresses:
             try:
                 server = await loop.create_server(
@@ -3208,12 +3215,14 @@ class ForwardProxy:
                 )
             except OSError as exc:
                 errors.append(_listen_error_text(address, self.port or port, exc))
+                bound[address] = False
                 continue
+            bound[address] = True
             self._servers.append(server)
             self.addresses.append(address)
             if not self.port:
                 self.port = server.sockets[0].getsockname()[1]
-        if errors and (require_all or not self._servers):
+        if not port_ok(bound):
             await self.close(0)
             return errors
         return []
@@ -3287,6 +3296,10 @@ class ForwardProxy:
 _TRANSPORT_KEEPS_VIEWS = sys.version_info >= (3, 12)
 
 
+def every_address_bound(bound: Dict[str, bool]) -> bool:
+    return all(bound.values())
+
+
 def _listen_error_text(address: str, port: int, exc: OSError) -> str:
     """Go's wording: `unable to create listener: Error listen tcp4 127.0.0.1:8080: bind: ...`."""
     family = "tcp6" if ":" in address else "tcp4"
@@ -3334,13 +3347,573 @@ async def open_static_forward(
         wait_timeout=5.0,
         inspector_factory=factory,
     )
-    errors = await proxy.listen([address], port, require_all=True)
+    errors = await proxy.listen([address], port, every_address_bound)
     if errors:
         raise VibeError(errors[0])
     return StaticForward(proxy)
 
 
 # ==== §16 port-forward session =================================================================
+
+#
+# One PortForwardSession per command: it binds the user's ports, runs a Supervisor per target,
+# fans SessionEvents out to one sink (live view, kubectl-compatible lines, or JSON lines), and
+# prints the closing summary. Signals end it gracefully; kubectl's Ctrl-C exit code is 0.
+
+
+class OutputMode(enum.Enum):
+    LIVE = "live"  # a terminal: the live view
+    PLAIN = "plain"  # piped or --no-live: kubectl's own lines, plus marked event lines
+    JSON = "json"  # -o json: one JSON object per event
+
+
+def choose_output_mode(output: str, live: Optional[bool], stdout_is_tty: bool) -> OutputMode:
+    if output == "json":
+        return OutputMode.JSON
+    if live is False or not stdout_is_tty:
+        return OutputMode.PLAIN
+    return OutputMode.LIVE
+
+
+class ActivityHistory:
+    """Bytes per second over the last minute, sampled from the counters once a second."""
+
+    def __init__(self, seconds: int = ACTIVITY_WINDOW_S) -> None:
+        import collections
+
+        self.samples: Any = collections.deque([0] * seconds, maxlen=seconds)
+
+    def add(self, delta: int) -> None:
+        self.samples.append(max(0, delta))
+
+    @property
+    def rate(self) -> int:
+        return self.samples[-1]
+
+
+@dataclass
+class ForwardView:
+    """Everything the display and the summary need about one local port."""
+
+    proxy: ForwardProxy
+    supervisor: Supervisor
+    key: int
+    history: ActivityHistory
+    inspection: Optional["ForwardInspection"] = None
+    up_rate: int = 0
+    down_rate: int = 0
+    _last_up: int = 0
+    _last_down: int = 0
+
+    def sample(self) -> None:
+        """Once a second: fold the counters into rates and the activity history."""
+        stats = self.proxy.stats
+        self.up_rate = stats.bytes_up - self._last_up
+        self.down_rate = stats.bytes_down - self._last_down
+        self._last_up, self._last_down = stats.bytes_up, stats.bytes_down
+        self.history.add(self.up_rate + self.down_rate)
+
+    @property
+    def remote_port(self) -> int:
+        return self.supervisor.resolution.forwards[self.key].remote_port
+
+    @property
+    def local_text(self) -> str:
+        host = self.proxy.addresses[0] if self.proxy.addresses else "?"
+        return "%s:%d" % ("[%s]" % host if ":" in host else host, self.proxy.port)
+
+    def protocol_lines(self) -> List[str]:
+        return self.inspection.summary_lines() if self.inspection is not None else []
+
+    def protocol_problems(self) -> List[str]:
+        return self.inspection.problems() if self.inspection is not None else []
+
+    def forwarding_lines(self) -> List[str]:
+        """kubectl's exact lines, one per bound address."""
+        lines = []
+        for address in self.proxy.addresses:
+            host = "[%s]" % address if ":" in address else address
+            lines.append("Forwarding from %s:%d -> %d" % (host, self.proxy.port, self.remote_port))
+        return lines
+
+
+_SPARK_LEVELS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(samples: Sequence[int], width: int) -> str:
+    """Fold samples into `width` buckets and draw each as one of 9 block heights."""
+    values = list(samples)
+    if width <= 0 or not values:
+        return ""
+    per = max(1, -(-len(values) // width))
+    buckets = [sum(values[i : i + per]) for i in range(0, len(values), per)][-width:]
+    peak = max(buckets)
+    if peak == 0:
+        return _SPARK_LEVELS[0] * len(buckets)
+    top = len(_SPARK_LEVELS) - 1
+    return "".join(_SPARK_LEVELS[-(-value * top // peak)] for value in buckets)
+
+
+def human_rate(bytes_per_s: float) -> str:
+    return human_bytes(bytes_per_s) + "/s"
+
+
+class PlainSink:
+    """kubectl-compatible stdout lines; vibe's own events marked `[vibe]` on stderr."""
+
+    def __init__(self, out: Any, err: Any) -> None:
+        self.out = out
+        self.err = err
+
+    def __call__(self, event: SessionEvent) -> None:
+        if event.kind is EventKind.FORWARDING:
+            self._line(self.out, event.message)
+        elif event.kind is EventKind.CONNECTION:
+            self._line(self.out, "Handling connection for %s" % dict(event.data).get("port"))
+        elif event.kind is EventKind.LISTEN_FAILED:
+            self._line(self.err, event.message)
+        else:
+            text = "[vibe] %s %s: %s" % (event.target, event.kind.value, event.message)
+            self._line(self.err, text)
+
+    @staticmethod
+    def _line(stream: Any, text: str) -> None:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+class JsonSink:
+    """One JSON object per event, on stdout, flushed at once (for scripts and log shippers)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def __call__(self, event: SessionEvent) -> None:
+        record = {"time": _iso_time(event.time), **event.as_dict()}
+        self.out.write(json.dumps(record, default=str) + "\n")
+        self.out.flush()
+
+
+def _iso_time(wall: float) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_STATE_STYLE = {
+    ForwardState.STARTING: ("yellow", "starting"),
+    ForwardState.READY: ("green", "ready"),
+    ForwardState.RECONNECTING: ("yellow", "reconnecting"),
+    ForwardState.FAILED: ("red", "failed"),
+    ForwardState.STOPPED: ("dim", "stopped"),
+}
+
+
+class LiveScreen:
+    """Rewrites only the terminal lines that changed since the last frame.
+
+    rich's own Live redraws every line on every refresh; an idle forward changes one number a
+    second, so diffing keeps an idle view to a few dozen bytes a second.
+    """
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.lines: List[str] = []
+        self.bytes_written = 0
+
+    def show(self, lines: List[str]) -> None:
+        if len(lines) != len(self.lines):
+            parts = ["\x1b[%dF" % len(self.lines)] if self.lines else ["\x1b[?25l"]
+            parts.append("\x1b[J" + "\n".join(lines) + "\n")
+        else:
+            parts = []
+            height = len(lines)
+            for index, (old, new) in enumerate(zip(self.lines, lines)):
+                if old != new:
+                    up = height - index
+                    parts.append("\x1b[%dF%s\x1b[K\x1b[%dE" % (up, new, up))
+        self.lines = lines
+        self._write("".join(parts))
+
+    def clear(self) -> None:
+        if self.lines:
+            self._write("\x1b[%dF\x1b[J" % len(self.lines))
+        self._write("\x1b[?25h")
+        self.lines = []
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self.bytes_written += len(text)
+
+
+class LiveView:
+    """The terminal view: one row per forward, reconnect reasons and recent events below."""
+
+    def __init__(self, views: List[ForwardView], out: Any, started: float) -> None:
+        import collections
+
+        self.views = views
+        self.screen = LiveScreen(out)
+        self.events: Any = collections.deque(maxlen=LIVE_EVENTS_SHOWN)
+        self.started = started
+        self.frame = 0
+        self._state_since: Dict[int, Tuple[ForwardState, float]] = {}
+
+    def __call__(self, event: SessionEvent) -> None:
+        if event.kind not in (EventKind.CONNECTION, EventKind.FORWARDING):
+            self.events.append(event)
+
+    def render_lines(self, now: float, width: int) -> List[str]:
+        """The whole view as terminal lines (ANSI styled unless NO_COLOR is set)."""
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        console = Console(
+            file=buffer,
+            width=width,
+            force_terminal=True,
+            no_color=bool(os.environ.get("NO_COLOR")),
+            highlight=False,
+            emoji=False,
+        )
+        console.print(self._table(now))
+        for line in self._footer_lines():
+            console.print(line, overflow="ellipsis", no_wrap=True)
+        return buffer.getvalue().rstrip("\n").split("\n")
+
+    def _table(self, now: float) -> Any:
+        from rich.table import Table
+
+        title = "kubectl vibe port-forward · %s · Ctrl-C to stop" % human_duration(
+            now - self.started
+        )
+        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        for name in ("status", "for", "local → target", "↑ up", "↓ down", "conns", "activity 60s"):
+            table.add_column(name, no_wrap=True, overflow="ellipsis")
+        for view in self.views:
+            table.add_row(*self._row(view, now))
+        return table
+
+    def _row(self, view: ForwardView, now: float) -> List[str]:
+        supervisor, stats = view.supervisor, view.proxy.stats
+        color, label = _STATE_STYLE[supervisor.state]
+        moving = view.history.rate > 0 or supervisor.state is not ForwardState.READY
+        mark = _SPINNER[self.frame % len(_SPINNER)] if moving else "●"
+        if supervisor.state is ForwardState.RECONNECTING:
+            label = "reconnecting #%d" % max(1, supervisor.attempt)
+        state, since = self._state_since.get(view.key, (None, now))
+        if state is not supervisor.state:
+            self._state_since[view.key] = (supervisor.state, now)
+            since = now
+        target = "%s (%s) :%d" % (supervisor.label, supervisor.pod_name, view.remote_port)
+        failed = stats.failed + stats.reset
+        conns = "%d/%d" % (stats.active, stats.opened) + (" [red]✗%d[/]" % failed if failed else "")
+        return [
+            "[%s]%s %s[/]" % (color, mark, label),
+            human_duration(now - since),
+            "%s → %s" % (view.local_text, target),
+            "%s %s" % (human_bytes(stats.bytes_up), _dim_rate(view.up_rate)),
+            "%s %s" % (human_bytes(stats.bytes_down), _dim_rate(view.down_rate)),
+            conns,
+            "[cyan]%s[/]" % sparkline(view.history.samples, 20),
+        ]
+
+    def _footer_lines(self) -> List[str]:
+        import time
+
+        lines = []
+        for view in self.views:
+            supervisor = view.supervisor
+            if supervisor.state is ForwardState.RECONNECTING and supervisor.reason:
+                lines.append(
+                    "[yellow]  ↻ %s: %s[/]" % (supervisor.label, _escape(supervisor.reason))
+                )
+            lines.extend("[dim]  %s[/]" % _escape(line) for line in view.protocol_lines())
+        for event in self.events:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+            lines.append("[dim]%s[/] %s %s" % (stamp, event.target, _escape(event.message)))
+        return lines
+
+
+def _dim_rate(rate: float) -> str:
+    return "[dim]%s[/]" % human_rate(rate) if rate else ""
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def build_summary(views: List[ForwardView], duration: float, now: float) -> List[str]:
+    """The closing "vibe" summary: usage, performance, problems and next steps, as plain lines."""
+    lines = ["kubectl vibe port-forward: %s" % human_duration(duration)]
+    problems: List[str] = []
+    steps: List[str] = []
+    for view in views:
+        lines.extend(_summary_of_forward(view, duration, now))
+        problems.extend(_problems_of_forward(view))
+        steps.extend(_next_steps_for(view))
+    if problems:
+        lines.append("problems:")
+        lines.extend("  - " + problem for problem in problems)
+    if steps:
+        lines.append("next steps:")
+        lines.extend("  - " + step for step in dict.fromkeys(steps))
+    return lines
+
+
+def _summary_of_forward(view: ForwardView, duration: float, now: float) -> List[str]:
+    supervisor, stats = view.supervisor, view.proxy.stats
+    started = supervisor.uptime.started
+    uptime = supervisor.uptime.percent(now, started) if started is not None else 0.0
+    pods = ", ".join(sorted({supervisor.pod_name, *supervisor.dead_pods}))
+    average = (stats.bytes_up + stats.bytes_down) / duration if duration > 0 else 0.0
+    moved = (", %d moved to a new tunnel" % stats.replayed) if stats.replayed else ""
+    lines = [
+        "  %s → %s :%d (pod %s)" % (view.local_text, supervisor.label, view.remote_port, pods),
+        "    ↑ %s  ↓ %s  avg %s · %d connections: %d closed, %d failed, %d reset%s"
+        % (
+            human_bytes(stats.bytes_up),
+            human_bytes(stats.bytes_down),
+            human_rate(average),
+            stats.opened,
+            stats.closed,
+            stats.failed,
+            stats.reset,
+            moved,
+        ),
+        "    uptime %.1f%% · reconnects %d%s"
+        % (uptime, sum(supervisor.reconnects.values()), _counts_text(supervisor.reconnects)),
+    ]
+    lines.extend("    " + line for line in view.protocol_lines())
+    return lines
+
+
+def _counts_text(counts: Dict[str, int]) -> str:
+    if not counts:
+        return ""
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    return " (%s)" % ", ".join("%s ×%d" % (name, count) for name, count in ordered)
+
+
+def _problems_of_forward(view: ForwardView) -> List[str]:
+    stats, supervisor = view.proxy.stats, view.supervisor
+    problems = ["%d connections %s" % (n, cause) for cause, n in sorted(stats.causes.items())]
+    problems.extend("pod %s" % note for note in supervisor.pod_notes)
+    problems.extend(view.protocol_problems())
+    return problems
+
+
+def _next_steps_for(view: ForwardView) -> List[str]:
+    supervisor, stats = view.supervisor, view.proxy.stats
+    namespace = supervisor.resolver.namespace
+    steps = []
+    if supervisor.pod_notes or supervisor.reconnects:
+        steps.append("kubectl describe pod %s -n %s" % (supervisor.pod_name, namespace))
+    if supervisor.pod_notes:
+        steps.append("kubectl logs %s -n %s --previous" % (supervisor.pod_name, namespace))
+    if any("nothing listening" in cause for cause in stats.causes):
+        steps.append(
+            "check that the container listens on port %d (kubectl exec %s -n %s -- ss -ltn)"
+            % (view.remote_port, supervisor.pod_name, namespace)
+        )
+    return steps
+
+
+class PortForwardSession:
+    """Binds the user's ports, supervises the tunnels, shows what happens, ends cleanly."""
+
+    def __init__(
+        self, options: PortForwardOptions, runner: KubectlRunner, resolver: TargetResolver
+    ) -> None:
+        assert options.resolution is not None
+        self.options = options
+        self.runner = runner
+        self.mode = choose_output_mode(options.output, options.live, _stdout_is_tty())
+        self.views: List[ForwardView] = []
+        self.live: Optional[LiveView] = None
+        self.sink: EventSink = self._make_sink()
+        self.supervisor = Supervisor(
+            runner,
+            resolver,
+            options.resolution,
+            options.ports,
+            pod_running_timeout=options.pod_running_timeout,
+            emit=self.sink,
+        )
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._started = _monotonic()
+
+    def _make_sink(self) -> EventSink:
+        if self.mode is OutputMode.JSON:
+            return JsonSink(sys.stdout)
+        if self.mode is OutputMode.PLAIN:
+            return PlainSink(sys.stdout, sys.stderr)
+        self.live = LiveView(self.views, sys.stdout, _monotonic())
+        return self.live
+
+    async def run(self) -> int:
+        self._install_signal_handlers()
+        await self._listen()
+        supervising = asyncio.ensure_future(self.supervisor.run())
+        ticking = asyncio.ensure_future(self._tick())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        announcing = asyncio.ensure_future(self._announce_when_ready())
+        await asyncio.wait([supervising, stopped], return_when=asyncio.FIRST_COMPLETED)
+        await self._shutdown(ticking, supervising, stopped, announcing)
+        if self.supervisor.fatal is not None:
+            raise self.supervisor.fatal
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(signum, self._on_signal)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_signal(self) -> None:
+        self._signals += 1  # a second Ctrl-C skips the grace period
+        self._stop.set()
+
+    async def _listen(self) -> None:
+        """Bind every forward's port; kubectl's messages when some or all of them fail."""
+        relay = RelayBuffer(RELAY_BUFFER_BYTES)
+        listen = self.options.listen
+        failed = []
+        for key, forward in enumerate(self.supervisor.resolution.forwards):
+            inspection = ForwardInspection() if self.options.inspect else None
+            proxy = ForwardProxy(
+                self.supervisor,
+                key,
+                relay,
+                wait_timeout=self.options.pod_running_timeout,
+                inspector_factory=inspection.new_link if inspection else None,
+                on_accept=self._accepted,
+            )
+            errors = await proxy.listen(listen.addresses, forward.local_port, listen.port_ok)
+            if errors:
+                failed.append(forward)
+                self.supervisor.emit(
+                    EventKind.LISTEN_FAILED,
+                    "Unable to listen on port %d: Listeners failed to create with the following "
+                    "errors: [%s]" % (forward.local_port, " ".join(errors)),
+                )
+                continue
+            self.supervisor.proxies.append(proxy)
+            view = ForwardView(proxy, self.supervisor, key, ActivityHistory(), inspection)
+            self.views.append(view)
+        if not self.views:
+            pairs = " ".join("{%d %d}" % (f.local_port, f.remote_port) for f in failed)
+            raise VibeError("unable to listen on any of the requested ports: [%s]" % pairs)
+
+    def _accepted(self, proxy: ForwardProxy) -> None:
+        if self.mode is not OutputMode.LIVE:
+            self.supervisor.emit(EventKind.CONNECTION, "connection", port=proxy.port)
+
+    async def _announce_when_ready(self) -> None:
+        """kubectl's `Forwarding from` lines once the first tunnel is ready: scripts wait for
+        them before they connect."""
+        await self.supervisor.wait_ready()
+        for view in self.views:
+            for line in view.forwarding_lines():
+                self.supervisor.emit(
+                    EventKind.FORWARDING, line, port=view.proxy.port, remote_port=view.remote_port
+                )
+
+    async def _tick(self) -> None:
+        """Once a second: rates and sparklines; in a terminal, redraw when something changed."""
+        period = LIVE_REFRESH_S if self.live is not None else 1.0
+        last_sample = _monotonic()
+        while True:
+            await asyncio.sleep(period)
+            now = _monotonic()
+            if now - last_sample >= 1.0:
+                last_sample = now
+                for view in self.views:
+                    view.sample()
+            if self.live is not None:
+                self.live.frame += 1
+                width = shutil.get_terminal_size((120, 24)).columns
+                self.live.screen.show(self.live.render_lines(now, width))
+
+    async def _shutdown(self, *tasks: Any) -> None:
+        grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
+        await asyncio.gather(*(view.proxy.close(grace) for view in self.views))
+        await self.supervisor.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.runner.close()
+        self._print_summary()
+
+    def _print_summary(self) -> None:
+        now = _monotonic()
+        lines = build_summary(self.views, now - self._started, now)
+        if self.mode is OutputMode.JSON:
+            data = tuple(self._summary_data().items())
+            self.sink(SessionEvent(_wall_clock(), EventKind.STOPPED, self.supervisor.label,
+                                   "\n".join(lines), data))  # fmt: skip
+            return
+        if self.live is not None:
+            self.live.screen.clear()
+            _write_lines(sys.stdout, lines)
+            return
+        _write_lines(sys.stderr, lines)
+
+    def _summary_data(self) -> Dict[str, Any]:
+        forwards = []
+        for view in self.views:
+            stats = view.proxy.stats
+            forwards.append(
+                {
+                    "local": view.local_text,
+                    "remote_port": view.remote_port,
+                    "bytes_up": stats.bytes_up,
+                    "bytes_down": stats.bytes_down,
+                    "connections": stats.opened,
+                    "closed": stats.closed,
+                    "failed": stats.failed,
+                    "reset": stats.reset,
+                    "replayed": stats.replayed,
+                    "causes": dict(stats.causes),
+                    "protocols": view.protocol_lines(),
+                }
+            )
+        return {"forwards": forwards, "reconnects": dict(self.supervisor.reconnects)}
+
+
+def _stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_lines(stream: Any, lines: List[str]) -> None:
+    stream.write("\n".join(lines) + "\n")
+    stream.flush()
+
+
+async def run_port_forward(flags: ParsedFlags, prog: str) -> int:
+    """`kubectl vibe port-forward`: Complete → Validate → Run, like kubectl's own command."""
+    options = PortForwardOptions.from_flags(flags)
+    options.validate()
+    runner = KubectlRunner(find_kubectl(), flags.globals_argv)
+    try:
+        await options.complete(runner)
+        resolver = TargetResolver(runner, options.namespace)
+        return await PortForwardSession(options, runner, resolver).run()
+    finally:
+        await runner.close()
+
 
 # ==== §17 wait session =========================================================================
 

@@ -149,7 +149,7 @@ async def test_a_connection_made_while_no_tunnel_is_ready_waits_and_then_succeed
     source = ScriptedSource([upstream])
     source.ready.clear()
     proxy = make_proxy(source)
-    await proxy.listen(["127.0.0.1"], 0, require_all=True)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
 
     pending = asyncio.ensure_future(transfer(proxy.port, b"hello while reconnecting"))
     await asyncio.sleep(0.3)
@@ -165,7 +165,7 @@ async def test_a_connection_that_gets_no_tunnel_in_time_is_closed_and_counted_fa
     source = ScriptedSource([1])
     source.ready.clear()
     proxy = make_proxy(source, wait_timeout=0.2)
-    await proxy.listen(["127.0.0.1"], 0, require_all=True)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
 
     answer = await transfer(proxy.port, b"anyone there?")
 
@@ -187,7 +187,7 @@ async def test_unanswered_bytes_are_replayed_on_the_next_tunnel_when_the_first_o
     lost = vibe.Verdict("pod gone", retry=True, outcome=vibe.LinkOutcome.RESET)
     source = ScriptedSource([dead, good], verdicts={dead: lost})
     proxy = make_proxy(source)
-    await proxy.listen(["127.0.0.1"], 0, require_all=True)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
 
     answer = await transfer(proxy.port, b"GET / HTTP/1.1\r\n\r\n")
 
@@ -206,7 +206,7 @@ async def test_nothing_listening_in_the_pod_is_a_failed_connection_not_a_replay(
     server, port = await start_server(refusing_tunnel)
     refused = vibe.Verdict("nothing listening on pod port 80", False, vibe.LinkOutcome.FAILED)
     proxy = make_proxy(ScriptedSource([port], verdicts={port: refused}))
-    await proxy.listen(["127.0.0.1"], 0, require_all=True)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
 
     assert await transfer(proxy.port, b"hi") == b""
     await settle(proxy)
@@ -216,14 +216,16 @@ async def test_nothing_listening_in_the_pod_is_a_failed_connection_not_a_replay(
     server.close()
 
 
-async def test_a_server_that_closes_without_answering_on_a_healthy_tunnel_is_a_clean_close() -> None:
+async def test_a_server_that_closes_without_answering_on_a_healthy_tunnel_is_a_clean_close() -> (
+    None
+):
     async def silent(reader, writer) -> None:
         await reader.read(2)
         writer.close()
 
     server, port = await start_server(silent)
     proxy = make_proxy(ScriptedSource([port]))
-    await proxy.listen(["127.0.0.1"], 0, require_all=True)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
 
     assert await transfer(proxy.port, b"hi") == b""
     await settle(proxy)
@@ -236,7 +238,7 @@ async def test_a_busy_port_gives_kubectls_listener_error_text() -> None:
     server, port = await start_server(echo_handler)
     proxy = make_proxy(ScriptedSource([port]))
 
-    errors = await proxy.listen(["127.0.0.1"], port, require_all=True)
+    errors = await proxy.listen(["127.0.0.1"], port, vibe.every_address_bound)
 
     assert errors == [
         "unable to create listener: Error listen tcp4 127.0.0.1:%d: bind: address already in use"
@@ -249,7 +251,7 @@ async def test_localhost_mode_is_satisfied_by_one_of_its_two_addresses() -> None
     server, port = await start_server(echo_handler)  # 127.0.0.1:port is taken, ::1 is not
     proxy = make_proxy(ScriptedSource([port]))
 
-    errors = await proxy.listen(["127.0.0.1", "::1"], port, require_all=False)
+    errors = await proxy.listen(["127.0.0.1", "::1"], port, lambda bound: any(bound.values()))
 
     if not proxy.addresses:  # no IPv6 loopback on this machine: both failed, as kubectl says
         assert len(errors) == 2
