@@ -600,6 +600,13 @@ PORT_FORWARD_FLAGS: Tuple[Flag, ...] = (
         "no-live", FlagKind.BOOL, "Print plain lines instead of the live view, even on a terminal."
     ),
     Flag(
+        "inspect",
+        FlagKind.BOOL,
+        "Recognise protocols (HTTP, gRPC, TLS, Postgres, Redis, MySQL) in the relayed bytes and "
+        "summarise them. --inspect=false relays bytes only.",
+        default=True,
+    ),
+    Flag(
         "output",
         FlagKind.STRING,
         "Output format: '' (live view on a terminal, kubectl lines when piped) or 'json' (one "
@@ -2575,6 +2582,8 @@ class Supervisor(UpstreamSource):
     # -- tunnels and pods changing under us --------------------------------------------------------
 
     def _tunnel_changed(self, tunnel: Tunnel) -> None:
+        if self._stopped.is_set():
+            return  # our own shutdown stops the tunnels: not a loss
         if tunnel.state is TunnelState.READY:
             if tunnel is self.active:
                 self._active_ready.set()
@@ -3286,7 +3295,7 @@ class ForwardProxy:
                 link.client.abort()
             if link.upstream is not None:
                 link.upstream.abort()
-            link.finish(LinkOutcome.RESET, "session ended")
+            link.finish(LinkOutcome.CLOSED)  # idle keep-alives at Ctrl-C are not a problem
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -3942,14 +3951,14 @@ async def run_version(flags: ParsedFlags, prog: str) -> int:
     return 0
 
 
-def _command_handlers() -> Dict[str, Callable[[ParsedFlags, str], Any]]:
-    """Each command's run step: async (flags, prog) -> exit code."""
-    return {
-        "port-forward": run_port_forward,
-        "wait": run_wait,
-        "version": run_version,
-        "completion": run_completion,
-    }
+#: Each command's run step, by name: async (flags, prog) -> exit code. Names, not objects, so the
+#: table can sit here while the commands' sections are defined wherever the data flow puts them.
+COMMAND_RUNNERS: Dict[str, str] = {
+    "port-forward": "run_port_forward",
+    "wait": "run_wait",
+    "version": "run_version",
+    "completion": "run_completion",
+}
 
 
 def dispatch(argv: Sequence[str], prog: str) -> int:
@@ -3971,7 +3980,7 @@ def dispatch(argv: Sequence[str], prog: str) -> int:
     if flags.get("help"):
         sys.stdout.write(render_help(command, prog))
         return 0
-    handler = _command_handlers()[command.name]
+    handler = globals()[COMMAND_RUNNERS[command.name]]
     return asyncio.run(handler(flags, prog))
 
 
