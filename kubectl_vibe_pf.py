@@ -4440,6 +4440,7 @@ def sniffer_for(kind: ProtocolKind, stats: ProtocolStats) -> Sniffer:
 import functools  # noqa: E402 - the I/O half of the module starts here
 import shutil  # noqa: E402
 import signal  # noqa: E402
+import time  # noqa: E402
 
 
 class Stream(enum.Enum):
@@ -5621,8 +5622,8 @@ class Link:
             self.replay += view
             if len(self.replay) > LINK_REPLAY_MAX_BYTES:
                 self.replay = None
-        if self.observer is not None:
-            self.observer.feed(DIRECTION_UP, view)
+        if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
+            self.observer = None  # nothing more to learn: inspection costs nothing from here
         self.forward.send(self.upstream, view)
 
     def from_upstream(self, nbytes: int) -> None:
@@ -5631,8 +5632,8 @@ class Link:
         if self.down_bytes == 0:
             self.replay = None  # the pod answered: from now on this link lives or dies with it
         self.down_bytes += nbytes
-        if self.observer is not None:
-            self.observer.feed(DIRECTION_DOWN, view)
+        if self.observer is not None and not self.observer.feed(DIRECTION_DOWN, view):
+            self.observer = None
         self.forward.send(self.client, view)
 
     # -- half-close and endings ------------------------------------------------------------------
@@ -6027,6 +6028,87 @@ async def open_static_forward(
     if errors:
         raise VibeError(errors[0])
     return StaticForward(proxy)
+
+
+# ---- Inspection: the sniffers (§10) as an optional observer of each link -----------------------
+
+DIRECTION_UP = Direction.CLIENT_TO_SERVER
+DIRECTION_DOWN = Direction.SERVER_TO_CLIENT
+
+
+class ForwardInspection:
+    """Protocol recognition for one forward: one ProtocolStats shared by all its links."""
+
+    def __init__(self, remote_port: int = 0) -> None:
+        self.stats = ProtocolStats()
+        self.remote_port = remote_port  # a tie-breaker hint for detection only
+
+    def new_link(self, key: int) -> LinkInspector:
+        return LinkInspector(self.stats, self.remote_port)
+
+    def summary_lines(self) -> List[str]:
+        return self.stats.summary_lines()
+
+    def problems(self) -> List[str]:
+        return self.stats.problems()
+
+
+class LinkInspector:
+    """Detects a link's protocol from its first bytes, then feeds the matching sniffer.
+
+    feed() returns False once there is nothing more to learn, so the link drops it and the
+    relay pays nothing more for inspection. Until detection, the first bytes of each side are
+    kept (bounded); the sniffer then gets them side by side, the first speaker first.
+    """
+
+    __slots__ = ("_first", "_prefixes", "remote_port", "sniffer", "stats")
+
+    def __init__(self, stats: ProtocolStats, remote_port: int) -> None:
+        self.stats = stats
+        self.remote_port = remote_port
+        self.sniffer: Optional[Sniffer] = None
+        self._prefixes = {DIRECTION_UP: bytearray(), DIRECTION_DOWN: bytearray()}
+        self._first: Optional[Direction] = None
+
+    def feed(self, direction: Direction, data: Any) -> bool:
+        now = time.monotonic()
+        if self.sniffer is not None:
+            self.sniffer.feed(direction, data, now)
+            return self.sniffer.active
+        if self._first is None:
+            self._first = direction
+        prefix = self._prefixes[direction]
+        room = SNIFF_DETECT_MAX_BYTES - len(prefix)
+        prefix += data[:room]
+        up, down = self._prefixes[DIRECTION_UP], self._prefixes[DIRECTION_DOWN]
+        kind = detect_protocol(bytes(up), bytes(down), self.remote_port)
+        if kind is None and 0 < len(data) <= room:
+            return True  # undecided: wait for more bytes
+        leftover = bytes(data[room:]) if len(data) > room else b""
+        sniffer = self._start(kind or ProtocolKind.UNKNOWN, now)
+        if leftover:
+            sniffer.feed(direction, leftover, now)
+        if not len(data):
+            sniffer.feed(direction, b"", now)
+        return sniffer.active
+
+    def _start(self, kind: ProtocolKind, now: float) -> Sniffer:
+        sniffer = self.sniffer = sniffer_for(kind, self.stats)
+        first = self._first or DIRECTION_UP
+        second = DIRECTION_DOWN if first is DIRECTION_UP else DIRECTION_UP
+        for side in (first, second):
+            if self._prefixes[side]:
+                sniffer.feed(side, bytes(self._prefixes[side]), now)
+        self._prefixes = {}
+        return sniffer
+
+    def close(self, outcome: LinkOutcome, cause: str) -> None:
+        if self.sniffer is not None:
+            self.sniffer.close(time.monotonic())
+
+
+def _make_inspector_factory() -> Callable[[int], LinkInspector]:
+    return ForwardInspection().new_link
 
 
 # ==== §16 port-forward session =================================================================
@@ -6465,7 +6547,7 @@ class PortForwardSession:
         listen = self.options.listen
         failed = []
         for key, forward in enumerate(self.supervisor.resolution.forwards):
-            inspection = ForwardInspection() if self.options.inspect else None
+            inspection = ForwardInspection(forward.remote_port) if self.options.inspect else None
             proxy = ForwardProxy(
                 self.supervisor,
                 key,
