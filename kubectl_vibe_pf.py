@@ -1017,11 +1017,13 @@ def parse_port_spec(text: str, kind: ResourceKind = ResourceKind.POD) -> PortSpe
 
 
 def _check_pod_remote(remote: str, local: Optional[int]) -> None:
-    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber)."""
-    if remote == "":
-        raise VibeError("remote port cannot be empty")
+    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber).
+
+    An empty or named remote is left to §08: kubectl first looks "" up as a port *name*, so
+    its message depends on whether the pod has an unnamed port.
+    """
     if go_atoi(remote) is None:
-        return  # a container port name: checked against the pod in §08
+        return
     if local is None:
         parse_local_port(remote)  # the remote is also the local port, and client-go reads it first
     parse_container_port(remote)
