@@ -2109,12 +2109,15 @@ class TargetResolver:
         exclude: Any = frozenset(),
     ) -> Resolution:
         """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping."""
-        loop = asyncio.get_event_loop()
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         obj = await self.get_object(ref)
         selector = None if obj.get("kind") == "Pod" else selector_for(obj)
-        while True:
+        if selector is None:  # a pod target was just read: the first look reuses it
+            pod = obj if pod_name(obj) not in exclude else None
+        else:
             pod = await self._candidate(obj, selector, exclude)
+        while True:
             if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
                 raise VibeError(pod_not_running_message(pod))
             if pod is not None and pod_phase(pod) == "Running":
@@ -2126,18 +2129,14 @@ class TargetResolver:
                     raise VibeError("timed out waiting for the condition")
                 raise VibeError(pod_not_running_message(pod))
             await asyncio.sleep(min(RESOLVE_POLL_INTERVAL_S, remaining))
+            pod = await self._candidate(obj, selector, exclude)
 
     async def _candidate(
         self, obj: Dict[str, Any], selector: Optional[str], exclude: Any
     ) -> Optional[Dict[str, Any]]:
         """The pod kubectl would pick now: the pod itself, or the best of the selector's."""
         if selector is None:
-            if pod_name(obj) in exclude:
-                return None
-            fresh = await self.get_object(
-                ResourceRef(ResourceKind.POD, pod_name(obj), pod_name(obj))
-            )
-            return fresh
+            return None if pod_name(obj) in exclude else await self.pod(pod_name(obj))
         return choose_pod(await self.list_pods(selector), exclude)
 
     async def pod(self, name: str) -> Dict[str, Any]:
