@@ -1683,12 +1683,29 @@ _STRUCTURED = re.compile(r"^" + _GO_QUOTED + r"(.*)$")
 _KV = re.compile(r"(\w+)=(" + _GO_QUOTED + r"|\S+)")
 
 
+_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)
+_GO_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _go_escape(match: Any) -> str:
+    code = match.group(1)
+    if code[0] in "xuU" and len(code) > 1:
+        return chr(int(code[1:], 16))
+    if len(code) == 3 and code.isdigit():
+        return chr(int(code, 8))
+    return _GO_SIMPLE_ESCAPES.get(code, code)
+
+
 def go_unquote(body: str) -> str:
-    """Undo Go's strconv.Quote (as klog's structured values use it)."""
+    """Undo Go's strconv.Quote inside the quotes (klog's structured values use it).
+
+    \\xHH escapes are bytes in Go; they are joined back into UTF-8 text where they form it.
+    """
+    text = _GO_ESCAPE.sub(_go_escape, body)
     try:
-        return json.loads('"' + body + '"')
-    except ValueError:
-        return re.sub(r"\\(.)", r"\1", body)
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
 
 
 def parse_klog_structured(text: str) -> Tuple[str, Dict[str, str]]:
@@ -1707,29 +1724,43 @@ def _int_or_none(text: Optional[str]) -> Optional[int]:
     return int(text) if text and text.isdigit() else None
 
 
+#: Structured klog messages whose `err` value already says everything (1.31+ and 1.37+).
+_KLOG_WRAPPERS = ("Unhandled Error", "An error occurred forwarding")
+
+
+def _klog_error_text(message: str, err: str) -> str:
+    """One readable text from a klog message and its err value, in any kubectl format."""
+    if not err:
+        return message
+    if message in _KLOG_WRAPPERS:
+        return err
+    return "%s: %s" % (message, err)
+
+
 def _parse_klog(text: str) -> KubectlEvent:
+    """A klog line: ≤1.30 plain text, 1.31-1.36 "Unhandled Error" err=..., 1.37+ structured."""
     match = _KLOG.match(text)
     assert match is not None
     message, values = parse_klog_structured(match.group(3))
-    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, exit 0
+    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, then exited 0
         return LostConnection()
-    detail = values.get("err", "")
-    full = (
-        message
-        if not detail
-        else (detail if message == "Unhandled Error" else message + ": " + detail)
-    )
+    err = values.get("err", "")
+    if match.group(1) in "IW" and not err:  # -v chatter, not a failure
+        return Unrecognized(text)
+    full = _klog_error_text(message, err)
     local, remote = _int_or_none(values.get("localPort")), _int_or_none(values.get("remotePort"))
     ports = _FORWARDING_PORTS.search(full)
-    if ports and local is None:
+    if ports and local is None:  # older formats carry the ports inside the text only
         local, remote = int(ports.group(1)), int(ports.group(2))
-    if match.group(1) in "IW" and not detail:
-        return Unrecognized(text)
     return ForwardError(classify_error(full), full, local, remote)
 
 
 def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
-    """One line kubectl port-forward printed (stdout or stderr) → an event."""
+    """One line kubectl port-forward printed (stdout or stderr) → an event.
+
+    The formats never overlap between kubectl's two streams, so stream_name ("stdout" or
+    "stderr") does not change the answer; it is taken so callers need not pre-sort lines.
+    """
     line = text.rstrip("\r\n")
     match = _FORWARDING_FROM.match(line)
     if match:
