@@ -2138,8 +2138,13 @@ class TargetResolver:
         specs: Sequence[PortSpec],
         timeout: float,
         exclude: Any = frozenset(),
+        require_ready: bool = False,
     ) -> Resolution:
-        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping."""
+        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping.
+
+        require_ready (for failover): also wait until the pick is Ready and not being deleted,
+        so traffic is not moved to a pod that cannot serve it yet.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         obj = await self.get_object(ref)
@@ -2151,14 +2156,12 @@ class TargetResolver:
         while True:
             if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
                 raise VibeError(pod_not_running_message(pod))
-            if pod is not None and pod_phase(pod) == "Running":
+            if pod is not None and is_pod_usable(pod, require_ready):
                 forwards = resolve_forwards(ref, obj, pod, specs)
                 return Resolution(ref, pod_name(pod), pod, tuple(forwards), obj)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                if pod is None:
-                    raise VibeError("timed out waiting for the condition")
-                raise VibeError(pod_not_running_message(pod))
+                raise _no_usable_pod(pod)
             await asyncio.sleep(min(RESOLVE_POLL_INTERVAL_S, remaining))
             pod = await self._candidate(obj, selector, exclude)
 
@@ -2182,6 +2185,26 @@ class TargetResolver:
         events = list(listed.get("items") or [])
         events.sort(key=event_time)
         return events
+
+
+def is_pod_usable(pod: Dict[str, Any], require_ready: bool) -> bool:
+    """Running (kubectl's only check), and with require_ready also Ready and not deleting."""
+    if pod_phase(pod) != "Running":
+        return False
+    if not require_ready:
+        return True
+    return is_pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _no_usable_pod(pod: Optional[Dict[str, Any]]) -> VibeError:
+    """The error at the deadline: kubectl's own words for its two cases, ours for not Ready."""
+    if pod is None:
+        return VibeError("timed out waiting for the condition")
+    if pod_phase(pod) != "Running":
+        return VibeError(pod_not_running_message(pod))
+    return VibeError(
+        "timed out waiting for the condition: pod %s is Running but not Ready" % pod_name(pod)
+    )
 
 
 # ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------

@@ -26,6 +26,7 @@ from kubectl_vibe_pf import (
     event_time,
     go_type_name,
     is_pod_ready,
+    is_pod_usable,
     parse_port_spec,
     parse_resource_ref,
     pod_not_running_message,
@@ -640,6 +641,58 @@ async def test_exclude_skips_the_pod_that_just_died(fake):
     assert resolution.pod_name == "web-2"
 
 
+async def test_require_ready_waits_for_the_pick_to_become_ready(fake):
+    fake.on("get services/s -n ns -o json", SERVICE)
+    starting = make_pod("web-2", ready=False, ports=WEB_POD["spec"]["containers"][0]["ports"])
+    ready = make_pod("web-2", ports=WEB_POD["spec"]["containers"][0]["ports"])
+    fake.on("get pods -n ns -l app=web -o json", pod_list(starting), pod_list(ready))
+    ref = parse_resource_ref("svc/s")
+    runner = fake.runner()
+    try:
+        resolver = TargetResolver(runner, "ns")
+        resolution = await resolver.resolve(
+            ref, [parse_port_spec("80", ref.kind)], 5, require_ready=True
+        )
+    finally:
+        await runner.close()
+    assert is_pod_ready(resolution.pod)
+    assert fake.calls().count("get pods -n ns -l app=web -o json") == 2
+
+
+@pytest.mark.parametrize(
+    "pod, message",
+    [
+        (
+            make_pod("web-2", ready=False),
+            "timed out waiting for the condition: pod web-2 is Running but not Ready",
+        ),
+        (
+            make_pod("web-2", deleting="2026-01-01T00:05:00Z"),
+            "timed out waiting for the condition: pod web-2 is Running but not Ready",
+        ),
+    ],
+)
+async def test_require_ready_gives_up_at_the_deadline_naming_the_pod(fake, pod, message):
+    fake.on("get services/s -n ns -o json", SERVICE)
+    fake.on("get pods -n ns -l app=web -o json", pod_list(pod))
+    ref = parse_resource_ref("svc/s")
+    runner = fake.runner()
+    try:
+        with pytest.raises(VibeError) as caught:
+            await TargetResolver(runner, "ns").resolve(
+                ref, [parse_port_spec("80", ref.kind)], 0.2, require_ready=True
+            )
+    finally:
+        await runner.close()
+    assert caught.value.message == message
+
+
+def test_a_running_pod_is_usable_for_kubectl_even_when_not_ready():
+    assert is_pod_usable(make_pod("p", ready=False), require_ready=False)
+    assert not is_pod_usable(make_pod("p", ready=False), require_ready=True)
+    assert not is_pod_usable(make_pod("p", phase="Pending"), require_ready=False)
+
+
 @pytest.mark.parametrize("printed, expected", [("team-a", "team-a"), ("", "default")])
 async def test_namespace_default_reads_the_kubeconfig_or_falls_back_to_default(
     fake, printed, expected
@@ -785,3 +838,22 @@ async def test_real_pod_events(sim_cluster, sim_resolver):
     )
     events = await sim_resolver.pod_events("ev")
     assert "BackOff" in [e.get("reason") for e in events]
+
+
+@pytest.mark.e2e
+async def test_real_failover_picks_the_ready_replacement_of_a_deleted_pod(
+    sim_cluster, sim_resolver
+):
+    sim_cluster.add_deployment(
+        "api", ports=[ContainerPort("http", 8080)], backends={8080: Backend.http()}
+    )
+    sim_cluster.wait_for(lambda: sim_cluster.pods("api", ready=True))
+    ref = parse_resource_ref("deploy/api")
+    first = await sim_resolver.resolve(ref, [parse_port_spec("http")], 10)
+    sim_cluster.delete_pod(first.pod_name, replace_delay=0.3)
+    second = await sim_resolver.resolve(
+        ref, [parse_port_spec("http")], 10, exclude={first.pod_name}, require_ready=True
+    )
+    assert second.pod_name != first.pod_name
+    assert is_pod_ready(second.pod)
+    assert second.forwards[0].remote_port == 8080
