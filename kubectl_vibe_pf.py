@@ -125,8 +125,9 @@ LIVE_EVENTS_SHOWN = 5
 #: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
 SHUTDOWN_GRACE_S = 2.0
 # -- port-forward target resolution (§14a) --
-#: How often the pod list is read again while no Running pod matches (kubectl watches instead).
-RESOLVE_POLL_INTERVAL_S = 1.0
+#: How often the pod list is read again while no usable pod matches (kubectl watches instead):
+#: at most this much added to a failover, for one cheap `kubectl get` per interval.
+RESOLVE_POLL_INTERVAL_S = 0.5
 #: Bound on each kubectl get made while resolving a target (kubectl's own default is 32 s).
 RESOLVE_REQUEST_TIMEOUT_S = 30.0
 
@@ -1133,7 +1134,7 @@ class PortForwardOptions:
         options = cls(
             ref=ref,
             ports=[parse_port_spec(text, ref.kind) for text in args[1:]],
-            listen=parse_addresses(list(flags.get("address") or ["localhost"])),
+            listen=parse_addresses(list(flags.get("address", ["localhost"]))),
             pod_running_timeout=timeout,
             namespace=flags.namespace,
             output=flags.get("output") or "",
@@ -2107,9 +2108,12 @@ class TargetResolver:
     still starting. Failed and Succeeded pods fail at once, with kubectl's message.
     """
 
-    def __init__(self, runner: KubectlRunner, namespace: str) -> None:
+    def __init__(
+        self, runner: KubectlRunner, namespace: str, poll_interval: float = RESOLVE_POLL_INTERVAL_S
+    ) -> None:
         self.runner = runner
         self.namespace = namespace
+        self.poll_interval = poll_interval
 
     def _ns(self) -> List[str]:
         return ["-n", self.namespace] if self.namespace else []
@@ -2162,7 +2166,7 @@ class TargetResolver:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise _no_usable_pod(pod)
-            await asyncio.sleep(min(RESOLVE_POLL_INTERVAL_S, remaining))
+            await asyncio.sleep(min(self.poll_interval, remaining))
             pod = await self._candidate(obj, selector, exclude)
 
     async def _candidate(

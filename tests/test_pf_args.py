@@ -274,6 +274,18 @@ def test_non_positive_pod_running_timeout_is_a_usage_error(value):
     )
 
 
+def test_an_empty_address_flag_is_client_gos_no_address_error():
+    with pytest.raises(VibeError) as caught:
+        options("pod/x", "80", "--address=")
+    assert caught.value.render() == "error: you must specify at least 1 address"
+
+
+def test_localhost_and_an_explicit_loopback_combine_as_client_go_does():
+    opts = options("pod/x", "80", "--address=localhost,127.0.0.1")
+    assert opts.listen.addresses == ("127.0.0.1", "::1")
+    assert [e.mode for e in opts.listen.entries] == [FailureMode.ANY, FailureMode.ALL]
+
+
 def test_validate_rejects_an_unknown_output_format():
     opts = options("pod/x", "80", "-o", "yaml")
     with pytest.raises(VibeError, match='output format "yaml"'):

@@ -541,7 +541,7 @@ async def resolve(
     ref = parse_resource_ref(text)
     runner = fake.runner()
     try:
-        resolver = TargetResolver(runner, "ns")
+        resolver = TargetResolver(runner, "ns", poll_interval=0.05)
         return await resolver.resolve(
             ref, [parse_port_spec(p, ref.kind) for p in ports], timeout, exclude
         )
@@ -649,7 +649,7 @@ async def test_require_ready_waits_for_the_pick_to_become_ready(fake):
     ref = parse_resource_ref("svc/s")
     runner = fake.runner()
     try:
-        resolver = TargetResolver(runner, "ns")
+        resolver = TargetResolver(runner, "ns", poll_interval=0.05)
         resolution = await resolver.resolve(
             ref, [parse_port_spec("80", ref.kind)], 5, require_ready=True
         )
@@ -679,7 +679,7 @@ async def test_require_ready_gives_up_at_the_deadline_naming_the_pod(fake, pod, 
     runner = fake.runner()
     try:
         with pytest.raises(VibeError) as caught:
-            await TargetResolver(runner, "ns").resolve(
+            await TargetResolver(runner, "ns", poll_interval=0.05).resolve(
                 ref, [parse_port_spec("80", ref.kind)], 0.2, require_ready=True
             )
     finally:
@@ -727,7 +727,7 @@ async def test_pod_events_are_listed_oldest_first(fake):
     )
     runner = fake.runner()
     try:
-        listed = await TargetResolver(runner, "ns").pod_events("p")
+        listed = await TargetResolver(runner, "ns", poll_interval=0.05).pod_events("p")
     finally:
         await runner.close()
     assert [e["reason"] for e in listed] == ["Killing", "BackOff"]
@@ -744,7 +744,7 @@ async def sim_resolver(sim_cluster):
         pytest.skip("no kubectl")
     runner = KubectlRunner(REAL_KUBECTL, env=sim_cluster.env())
     try:
-        yield TargetResolver(runner, "default")
+        yield TargetResolver(runner, "default", poll_interval=0.1)
     finally:
         await runner.close()
 
