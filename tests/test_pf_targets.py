@@ -857,3 +857,36 @@ async def test_real_failover_picks_the_ready_replacement_of_a_deleted_pod(
     assert second.pod_name != first.pod_name
     assert is_pod_ready(second.pod)
     assert second.forwards[0].remote_port == 8080
+
+
+@pytest.mark.e2e
+async def test_real_unsupported_kind_is_refused_with_kubectls_message(sim_cluster, sim_resolver):
+    configmap = {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {"name": "c", "namespace": "default"},
+    }
+    sim_cluster.create_later(0, configmap)
+    sim_cluster.wait_for(lambda: sim_cluster.get("configmap", "c"))
+    for target in ("configmap/c", "cm/c"):  # a short name only the server knows
+        with pytest.raises(VibeError) as caught:
+            await resolve_real(sim_resolver, target, "80")
+        assert caught.value.render() == (
+            "error: cannot attach to *v1.ConfigMap: selector for *v1.ConfigMap not implemented"
+        )
+
+
+@pytest.mark.e2e
+async def test_real_statefulset_daemonset_and_job_targets(sim_cluster, sim_resolver):
+    port = [ContainerPort("http", 8080)]
+    backends = {8080: Backend.http()}
+    sim_cluster.add_statefulset("db", ports=port, backends=backends)
+    sim_cluster.add_daemonset("agent", ports=port, backends=backends)
+    sim_cluster.add_job("batch", duration=60, ports=port, backends=backends)
+    for target, prefix in (("sts/db", "db-"), ("ds/agent", "agent-"), ("job/batch", "batch-")):
+        resolution = await resolve_real(sim_resolver, target, "9000:http")
+        assert resolution.pod_name.startswith(prefix), target
+        assert (resolution.forwards[0].local_port, resolution.forwards[0].remote_port) == (
+            9000,
+            8080,
+        )
