@@ -1506,24 +1506,44 @@ def _container_health_lines(status: Dict[str, Any], init: bool) -> List[str]:
     return lines
 
 
-def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
-    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready."""
+def _condition(pod: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return {}
+
+
+def _pod_state_lines(pod: Dict[str, Any]) -> List[str]:
+    """Deleting, phase (with Evicted and such), unschedulable: the pod-level facts."""
     status = pod.get("status") or {}
-    lines: List[str] = []
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        lines.append(
-            "pod %s is being deleted (since %s)"
-            % (pod_name(pod), pod["metadata"]["deletionTimestamp"])
-        )
+    name = pod_name(pod)
+    lines = []
+    deleting = (pod.get("metadata") or {}).get("deletionTimestamp")
+    if deleting:
+        lines.append("pod %s is being deleted (since %s)" % (name, deleting))
     phase = pod_phase(pod)
     if phase and phase != "Running":
-        reason = status.get("reason") or ""
-        lines.append("pod %s is %s%s" % (pod_name(pod), phase, " (%s)" % reason if reason else ""))
+        why = ": ".join(part for part in (status.get("reason"), status.get("message")) if part)
+        lines.append("pod %s is %s%s" % (name, phase, " (%s)" % why if why else ""))
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled.get("status") == "False":
+        why = scheduled.get("message") or scheduled.get("reason") or ""
+        lines.append("pod %s cannot be scheduled%s" % (name, ": " + why if why else ""))
+    return lines
+
+
+def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
+    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready.
+
+    Each line is stable while the fact holds (no ages), so callers can diff two snapshots.
+    """
+    status = pod.get("status") or {}
+    lines = _pod_state_lines(pod)
     for container in status.get("initContainerStatuses") or []:
         lines.extend(_container_health_lines(container, init=True))
     for container in status.get("containerStatuses") or []:
         lines.extend(_container_health_lines(container, init=False))
-    if phase == "Running" and not is_pod_ready(pod):
+    if pod_phase(pod) == "Running" and not is_pod_ready(pod):
         condition = _ready_condition(pod) or {}
         why = condition.get("message") or condition.get("reason") or ""
         lines.append("pod %s is not Ready%s" % (pod_name(pod), ": " + why if why else ""))
@@ -2175,7 +2195,11 @@ class TargetResolver:
         """The pod kubectl would pick now: the pod itself, or the best of the selector's."""
         if selector is None:
             return None if pod_name(obj) in exclude else await self.pod(pod_name(obj))
-        return choose_pod(await self.list_pods(selector), exclude)
+        pods = await self.list_pods(selector)
+        # An evicted or finished pod ranks like a Pending one in ActivePods; kubectl would pick it
+        # and fail. While a live pod exists, it is the better answer.
+        live = [pod for pod in pods if pod_phase(pod) not in POD_TERMINAL_PHASES]
+        return choose_pod(live or pods, exclude)
 
     async def pod(self, name: str) -> Dict[str, Any]:
         return await self.get_object(ResourceRef(ResourceKind.POD, name, name))

@@ -456,6 +456,27 @@ def test_describe_pod_health_names_image_pull_problems_and_phase():
     ]
 
 
+def test_describe_pod_health_explains_eviction_and_scheduling():
+    evicted = make_pod("p", phase="Failed", ready=None)
+    evicted["status"].update(reason="Evicted", message="The node was low on resource: memory.")
+    unschedulable = make_pod("q", phase="Pending", ready=None, node="")
+    unschedulable["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available",
+        }
+    ]
+    assert describe_pod_health(evicted) == [
+        "pod p is Failed (Evicted: The node was low on resource: memory.)"
+    ]
+    assert describe_pod_health(unschedulable) == [
+        "pod q is Pending",
+        "pod q cannot be scheduled: 0/3 nodes are available",
+    ]
+
+
 def test_event_time_prefers_last_timestamp_then_event_time():
     assert event_time(
         {"lastTimestamp": "2026-01-01T00:00:10Z", "eventTime": "2026-01-01T00:00:20Z"}
@@ -624,6 +645,21 @@ async def test_a_failed_pod_is_refused_at_once(fake):
     with pytest.raises(VibeError, match="Current status=Succeeded"):
         await resolve(fake, "pod/done", "80", timeout=30)
     assert len(fake.calls()) == 1
+
+
+async def test_an_evicted_pod_is_passed_over_for_a_starting_one(fake):
+    # ActivePods ranks Failed like Pending, so kubectl may pick the evicted pod and fail.
+    evicted = make_pod("web-old", phase="Failed", ready=None, created="2025-01-01T00:00:00Z")
+    starting = make_pod(
+        "web-new", phase="Pending", ready=None, ports=WEB_POD["spec"]["containers"][0]["ports"]
+    )
+    running = make_pod("web-new", ports=WEB_POD["spec"]["containers"][0]["ports"])
+    fake.on("get services/s -n ns -o json", SERVICE)
+    fake.on(
+        "get pods -n ns -l app=web -o json", pod_list(evicted, starting), pod_list(evicted, running)
+    )
+    resolution = await resolve(fake, "svc/s", "80")
+    assert resolution.pod_name == "web-new"
 
 
 async def test_exclude_skips_the_pod_that_just_died(fake):
