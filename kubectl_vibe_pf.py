@@ -885,15 +885,17 @@ class ResourceKind(enum.Enum):
         return self.resource.partition(".")[2]
 
     def accepts(self, spelled: str) -> bool:
-        """kubectl's RESTMapper: case-insensitive; `NAME`, `NAME.GROUP` or `NAME.VERSION.GROUP`."""
-        word = spelled.lower()
-        name, _, group = word.partition(".")
-        if name not in self.spellings:
+        """kubectl's RESTMapper, as checked with kubectl 1.37: `NAME`, `NAME.GROUP` or
+        `NAME.VERSION.GROUP` (core: `pod.v1.`); full names in any case, short names as is."""
+        name, dot, group = spelled.partition(".")
+        full, short = self.spellings[:2], self.spellings[2:]
+        if name.lower() not in full and name not in short:
             return False
-        if not group:
+        if not dot:
             return True
-        if not self.group:  # core kinds: "pods.v1" is the only qualified form
-            return group == "v1"
+        group = group.lower()
+        if not self.group:  # "pods.v1" reads as group "v1": only "pods.v1." names the core group
+            return group == "v1."
         return group in (self.group, "v1." + self.group)
 
 

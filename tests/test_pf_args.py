@@ -38,6 +38,10 @@ from .conftest import venv_kubectl
         ("pods/mypod", ResourceKind.POD, "mypod"),
         ("po/mypod", ResourceKind.POD, "mypod"),
         ("Pod/mypod", ResourceKind.POD, "mypod"),
+        ("PODS/mypod", ResourceKind.POD, "mypod"),
+        ("pod.v1./mypod", ResourceKind.POD, "mypod"),
+        ("Deployment.apps/web", ResourceKind.DEPLOYMENT, "web"),
+        ("deploy.apps/web", ResourceKind.DEPLOYMENT, "web"),
         ("svc/web", ResourceKind.SERVICE, "web"),
         ("service/web", ResourceKind.SERVICE, "web"),
         ("services/web", ResourceKind.SERVICE, "web"),
@@ -63,7 +67,20 @@ def test_every_kubectl_spelling_of_a_supported_kind_is_recognised(text, kind, na
     assert (ref.kind, ref.name, ref.text) == (kind, name, text)
 
 
-@pytest.mark.parametrize("text", ["configmap/x", "foo/x", "deployment.batch/x", "svc.apps/x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "configmap/x",
+        "foo/x",
+        "deployment.batch/x",
+        "svc.apps/x",
+        "Deploy/x",  # short names are case-sensitive: kubectl says there is no such type
+        "SVC/x",
+        "pods.v1/x",  # reads as group "v1"
+        "svc.v1/x",
+        "deployments.apps.v1/x",
+    ],
+)
 def test_other_types_are_left_for_the_server_to_judge(text):
     ref = parse_resource_ref(text)
     assert ref.kind is ResourceKind.OTHER
@@ -331,3 +348,58 @@ def test_messages_match_real_kubectl_for_errors_it_finds_offline(argv):
     if isinstance(caught.value, UsageError):
         caught.value.prog = "kubectl"
     assert (caught.value.exit_code, caught.value.render() + "\n") == (real.returncode, real.stderr)
+
+
+SPELLINGS = [
+    "pod",
+    "pods",
+    "po",
+    "Pod",
+    "PODS",
+    "Po",
+    "pod.v1.",
+    "pods.v1",
+    "service",
+    "svc",
+    "SVC",
+    "svc.v1",
+    "deployment",
+    "Deploy",
+    "DEPLOYMENTS",
+    "deploy.apps",
+    "deployments.v1.apps",
+    "deployments.apps.v1",
+    "rs",
+    "replicasets.apps",
+    "rc",
+    "replicationcontrollers.v1.",
+    "sts",
+    "statefulset.apps",
+    "ds",
+    "daemonsets.v1.apps",
+    "job",
+    "jobs.batch",
+    "jobs.v1.batch",
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not REAL_KUBECTL, reason="no kubectl")
+def test_spellings_agree_with_the_real_kubectl(sim_cluster):
+    """We name a kind exactly when kubectl resolves the spelling to that kind's resource."""
+    disagreements = []
+    for spelled in SPELLINGS:
+        real = subprocess.run(
+            [REAL_KUBECTL, "get", spelled + "/nothing-here"],
+            env=sim_cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        kind = parse_resource_ref(spelled + "/nothing-here").kind
+        # NotFound names the resource kubectl resolved; an unknown type never gets that far.
+        resolved = real.stderr.partition("(NotFound): ")[2].partition(" ")[0]
+        ours = kind.resource.partition(".")[0] if kind is not ResourceKind.OTHER else ""
+        if resolved != ours:
+            disagreements.append((spelled, real.stderr.strip(), kind))
+    assert disagreements == []
