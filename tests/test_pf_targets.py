@@ -37,7 +37,7 @@ from kubectl_vibe_pf import (
 )
 
 from .conftest import venv_kubectl
-from .simcluster import Backend, ContainerPort, ServicePort
+from .simcluster import Backend, ContainerPort, ServicePort, SimCluster
 
 # -- builders ----------------------------------------------------------------------------------
 
@@ -926,3 +926,25 @@ async def test_real_statefulset_daemonset_and_job_targets(sim_cluster, sim_resol
             9000,
             8080,
         )
+
+
+@pytest.mark.e2e
+async def test_options_complete_takes_the_namespace_from_the_kubeconfig():
+    if not REAL_KUBECTL:
+        pytest.skip("no kubectl")
+    from kubectl_vibe_pf import PORT_FORWARD_FLAGS, FlagParser, PortForwardOptions
+
+    with SimCluster(namespace="team") as sim:  # its kubeconfig context names namespace "team"
+        add_web(sim)
+        flags = FlagParser(PORT_FORWARD_FLAGS, "port-forward").parse(["svc/web", "8000:http"])
+        options = PortForwardOptions.from_flags(flags)
+        runner = KubectlRunner(REAL_KUBECTL, env=sim.env())
+        try:
+            resolution = await options.complete(runner)
+        finally:
+            await runner.close()
+    options.validate()
+    assert options.namespace == "team"
+    assert options.resolution is resolution
+    assert resolution.obj["metadata"]["namespace"] == "team"
+    assert [(f.local_port, f.remote_port) for f in resolution.forwards] == [(8000, 8080)]
