@@ -1697,6 +1697,8 @@ KubectlEvent = Any  # one of the frozen dataclasses above
 _FORWARDING_FROM = re.compile(r"^Forwarding from (\[[^\]]+\]|[^\s:]+):(\d+) -> (\d+)$")
 _HANDLING = re.compile(r"^Handling connection for (\d+)$")
 _LISTEN_FAILED = re.compile(r"^Unable to listen on port (\d+): (.*)$")
+#: Rare (client-go getListener): the listener's own address could not be read back.
+_FAILED_TO_FORWARD = re.compile(r"^Failed to forward from \S+:(\d+) -> \d+$")
 #: klog header: severity, MMDD, time, thread id, file:line]
 _KLOG = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^ \]]+)\] (.*)$")
 #: "an error occurred forwarding 8080 -> 80: ..." (≤1.36 message body)
@@ -1797,6 +1799,9 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
     match = _LISTEN_FAILED.match(line)
     if match:
         return ListenFailed(int(match.group(1)), match.group(2))
+    match = _FAILED_TO_FORWARD.match(line)
+    if match:
+        return ListenFailed(int(match.group(1)), line)
     if line == "error: lost connection to pod":
         return LostConnection()
     if line.startswith("error: "):

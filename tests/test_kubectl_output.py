@@ -214,6 +214,11 @@ def test_listen_failure_for_one_port():
     assert event.message.startswith("Listeners failed to create")
 
 
+def test_failed_to_forward_from_is_a_listen_failure():
+    line = "Failed to forward from 127.0.0.1:8080 -> 80"
+    assert parse_kubectl_line("stdout", line) == ListenFailed(8080, line)
+
+
 @pytest.mark.parametrize(
     "line, cause",
     [

@@ -388,10 +388,11 @@ SPELLINGS = [
 def test_spellings_agree_with_the_real_kubectl(sim_cluster):
     """We name a kind exactly when kubectl resolves the spelling to that kind's resource."""
     disagreements = []
+    env = sim_cluster.env()  # one discovery cache for all the calls
     for spelled in SPELLINGS:
         real = subprocess.run(
             [REAL_KUBECTL, "get", spelled + "/nothing-here"],
-            env=sim_cluster.env(),
+            env=env,
             capture_output=True,
             text=True,
             timeout=30,
