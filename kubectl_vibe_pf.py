@@ -1191,7 +1191,7 @@ def _expression_string(expression: Dict[str, Any]) -> str:
     operator = expression.get("operator", "")
     if operator not in _SELECTOR_OPERATORS:
         raise VibeError(
-            "invalid label selector: %r is not a valid label selector operator" % operator
+            'invalid label selector: "%s" is not a valid label selector operator' % operator
         )
     values = sorted(expression.get("values") or [])
     if operator in ("In", "NotIn"):
@@ -1459,9 +1459,8 @@ def _service_forward(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -
     if service_port is None:
         service_port = service_port_by_name(svc, spec.remote)
     container_port = container_port_for_service_port(svc, pod, service_port)
-    local = service_port if spec.local is None else spec.local
-    if spec.local is None:
-        local = parse_local_port(str(service_port))
+    # No local port given: kubectl keeps the Service port (a number even for `http`).
+    local = parse_local_port(str(service_port)) if spec.local is None else spec.local
     return Forward(local, parse_container_port(str(container_port)), spec, service_port)
 
 
