@@ -1587,7 +1587,7 @@ _CAUSE_PATTERNS: Tuple[Tuple[ErrorCause, str], ...] = (
         r"failed to find sandbox|No such container|network namespace for sandbox .* is closed"
         r"|sandbox .* is not running|pods? \"[^\"]*\" not found|container not running"
         r"|cannot find sandbox|pod not found|pod .* is terminated|container .* is not running"
-        r"|unable to find sandbox|could not find sandbox",
+        r"|unable to find sandbox|could not find sandbox|container not found|pod does not exist",
     ),
     (ErrorCause.STUCK_TUNNEL, r"Timeout occurred"),
     (

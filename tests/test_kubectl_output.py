@@ -293,6 +293,8 @@ def test_verbose_info_lines_are_not_errors():
         ('network namespace for sandbox "abc" is closed', ErrorCause.POD_GONE),
         ("sandbox abc is not running", ErrorCause.POD_GONE),
         ('pods "web-1" not found', ErrorCause.POD_GONE),
+        ('unable to upgrade connection: container not found ("app")', ErrorCause.POD_GONE),
+        ("unable to upgrade connection: pod does not exist", ErrorCause.POD_GONE),
         ('failed to connect to localhost:80 inside namespace "abc"', ErrorCause.NOT_LISTENING),
         ("dial tcp4 127.0.0.1:80: connect: connection refused", ErrorCause.NOT_LISTENING),
         (
