@@ -125,8 +125,9 @@ LIVE_EVENTS_SHOWN = 5
 #: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
 SHUTDOWN_GRACE_S = 2.0
 # -- port-forward target resolution (§14a) --
-#: How often the pod list is read again while no Running pod matches (kubectl watches instead).
-RESOLVE_POLL_INTERVAL_S = 1.0
+#: How often the pod list is read again while no usable pod matches (kubectl watches instead):
+#: at most this much added to a failover, for one cheap `kubectl get` per interval.
+RESOLVE_POLL_INTERVAL_S = 0.5
 #: Bound on each kubectl get made while resolving a target (kubectl's own default is 32 s).
 RESOLVE_REQUEST_TIMEOUT_S = 30.0
 
@@ -940,15 +941,17 @@ class ResourceKind(enum.Enum):
         return self.resource.partition(".")[2]
 
     def accepts(self, spelled: str) -> bool:
-        """kubectl's RESTMapper: case-insensitive; `NAME`, `NAME.GROUP` or `NAME.VERSION.GROUP`."""
-        word = spelled.lower()
-        name, _, group = word.partition(".")
-        if name not in self.spellings:
+        """kubectl's RESTMapper, as checked with kubectl 1.37: `NAME`, `NAME.GROUP` or
+        `NAME.VERSION.GROUP` (core: `pod.v1.`); full names in any case, short names as is."""
+        name, dot, group = spelled.partition(".")
+        full, short = self.spellings[:2], self.spellings[2:]
+        if name.lower() not in full and name not in short:
             return False
-        if not group:
+        if not dot:
             return True
-        if not self.group:  # core kinds: "pods.v1" is the only qualified form
-            return group == "v1"
+        group = group.lower()
+        if not self.group:  # "pods.v1" reads as group "v1": only "pods.v1." names the core group
+            return group == "v1."
         return group in (self.group, "v1." + self.group)
 
 
@@ -1073,11 +1076,13 @@ def parse_port_spec(text: str, kind: ResourceKind = ResourceKind.POD) -> PortSpe
 
 
 def _check_pod_remote(remote: str, local: Optional[int]) -> None:
-    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber)."""
-    if remote == "":
-        raise VibeError("remote port cannot be empty")
+    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber).
+
+    An empty or named remote is left to §08: kubectl first looks "" up as a port *name*, so
+    its message depends on whether the pod has an unnamed port.
+    """
     if go_atoi(remote) is None:
-        return  # a container port name: checked against the pod in §08
+        return
     if local is None:
         parse_local_port(remote)  # the remote is also the local port, and client-go reads it first
     parse_container_port(remote)
@@ -1188,7 +1193,7 @@ class PortForwardOptions:
         options = cls(
             ref=ref,
             ports=[parse_port_spec(text, ref.kind) for text in args[1:]],
-            listen=parse_addresses(list(flags.get("address") or ["localhost"])),
+            listen=parse_addresses(list(flags.get("address", ["localhost"]))),
             pod_running_timeout=timeout,
             namespace=flags.namespace,
             output=flags.get("output") or "",
@@ -1244,7 +1249,7 @@ def _expression_string(expression: Dict[str, Any]) -> str:
     operator = expression.get("operator", "")
     if operator not in _SELECTOR_OPERATORS:
         raise VibeError(
-            "invalid label selector: %r is not a valid label selector operator" % operator
+            'invalid label selector: "%s" is not a valid label selector operator' % operator
         )
     values = sorted(expression.get("values") or [])
     if operator in ("In", "NotIn"):
@@ -1512,9 +1517,8 @@ def _service_forward(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -
     if service_port is None:
         service_port = service_port_by_name(svc, spec.remote)
     container_port = container_port_for_service_port(svc, pod, service_port)
-    local = service_port if spec.local is None else spec.local
-    if spec.local is None:
-        local = parse_local_port(str(service_port))
+    # No local port given: kubectl keeps the Service port (a number even for `http`).
+    local = parse_local_port(str(service_port)) if spec.local is None else spec.local
     return Forward(local, parse_container_port(str(container_port)), spec, service_port)
 
 
@@ -1561,24 +1565,44 @@ def _container_health_lines(status: Dict[str, Any], init: bool) -> List[str]:
     return lines
 
 
-def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
-    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready."""
+def _condition(pod: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return {}
+
+
+def _pod_state_lines(pod: Dict[str, Any]) -> List[str]:
+    """Deleting, phase (with Evicted and such), unschedulable: the pod-level facts."""
     status = pod.get("status") or {}
-    lines: List[str] = []
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        lines.append(
-            "pod %s is being deleted (since %s)"
-            % (pod_name(pod), pod["metadata"]["deletionTimestamp"])
-        )
+    name = pod_name(pod)
+    lines = []
+    deleting = (pod.get("metadata") or {}).get("deletionTimestamp")
+    if deleting:
+        lines.append("pod %s is being deleted (since %s)" % (name, deleting))
     phase = pod_phase(pod)
     if phase and phase != "Running":
-        reason = status.get("reason") or ""
-        lines.append("pod %s is %s%s" % (pod_name(pod), phase, " (%s)" % reason if reason else ""))
+        why = ": ".join(part for part in (status.get("reason"), status.get("message")) if part)
+        lines.append("pod %s is %s%s" % (name, phase, " (%s)" % why if why else ""))
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled.get("status") == "False":
+        why = scheduled.get("message") or scheduled.get("reason") or ""
+        lines.append("pod %s cannot be scheduled%s" % (name, ": " + why if why else ""))
+    return lines
+
+
+def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
+    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready.
+
+    Each line is stable while the fact holds (no ages), so callers can diff two snapshots.
+    """
+    status = pod.get("status") or {}
+    lines = _pod_state_lines(pod)
     for container in status.get("initContainerStatuses") or []:
         lines.extend(_container_health_lines(container, init=True))
     for container in status.get("containerStatuses") or []:
         lines.extend(_container_health_lines(container, init=False))
-    if phase == "Running" and not is_pod_ready(pod):
+    if pod_phase(pod) == "Running" and not is_pod_ready(pod):
         condition = _ready_condition(pod) or {}
         why = condition.get("message") or condition.get("reason") or ""
         lines.append("pod %s is not Ready%s" % (pod_name(pod), ": " + why if why else ""))
@@ -1621,7 +1645,7 @@ _CAUSE_PATTERNS: Tuple[Tuple[ErrorCause, str], ...] = (
         r"failed to find sandbox|No such container|network namespace for sandbox .* is closed"
         r"|sandbox .* is not running|pods? \"[^\"]*\" not found|container not running"
         r"|cannot find sandbox|pod not found|pod .* is terminated|container .* is not running"
-        r"|unable to find sandbox|could not find sandbox",
+        r"|unable to find sandbox|could not find sandbox|container not found|pod does not exist",
     ),
     (ErrorCause.STUCK_TUNNEL, r"Timeout occurred"),
     (
@@ -1730,6 +1754,8 @@ KubectlEvent = Any  # one of the frozen dataclasses above
 _FORWARDING_FROM = re.compile(r"^Forwarding from (\[[^\]]+\]|[^\s:]+):(\d+) -> (\d+)$")
 _HANDLING = re.compile(r"^Handling connection for (\d+)$")
 _LISTEN_FAILED = re.compile(r"^Unable to listen on port (\d+): (.*)$")
+#: Rare (client-go getListener): the listener's own address could not be read back.
+_FAILED_TO_FORWARD = re.compile(r"^Failed to forward from \S+:(\d+) -> \d+$")
 #: klog header: severity, MMDD, time, thread id, file:line]
 _KLOG = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^ \]]+)\] (.*)$")
 #: "an error occurred forwarding 8080 -> 80: ..." (≤1.36 message body)
@@ -1739,12 +1765,29 @@ _STRUCTURED = re.compile(r"^" + _GO_QUOTED + r"(.*)$")
 _KV = re.compile(r"(\w+)=(" + _GO_QUOTED + r"|\S+)")
 
 
+_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)
+_GO_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _go_escape(match: Any) -> str:
+    code = match.group(1)
+    if code[0] in "xuU" and len(code) > 1:
+        return chr(int(code[1:], 16))
+    if len(code) == 3 and code.isdigit():
+        return chr(int(code, 8))
+    return _GO_SIMPLE_ESCAPES.get(code, code)
+
+
 def go_unquote(body: str) -> str:
-    """Undo Go's strconv.Quote (as klog's structured values use it)."""
+    """Undo Go's strconv.Quote inside the quotes (klog's structured values use it).
+
+    \\xHH escapes are bytes in Go; they are joined back into UTF-8 text where they form it.
+    """
+    text = _GO_ESCAPE.sub(_go_escape, body)
     try:
-        return json.loads('"' + body + '"')
-    except ValueError:
-        return re.sub(r"\\(.)", r"\1", body)
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
 
 
 def parse_klog_structured(text: str) -> Tuple[str, Dict[str, str]]:
@@ -1763,29 +1806,43 @@ def _int_or_none(text: Optional[str]) -> Optional[int]:
     return int(text) if text and text.isdigit() else None
 
 
+#: Structured klog messages whose `err` value already says everything (1.31+ and 1.37+).
+_KLOG_WRAPPERS = ("Unhandled Error", "An error occurred forwarding")
+
+
+def _klog_error_text(message: str, err: str) -> str:
+    """One readable text from a klog message and its err value, in any kubectl format."""
+    if not err:
+        return message
+    if message in _KLOG_WRAPPERS:
+        return err
+    return "%s: %s" % (message, err)
+
+
 def _parse_klog(text: str) -> KubectlEvent:
+    """A klog line: ≤1.30 plain text, 1.31-1.36 "Unhandled Error" err=..., 1.37+ structured."""
     match = _KLOG.match(text)
     assert match is not None
     message, values = parse_klog_structured(match.group(3))
-    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, exit 0
+    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, then exited 0
         return LostConnection()
-    detail = values.get("err", "")
-    full = (
-        message
-        if not detail
-        else (detail if message == "Unhandled Error" else message + ": " + detail)
-    )
+    err = values.get("err", "")
+    if match.group(1) in "IW" and not err:  # -v chatter, not a failure
+        return Unrecognized(text)
+    full = _klog_error_text(message, err)
     local, remote = _int_or_none(values.get("localPort")), _int_or_none(values.get("remotePort"))
     ports = _FORWARDING_PORTS.search(full)
-    if ports and local is None:
+    if ports and local is None:  # older formats carry the ports inside the text only
         local, remote = int(ports.group(1)), int(ports.group(2))
-    if match.group(1) in "IW" and not detail:
-        return Unrecognized(text)
     return ForwardError(classify_error(full), full, local, remote)
 
 
 def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
-    """One line kubectl port-forward printed (stdout or stderr) → an event."""
+    """One line kubectl port-forward printed (stdout or stderr) → an event.
+
+    The formats never overlap between kubectl's two streams, so stream_name ("stdout" or
+    "stderr") does not change the answer; it is taken so callers need not pre-sort lines.
+    """
     line = text.rstrip("\r\n")
     match = _FORWARDING_FROM.match(line)
     if match:
@@ -1799,6 +1856,9 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
     match = _LISTEN_FAILED.match(line)
     if match:
         return ListenFailed(int(match.group(1)), match.group(2))
+    match = _FAILED_TO_FORWARD.match(line)
+    if match:
+        return ListenFailed(int(match.group(1)), line)
     if line == "error: lost connection to pod":
         return LostConnection()
     if line.startswith("error: "):
@@ -4752,9 +4812,12 @@ class TargetResolver:
     still starting. Failed and Succeeded pods fail at once, with kubectl's message.
     """
 
-    def __init__(self, runner: KubectlRunner, namespace: str) -> None:
+    def __init__(
+        self, runner: KubectlRunner, namespace: str, poll_interval: float = RESOLVE_POLL_INTERVAL_S
+    ) -> None:
         self.runner = runner
         self.namespace = namespace
+        self.poll_interval = poll_interval
 
     def _ns(self) -> List[str]:
         return ["-n", self.namespace] if self.namespace else []
@@ -4783,38 +4846,44 @@ class TargetResolver:
         specs: Sequence[PortSpec],
         timeout: float,
         exclude: Any = frozenset(),
+        require_ready: bool = False,
     ) -> Resolution:
-        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping."""
-        loop = asyncio.get_event_loop()
+        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping.
+
+        require_ready (for failover): also wait until the pick is Ready and not being deleted,
+        so traffic is not moved to a pod that cannot serve it yet.
+        """
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         obj = await self.get_object(ref)
         selector = None if obj.get("kind") == "Pod" else selector_for(obj)
-        while True:
+        if selector is None:  # a pod target was just read: the first look reuses it
+            pod = obj if pod_name(obj) not in exclude else None
+        else:
             pod = await self._candidate(obj, selector, exclude)
+        while True:
             if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
                 raise VibeError(pod_not_running_message(pod))
-            if pod is not None and pod_phase(pod) == "Running":
+            if pod is not None and is_pod_usable(pod, require_ready):
                 forwards = resolve_forwards(ref, obj, pod, specs)
                 return Resolution(ref, pod_name(pod), pod, tuple(forwards), obj)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                if pod is None:
-                    raise VibeError("timed out waiting for the condition")
-                raise VibeError(pod_not_running_message(pod))
-            await asyncio.sleep(min(RESOLVE_POLL_INTERVAL_S, remaining))
+                raise _no_usable_pod(pod)
+            await asyncio.sleep(min(self.poll_interval, remaining))
+            pod = await self._candidate(obj, selector, exclude)
 
     async def _candidate(
         self, obj: Dict[str, Any], selector: Optional[str], exclude: Any
     ) -> Optional[Dict[str, Any]]:
         """The pod kubectl would pick now: the pod itself, or the best of the selector's."""
         if selector is None:
-            if pod_name(obj) in exclude:
-                return None
-            fresh = await self.get_object(
-                ResourceRef(ResourceKind.POD, pod_name(obj), pod_name(obj))
-            )
-            return fresh
-        return choose_pod(await self.list_pods(selector), exclude)
+            return None if pod_name(obj) in exclude else await self.pod(pod_name(obj))
+        pods = await self.list_pods(selector)
+        # An evicted or finished pod ranks like a Pending one in ActivePods; kubectl would pick it
+        # and fail. While a live pod exists, it is the better answer.
+        live = [pod for pod in pods if pod_phase(pod) not in POD_TERMINAL_PHASES]
+        return choose_pod(live or pods, exclude)
 
     async def pod(self, name: str) -> Dict[str, Any]:
         return await self.get_object(ResourceRef(ResourceKind.POD, name, name))
@@ -4828,6 +4897,26 @@ class TargetResolver:
         events = list(listed.get("items") or [])
         events.sort(key=event_time)
         return events
+
+
+def is_pod_usable(pod: Dict[str, Any], require_ready: bool) -> bool:
+    """Running (kubectl's only check), and with require_ready also Ready and not deleting."""
+    if pod_phase(pod) != "Running":
+        return False
+    if not require_ready:
+        return True
+    return is_pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _no_usable_pod(pod: Optional[Dict[str, Any]]) -> VibeError:
+    """The error at the deadline: kubectl's own words for its two cases, ours for not Ready."""
+    if pod is None:
+        return VibeError("timed out waiting for the condition")
+    if pod_phase(pod) != "Running":
+        return VibeError(pod_not_running_message(pod))
+    return VibeError(
+        "timed out waiting for the condition: pod %s is Running but not Ready" % pod_name(pod)
+    )
 
 
 # ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------
