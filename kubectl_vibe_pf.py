@@ -4599,6 +4599,14 @@ class _ChildLifeline:
         if self._prctl is not None:
             self._prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
+    async def close(self) -> None:
+        """Kill the group and reap the watchdog, so no child is left behind or unreaped."""
+        watchdog = self._watchdog
+        self.kill_group_now()
+        if watchdog is not None:
+            await watchdog.wait()
+        self._watchdog = None
+
     def kill_group_now(self) -> None:
         """Synchronous last resort: kill every child (and the watchdog) at once."""
         if self.pgid is not None:
@@ -4782,7 +4790,7 @@ class KubectlRunner:
         """Stop every child this runner started, then the lifeline."""
         await asyncio.gather(*(child.stop(grace) for child in self._live), return_exceptions=True)
         self._live = []
-        self._lifeline.kill_group_now()
+        await self._lifeline.close()
 
     def kill_all_now(self) -> None:
         self._lifeline.kill_group_now()
@@ -5402,9 +5410,8 @@ class Supervisor(UpstreamSource):
             self.specs,
             self.pod_running_timeout,
             exclude=frozenset(self.dead_pods),
+            require_ready=self.resolution.ref.kind is not ResourceKind.POD,
         )
-        if not is_pod_ready(resolution.pod) and resolution.ref.kind is not ResourceKind.POD:
-            raise VibeError("pod %s is not Ready yet" % resolution.pod_name)
         self.resolution = resolution
         self._needs_resolve = False
         for tunnel in (self.active, self.standby):
@@ -6246,7 +6253,7 @@ class ForwardView:
     supervisor: Supervisor
     key: int
     history: ActivityHistory
-    inspection: Optional["ForwardInspection"] = None
+    inspection: Optional[ForwardInspection] = None
     up_rate: int = 0
     down_rate: int = 0
     _last_up: int = 0
