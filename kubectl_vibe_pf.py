@@ -5708,6 +5708,8 @@ class Link:
 
     def from_client(self, nbytes: int) -> None:
         view = self.forward.relay.view[:nbytes]
+        if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
+            self.observer = None  # nothing more to learn: inspection costs nothing from here
         if self.state is not LinkState.OPEN:
             self.pending += view
             if len(self.pending) > LINK_PENDING_MAX_BYTES:
@@ -5718,8 +5720,6 @@ class Link:
             self.replay += view
             if len(self.replay) > LINK_REPLAY_MAX_BYTES:
                 self.replay = None
-        if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
-            self.observer = None  # nothing more to learn: inspection costs nothing from here
         self.forward.send(self.upstream, view)
 
     def from_upstream(self, nbytes: int) -> None:

@@ -310,3 +310,29 @@ def test_uptime_counts_only_ready_time() -> None:
     clock.down(130.0)
     clock.up(140.0)
     assert clock.percent(150.0, 100.0) == pytest.approx(80.0)
+
+
+async def test_inspection_summarises_http_seen_on_the_relay_including_the_first_request() -> None:
+    async def tiny_http(reader, writer) -> None:
+        while await reader.readline():
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno")
+            await writer.drain()
+        writer.close()
+
+    server, upstream = await start_server(tiny_http)
+    forward = await vibe.open_static_forward(("127.0.0.1", upstream), inspect=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", forward.port)
+    for n in range(3):
+        writer.write(b"GET /orders/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (1000 + n))
+        await reader.readuntil(b"\r\n\r\nno")
+    writer.close()
+    await settle(forward.proxy)
+
+    inspection = forward.proxy._inspector_factory.__self__
+    [line] = inspection.summary_lines()
+    assert line.startswith("HTTP: 3 requests") and "GET /orders/:id" in line
+    assert any("503" in problem for problem in inspection.problems())
+    await forward.close()
+    server.close()
