@@ -6089,8 +6089,9 @@ def _listen_error_text(address: str, port: int, exc: OSError) -> str:
 class StaticForward:
     """A forward to a fixed address: the data path alone, for benchmarks and tests."""
 
-    def __init__(self, proxy: ForwardProxy) -> None:
+    def __init__(self, proxy: ForwardProxy, inspection: Optional[ForwardInspection]) -> None:
         self.proxy = proxy
+        self.inspection = inspection
 
     @property
     def port(self) -> int:
@@ -6112,18 +6113,18 @@ async def open_static_forward(
     inspect: bool = False,
 ) -> StaticForward:
     """Listen on address:port and relay every connection to `upstream` (no kubectl involved)."""
-    factory = _make_inspector_factory() if inspect else None
+    inspection = ForwardInspection(upstream[1]) if inspect else None
     proxy = ForwardProxy(
         StaticUpstream(*upstream),
         0,
         RelayBuffer(RELAY_BUFFER_BYTES),
         wait_timeout=5.0,
-        inspector_factory=factory,
+        inspector_factory=inspection.new_link if inspection is not None else None,
     )
     errors = await proxy.listen([address], port, every_address_bound)
     if errors:
         raise VibeError(errors[0])
-    return StaticForward(proxy)
+    return StaticForward(proxy, inspection)
 
 
 # ---- Inspection: the sniffers (§10) as an optional observer of each link -----------------------
@@ -6201,10 +6202,6 @@ class LinkInspector:
     def close(self, outcome: LinkOutcome, cause: str) -> None:
         if self.sniffer is not None:
             self.sniffer.close(time.monotonic())
-
-
-def _make_inspector_factory() -> Callable[[int], LinkInspector]:
-    return ForwardInspection().new_link
 
 
 # ==== §16 port-forward session =================================================================

@@ -330,7 +330,7 @@ async def test_inspection_summarises_http_seen_on_the_relay_including_the_first_
     writer.close()
     await settle(forward.proxy)
 
-    inspection = forward.proxy._inspector_factory.__self__
+    inspection = forward.inspection
     [line] = inspection.summary_lines()
     assert line.startswith("HTTP: 3 requests") and "GET /orders/:id" in line
     assert any("503" in problem for problem in inspection.problems())
