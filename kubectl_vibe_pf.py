@@ -5371,6 +5371,7 @@ class Supervisor(UpstreamSource):
         self._cut_links_of(tunnel, summary)
         detail = (": " + tunnel.error) if tunnel.error else ""
         self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
+        self._tasks.append(asyncio.ensure_future(self._correlate_with_events(tunnel.pod_name)))
         standby_ready = self.standby is not None and self.standby.state is TunnelState.READY
         if not standby_ready or self._needs_resolve:
             self.state = ForwardState.RECONNECTING
@@ -5390,6 +5391,22 @@ class Supervisor(UpstreamSource):
                     if link.upstream is not None:
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
+
+    async def _correlate_with_events(self, pod_name: str) -> None:
+        """A tunnel died: the pod's latest Warning event often says why (OOMKilled, BackOff)."""
+        try:
+            events = await self.resolver.pod_events(pod_name)
+        except VibeError:
+            return
+        warnings = [event for event in events if event.get("type") == "Warning"]
+        if not warnings:
+            return
+        latest = warnings[-1]
+        note = "event %s: %s" % (latest.get("reason", "?"), latest.get("message", "").strip())
+        if note not in self.pod_notes:
+            self.pod_notes.append(note)
+            del self.pod_notes[:-POD_NOTES_KEPT]
+            self.emit(EventKind.POD, "pod %s: %s" % (pod_name, note), pod=pod_name)
 
     def _mark_pod_gone(self, pod_name: str) -> None:
         if pod_name != self.pod_name or pod_name in self.dead_pods:

@@ -348,3 +348,21 @@ def test_the_live_view_in_a_terminal_shows_state_ports_bytes_and_activity(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         os.close(master)
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_a_restarted_container_is_correlated_with_its_events_and_in_the_summary(
+    vibe: Vibe, cluster: SimCluster
+) -> None:
+    proc = vibe.start("pf", "deploy/web", ":8080", "--no-live")
+    port = int(proc.wait_line(FORWARDING).group(1))
+    pod = http_get(port).getheader("X-Pod")
+
+    cluster.restart_container(pod, reason="OOMKilled", exit_code=137)
+    proc.wait_line(r"pod %s: .*OOMKilled" % pod, stream="stderr", timeout=20)
+    assert http_get(port, timeout=30).status == 200
+
+    os.kill(proc.proc.pid, signal.SIGINT)
+    assert proc.wait() == 0
+    assert "OOMKilled" in proc.err.split("problems:")[-1]
+    assert "kubectl logs %s -n default --previous" % pod in proc.err
