@@ -114,6 +114,8 @@ BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 10.0
 #: Pause before restarting a pod watch that ended (the API server closes watches regularly).
 POD_WATCH_RESTART_S = 1.0
+#: A tunnel loss this close before the pod watch reports the pod's deletion is blamed on it.
+POD_DEATH_BLAME_WINDOW_S = 3.0
 #: Pod health notes (restarts, waiting reasons) kept per target for the summary.
 POD_NOTES_KEPT = 20
 #: Seconds of traffic history behind each forward's sparkline.
@@ -5185,6 +5187,7 @@ class Supervisor(UpstreamSource):
         self._stopped = asyncio.Event()
         self._tasks: List[Any] = []
         self.uptime = UptimeClock()
+        self._last_loss: Optional[Tuple[float, str, str]] = None
 
     def __repr__(self) -> str:
         return "<Supervisor %s %s pod=%s>" % (self.label, self.state.value, self.pod_name)
@@ -5368,6 +5371,7 @@ class Supervisor(UpstreamSource):
         cause = tunnel.cause or ErrorCause.OTHER
         summary = cause_summary(cause, tunnel.remote_ports)
         self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
+        self._last_loss = (_monotonic(), tunnel.pod_name, summary)
         self._cut_links_of(tunnel, summary)
         detail = (": " + tunnel.error) if tunnel.error else ""
         self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
@@ -5392,6 +5396,24 @@ class Supervisor(UpstreamSource):
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
 
+    def _blame_recent_loss_on_pod_death(self, pod_name: str) -> None:
+        """A deleted pod's runtime resets its live streams a moment before the watch says it is
+        gone; that loss was the pod's death, not the app resetting connections."""
+        if self._last_loss is None:
+            return
+        when, lost_pod, summary = self._last_loss
+        gone = cause_summary(ErrorCause.POD_GONE, ())
+        if (
+            lost_pod != pod_name
+            or _monotonic() - when > POD_DEATH_BLAME_WINDOW_S
+            or summary == gone
+        ):
+            return
+        self._last_loss = None
+        _move_count(self.reconnects, summary, gone)
+        for proxy in self.proxies:
+            _move_count(proxy.stats.causes, "reset: " + summary, "reset: " + gone)
+
     async def _correlate_with_events(self, pod_name: str) -> None:
         """A tunnel died: the pod's latest Warning event often says why (OOMKilled, BackOff)."""
         try:
@@ -5411,6 +5433,7 @@ class Supervisor(UpstreamSource):
     def _mark_pod_gone(self, pod_name: str) -> None:
         if pod_name != self.pod_name or pod_name in self.dead_pods:
             return
+        self._blame_recent_loss_on_pod_death(pod_name)
         self.dead_pods.add(pod_name)
         self._needs_resolve = True
         for tunnel in (self.active, self.standby):
@@ -5421,6 +5444,7 @@ class Supervisor(UpstreamSource):
     async def _re_resolve(self) -> None:
         previous = self.pod_name
         self.state = ForwardState.RECONNECTING
+        self.uptime.down(_monotonic())
         self.reason = "pod %s is gone; waiting for a Ready replacement" % previous
         resolution = await self.resolver.resolve(
             self.resolution.ref,
@@ -5504,6 +5528,12 @@ class Supervisor(UpstreamSource):
             task.cancel()
         tunnels = [tunnel for tunnel in (self.active, self.standby) if tunnel is not None]
         await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
+
+
+def _move_count(counts: Dict[str, int], old: str, new: str) -> None:
+    moved = counts.pop(old, 0)
+    if moved:
+        counts[new] = counts.get(new, 0) + moved
 
 
 class UptimeClock:

@@ -366,3 +366,25 @@ def test_a_restarted_container_is_correlated_with_its_events_and_in_the_summary(
     assert proc.wait() == 0
     assert "OOMKilled" in proc.err.split("problems:")[-1]
     assert "kubectl logs %s -n default --previous" % pod in proc.err
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_connections_cut_by_a_pod_deletion_are_blamed_on_the_pod(
+    vibe: Vibe, cluster: SimCluster
+) -> None:
+    proc = vibe.start("pf", "svc/web", ":9000", "--no-live")
+    port = int(proc.wait_line(FORWARDING).group(1))
+    holder = socket.create_connection(("127.0.0.1", port), timeout=10)
+    holder.sendall(b"ping")
+    assert holder.recv(4) == b"ping"
+    pod = [p for p in cluster.pods("web") if cluster.active_streams(p)][0]
+
+    cluster.delete_pod(pod)
+    proc.wait_line(r"now forwarding to pod", stream="stderr", timeout=30)
+    holder.close()
+    os.kill(proc.proc.pid, signal.SIGINT)
+    assert proc.wait() == 0
+
+    problems = proc.err.split("problems:")[-1]
+    assert "1 connections reset: the pod (or its sandbox) is gone" in problems
+    assert "reconnects 1 (the pod (or its sandbox) is gone" in proc.err
