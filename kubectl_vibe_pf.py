@@ -144,8 +144,10 @@ FAIL_FAST_GRACE_S: Dict[str, float] = {
 }
 #: OOMKilled restarts that make a container's failure "repeated" for --fail-fast.
 FAIL_FAST_OOM_RESTARTS = 3
-#: Recent events kept for the live view and explanations (older ones are dropped).
-WAIT_EVENTS_KEPT = 200
+#: Latest events kept per involved object, and how many objects' events are kept at all
+#: (the events watch sees the whole namespace; the oldest objects are forgotten first).
+WAIT_EVENTS_PER_OBJECT = 10
+WAIT_EVENT_OBJECTS_KEPT = 2000
 #: Largest single object a `kubectl get -w -o json` may print (a huge CR or a 5k-item list).
 WATCH_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 #: Child pods shown under a resource in the live view / an explanation.
@@ -4877,6 +4879,14 @@ def watch_specs(flags: ParsedFlags) -> List[WatchSpec]:
     return specs
 
 
+#: kubectl wait's printing flags, reused to print an object our readiness rules waited for.
+_PRINT_FLAGS = frozenset(
+    ("output", "template", "show-managed-fields", "allow-missing-template-keys")
+)
+#: kubectl wait's resource-builder flags, reused for the initial `kubectl get`.
+_LOOKUP_FLAGS = frozenset(("selector", "field-selector", "all-namespaces", "filename", "recursive"))
+#: A watch whose every object is a waited resource (the initial lookup).
+ALL_OF_WATCH = WatchSpec(("get",))
 _WATCH_TAIL = ("--watch", "--output=json", "--output-watch-events")
 
 
@@ -4905,8 +4915,13 @@ class WaitTarget:
         return self.obj_id.partition("/")[2]
 
     def plural_name(self) -> str:
-        kind = self.kind or self.obj_id.partition("/")[0].split(".")[0]
-        return "%s/%s" % (resource_plural(kind), self.name)
+        """`deployments/web`, as kubectl's wait errors name resources."""
+        if self.kind:
+            return "%s/%s" % (resource_plural(self.kind), self.name)
+        typed = self.obj_id.partition("/")[0].split(".")[0].lower()
+        kind = _NL_KIND_BY_WORD.get(typed, typed)
+        plural = typed if typed.endswith("s") and typed not in _NL_SINGULAR_S else None
+        return "%s/%s" % (plural or resource_plural(kind), self.name)
 
 
 class WaitBoard:
@@ -4916,7 +4931,7 @@ class WaitBoard:
         self.specs = list(specs)
         self.targets: Dict[Tuple[str, str], WaitTarget] = {}
         self.pods: Dict[Tuple[str, str], Dict[str, Any]] = {}
-        self.events: List[Dict[str, Any]] = []
+        self.events: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
         self.version = 0
         #: Names expected to exist (given by the user), so NotFound can be shown.
         self.expected: List[Tuple[str, str]] = []
@@ -4932,7 +4947,7 @@ class WaitBoard:
         namespace = (obj.get("metadata") or {}).get("namespace", "")
         name = obj_id.partition("/")[2]
         for key, target in self.targets.items():
-            if key[0] != namespace:
+            if key[0] and key[0] != namespace:  # "" = the user's default namespace
                 continue
             if target.obj_id == obj_id:
                 return key
@@ -4957,6 +4972,7 @@ class WaitBoard:
         target.obj = None if event_type == "DELETED" else obj
         if target.obj is not None:
             target.obj_id = resource_id(obj)
+            target.namespace = (obj.get("metadata") or {}).get("namespace", "")
         self._recompute(target, now)
 
     def _recompute(self, target: WaitTarget, now: float) -> None:
@@ -4982,15 +4998,16 @@ class WaitBoard:
         self.version += 1
 
     def apply_event(self, event: Dict[str, Any]) -> None:
-        uid = (event.get("metadata") or {}).get("uid") or (event.get("metadata") or {}).get("name")
-        self.events = [
-            e
-            for e in self.events
-            if ((e.get("metadata") or {}).get("uid") or (e.get("metadata") or {}).get("name"))
-            != uid
-        ]
-        self.events.append(event)
-        del self.events[:-WAIT_EVENTS_KEPT]
+        """Keep the latest events per involved object; the oldest objects are forgotten first."""
+        involved = event.get("involvedObject") or {}
+        namespace = involved.get("namespace") or (event.get("metadata") or {}).get("namespace")
+        key = (namespace or "", str(involved.get("name") or ""))
+        uid = _event_uid(event)
+        kept = [e for e in self.events.pop(key, []) if _event_uid(e) != uid]
+        kept.append(event)
+        self.events[key] = kept[-WAIT_EVENTS_PER_OBJECT:]
+        while len(self.events) > WAIT_EVENT_OBJECTS_KEPT:
+            del self.events[next(iter(self.events))]
         self.version += 1
 
     def pods_of(self, target: WaitTarget) -> List[Dict[str, Any]]:
@@ -5000,17 +5017,10 @@ class WaitBoard:
         return sorted(pods, key=pod_name)
 
     def events_of(self, target: WaitTarget) -> List[Dict[str, Any]]:
-        names = {target.name} | {pod_name(pod) for pod in self.pods_of(target)}
-        return sorted(
-            (
-                e
-                for e in self.events
-                if (e.get("involvedObject") or {}).get("name") in names
-                and (e.get("involvedObject") or {}).get("namespace", target.namespace)
-                in (target.namespace, "")
-            ),
-            key=event_time,
-        )
+        """Events about the resource and its pods, oldest first."""
+        names = [target.name] + [pod_name(pod) for pod in self.pods_of(target)]
+        found = [e for name in names for e in self.events.get((target.namespace, name), [])]
+        return sorted(found, key=event_time)
 
     def latest_warning(self, target: WaitTarget) -> Optional[Dict[str, Any]]:
         warnings = [e for e in self.events_of(target) if e.get("type") == "Warning"]
@@ -5018,6 +5028,24 @@ class WaitBoard:
 
     def ordered_targets(self) -> List[WaitTarget]:
         return list(self.targets.values())
+
+
+def _listed_items(stdout: str) -> List[Dict[str, Any]]:
+    """Objects from `kubectl get -o json`: a List's items, or the one object."""
+    try:
+        document = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    if document.get("kind") == "List" or "items" in document:
+        return [item for item in document.get("items") or [] if isinstance(item, dict)]
+    return [document] if document.get("metadata") else []
+
+
+def _event_uid(event: Dict[str, Any]) -> str:
+    meta = event.get("metadata") or {}
+    return str(meta.get("uid") or meta.get("name") or "")
 
 
 def _type_matches(typed: str, obj: Dict[str, Any]) -> bool:
@@ -5284,6 +5312,10 @@ class WaitSession:
         self._watches: List[KubectlProcess] = []
         self._pods_watched = False
         self._kubectl_children: List[KubectlProcess] = []
+        #: kubectl's own errors from the initial lookup (e.g. `Error from server (NotFound)`).
+        self.lookup_errors: List[str] = []
+        #: Whether the initial lookup is done: until then "not seen" does not mean NotFound.
+        self.synced = False
 
     # -- watches --------------------------------------------------------------------------
 
@@ -5356,6 +5388,8 @@ class WaitSession:
         )
 
     def refresh(self) -> None:
+        if not self.synced:
+            return
         now = _monotonic()
         rows = progress_rows(self.board, self.options.fors, now)
         self.progress.update(rows, now, self.header(now))
@@ -5389,6 +5423,7 @@ class WaitSession:
     async def run(self) -> int:
         self.progress = make_progress(self.options.progress, self.started)
         try:
+            self.expect_named_targets()
             await self.start_watches()
             ticker = asyncio.ensure_future(self.progress_loop())
             decider = asyncio.ensure_future(self.decide())
@@ -5411,11 +5446,31 @@ class WaitSession:
         return code
 
     async def decide(self) -> int:
+        if self.options.decided_by_kubectl:
+            lookup = asyncio.ensure_future(self.initial_lookup())
+            try:
+                if self.options.wait_for_create and not await self.wait_until_created():
+                    return EXIT_ERROR
+                return await self.run_kubectl_waits()
+            finally:
+                await asyncio.gather(lookup, return_exceptions=True)
+        await self.initial_lookup()
         if self.options.wait_for_create and not await self.wait_until_created():
             return EXIT_ERROR
-        if self.options.decided_by_kubectl:
-            return await self.run_kubectl_waits()
         return await self.decide_readiness()
+
+    async def initial_lookup(self) -> None:
+        """`kubectl get` of exactly what kubectl wait visits: the starting state (so NotFound
+        rows are real) and, for our own readiness decision, kubectl's lookup errors."""
+        flags = self.options.flags
+        scope = ["--%s=%s" % (name, raw) for name, raw in flags.ordered if name in _LOOKUP_FLAGS]
+        done = await self.runner.run(["get", *flags.positionals, *scope, "--output=json"], 60)
+        now = _monotonic()
+        for obj in _listed_items(done.stdout):
+            self.board.apply_target("ADDED", obj, ALL_OF_WATCH, now)
+        self.lookup_errors = [line for line in done.stderr.splitlines() if line.strip()]
+        self.synced = True
+        self.changed.set()
 
     async def run_kubectl_waits(self) -> int:
         options = self.options
@@ -5441,101 +5496,112 @@ class WaitSession:
         return await child.wait()
 
     def pass_through(self, stream: Stream, line: str) -> None:
-        """kubectl's own lines, verbatim, on the stream it used."""
+        """kubectl's own lines, verbatim, on the stream it used (through the live view's
+        console when both share the terminal, so the view is not torn)."""
+        live = isinstance(self.progress, LiveProgress)
         if stream is Stream.STDERR:
-            self.progress.message(line) if isinstance(self.progress, LiveProgress) else _write_line(
-                sys.stderr, line
-            )
-        elif isinstance(self.progress, LiveProgress) and _is_terminal(sys.stdout):
+            if live:
+                self.progress.message(line)
+            else:
+                _write_line(sys.stderr, line)
+        elif live and _is_terminal(sys.stdout):
             self.progress.message(line)
         else:
             _write_line(sys.stdout, line)
 
-    async def wait_until_created(self) -> bool:
-        """--wait-for-create on any kubectl: until every named resource (or one selected)
-        exists, within the global deadline."""
+    def expect_named_targets(self) -> None:
+        """A row for every resource named on the command line (NotFound until seen)."""
         now = _monotonic()
-        for spec in self.board.specs:
-            for name in sorted(spec.names or ()):
-                type_text = spec.args[1]
-                self.board.expect(type_text, name, _namespace_of(self.options.flags), now)
-        while not self.all_created():
+        namespace = self.options.flags.namespace
+        positionals = self.options.flags.positionals
+        if positionals and "/" not in positionals[0]:
+            named = [(positionals[0], name) for name in positionals[1:]]
+        else:
+            named = [tuple(arg.partition("/")[::2]) for arg in positionals]
+        for type_text, name in named:
+            self.board.expect(type_text, name, namespace, now)
+
+    async def wait_until_created(self) -> bool:
+        """--wait-for-create on any kubectl: until every named resource (or, with a selector,
+        one) exists, within the global deadline; then the real wait starts."""
+        while True:
+            self.decider_wake.clear()
+            if self.all_created():
+                return True
             if _monotonic() >= self.deadline:
                 missing = [t for t in self.board.targets.values() if t.obj is None]
-                what = missing[0].obj_id if missing else "any resource"
+                what = missing[0].plural_name() if missing else "the selected resources"
                 _write_line(sys.stderr, "error: timed out waiting for %s to be created" % what)
                 return False
-            await self.board_changed(min(1.0, self.deadline - _monotonic()))
-        return True
+            await self.wake_or_timeout(min(1.0, self.deadline - _monotonic()))
 
     def all_created(self) -> bool:
         targets = list(self.board.targets.values())
         return bool(targets) and all(t.obj is not None for t in targets)
 
-    async def board_changed(self, timeout: float) -> None:
+    async def wake_or_timeout(self, timeout: float) -> None:
         """Sleep until a watch reports something, or `timeout` seconds."""
-        self.decider_wake.clear()
         try:
             await asyncio.wait_for(self.decider_wake.wait(), max(0.0, timeout))
         except asyncio.TimeoutError:
             pass
 
     async def decide_readiness(self) -> int:
-        """No --for: our kstatus rules decide; the output mimics kubectl's."""
-        targets = await self.initial_targets()
-        if isinstance(targets, int):
-            return targets
+        """No --for: our kstatus rules decide; the output and errors mimic kubectl wait's."""
+        targets = [t for t in self.board.ordered_targets() if t.obj is not None]
+        if not targets:
+            if not self.lookup_errors:
+                self.lookup_errors = ["error: no matching resources found"]
+            return self.print_errors([])
         once = self.options.timeout_s == 0
         while True:
+            self.decider_wake.clear()
             for target in targets:
                 if target.met_printed:
                     continue
                 if target_unmet(target, ()):
                     break
                 target.met_printed = True
-                _write_line(sys.stdout, "%s condition met" % target.obj_id)
-            if all(t.met_printed for t in targets):
-                return 0
+                await self.print_met(target)
+            pending = [t for t in targets if not t.met_printed]
+            if not pending:
+                return self.print_errors([]) if self.lookup_errors else 0
             if once or _monotonic() >= self.deadline:
-                return self.readiness_timeout(targets, once)
-            await self.board_changed(min(1.0, self.deadline - _monotonic()))
+                template = "condition not met for %s" if once else "timed out waiting for the "
+                if not once:
+                    template += "condition on %s"
+                return self.print_errors([template % t.plural_name() for t in pending])
+            await self.wake_or_timeout(min(1.0, self.deadline - _monotonic()))
 
-    def readiness_timeout(self, targets: Sequence[WaitTarget], once: bool) -> int:
-        pending = [t for t in targets if not t.met_printed]
-        template = (
-            "condition not met for %s" if once else "timed out waiting for the condition on %s"
-        )
-        lines = [template % t.plural_name() for t in pending]
-        if len(lines) == 1:
+    def print_errors(self, errors: List[str]) -> int:
+        """kubectl's aggregate: one error gets `error: `, several are listed bare; the lookup's
+        own `Error from server (NotFound)` lines come last, as kubectl prints them."""
+        lines = errors + [e for e in self.lookup_errors if not e.startswith("error: ")]
+        lines += [e[len("error: ") :] for e in self.lookup_errors if e.startswith("error: ")]
+        if len(lines) == 1 and not lines[0].startswith("Error from server"):
             lines[0] = "error: " + lines[0]
         for line in lines:
             _write_line(sys.stderr, line)
-        return EXIT_ERROR
+        return EXIT_ERROR if lines else 0
 
-    async def initial_targets(self) -> Any:
-        """The resources kubectl wait would visit, via `kubectl get` (same errors)."""
-        targets: List[WaitTarget] = []
-        for spec in self.board.specs:
-            done = await self.runner.run([*spec.args, "--output=json"], timeout=60)
-            if done.returncode != 0 and not self.options.wait_for_create:
-                sys.stderr.write(done.stderr)
-                return done.returncode
-            try:
-                items = json.loads(done.stdout).get("items", []) if done.stdout.strip() else []
-            except ValueError:
-                items = []
-            now = _monotonic()
-            for obj in items:
-                if spec.names is None or obj["metadata"]["name"] in spec.names:
-                    self.board.apply_target("ADDED", obj, spec, now)
-        keys = {_object_key(t.obj) for t in self.board.targets.values() if t.obj is not None}
-        targets = [
-            t for t in self.board.targets.values() if t.obj is None or _object_key(t.obj) in keys
-        ]
-        if not targets:
-            _write_line(sys.stderr, "error: no matching resources found")
-            return EXIT_ERROR
-        return targets
+    async def print_met(self, target: WaitTarget) -> None:
+        """kubectl's printer: `<id> condition met`, or -o name/json/yaml/... of the object."""
+        output = self.options.flags.get("output") or ""
+        if not output:
+            _write_line(sys.stdout, "%s condition met" % target.obj_id)
+        elif output == "name":
+            _write_line(sys.stdout, target.obj_id)
+        else:
+            printing = [
+                "--%s=%s" % (name, raw)
+                for name, raw in self.options.flags.ordered
+                if name in _PRINT_FLAGS
+            ]
+            scope = ["--namespace=" + target.namespace] if target.namespace else []
+            done = await self.runner.run(["get", target.obj_id, *scope, *printing], timeout=60)
+            sys.stdout.write(done.stdout)
+            sys.stderr.write(done.stderr)
+            sys.stdout.flush()
 
     # -- endings --------------------------------------------------------------------------
 
@@ -5585,10 +5651,6 @@ class _WatchFeed:
         except VibeError:
             return
         self.session.on_watch_documents(documents, self.spec, self.what)
-
-
-def _namespace_of(flags: ParsedFlags) -> str:
-    return flags.namespace
 
 
 def _write_line(stream: Any, line: str) -> None:
