@@ -153,8 +153,9 @@ WATCH_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 #: Child pods shown under a resource in the live view / an explanation.
 LIVE_PODS_SHOWN = 8
 EXPLAIN_PODS_SHOWN = 5
-#: Latest events shown in an explanation.
+#: Latest Warning events shown in an explanation (or, without any, the latest events).
 EXPLAIN_EVENTS_SHOWN = 5
+EXPLAIN_QUIET_EVENTS_SHOWN = 3
 #: Shortest pause between two redraws of the wait view (≤ 4 per second).
 LIVE_WAIT_REFRESH_S = 0.25
 #: How long the --llm command may think.
@@ -3191,6 +3192,24 @@ def next_commands(obj_id: str, namespace: str, pods: Sequence[Dict[str, Any]]) -
     return commands
 
 
+#: What "ready" means per kind when no --for is given (help text and explanations).
+READINESS_RULES: Dict[str, str] = {
+    "Deployment": "available and rolled out (all replicas updated, ready and available)",
+    "StatefulSet": "rolled out (all replicas ready and on the current revision)",
+    "DaemonSet": "rolled out (scheduled, updated and available on every node)",
+    "ReplicaSet": "all replicas ready and available",
+    "Job": "complete",
+    "Pod": "Ready (or completed successfully)",
+    "PersistentVolumeClaim": "Bound",
+    "Service": "at least one ready endpoint (a LoadBalancer also needs its ingress)",
+    "CustomResourceDefinition": "Established",
+}
+
+
+def readiness_rule(kind: str) -> str:
+    return READINESS_RULES.get(kind, "Ready condition True, or current (kstatus)")
+
+
 @dataclass(frozen=True)
 class Explanation:
     """What explain() needs about one unsatisfied resource."""
@@ -3201,6 +3220,40 @@ class Explanation:
     #: (what was asked, why it is not met), one per unmet --for.
     unmet: Tuple[Tuple[str, str], ...]
     since_s: float = 0.0
+    kind: str = ""
+    finalizers: Tuple[str, ...] = ()
+
+
+def _explain_wanted(item: Explanation) -> List[str]:
+    lines = []
+    for wanted, why in item.unmet:
+        if wanted == READINESS.describe():
+            lines.append("  waiting for readiness: %s" % readiness_rule(item.kind))
+        else:
+            lines.append("  waiting for %s: %s" % (wanted, why or "not met"))
+    if item.report.status is ResourceStatus.TERMINATING and item.finalizers:
+        lines.append("  deletion is held by finalizers: %s" % ", ".join(item.finalizers))
+    return lines
+
+
+def _explain_pods(pods: Sequence[Dict[str, Any]], now: float) -> List[str]:
+    """Pods that are not done come first: they are the story."""
+    reports = [(compute_status(pod, now), pod) for pod in pods]
+    reports.sort(key=lambda pair: pair[0].status is ResourceStatus.CURRENT)
+    lines = []
+    for report, pod in reports[:EXPLAIN_PODS_SHOWN]:
+        lines.append("  pod/%s: %s: %s" % (pod_name(pod), report.status.value, report.message))
+        lines.extend("    " + line for line in pod_detail_lines(pod))
+    if len(reports) > EXPLAIN_PODS_SHOWN:
+        lines.append("  ... and %d more pods" % (len(reports) - EXPLAIN_PODS_SHOWN))
+    return lines
+
+
+def _explain_events(events: Sequence[Dict[str, Any]], now: float) -> List[str]:
+    """The latest Warning events; without any, the last few events of any type."""
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    chosen = warnings[-EXPLAIN_EVENTS_SHOWN:] or list(events)[-EXPLAIN_QUIET_EVENTS_SHOWN:]
+    return ["  " + event_line(event, now) for event in chosen]
 
 
 def explain(
@@ -3208,31 +3261,29 @@ def explain(
 ) -> List[str]:
     """The per-resource story printed on timeout or failure; never just "timed out"."""
     where = " in namespace %s" % item.namespace if item.namespace else ""
+    status = item.report.status.value
     lines = [
         "%s%s: %s for %s: %s"
-        % (
-            item.obj_id,
-            where,
-            item.report.status.value,
-            human_duration(item.since_s),
-            item.report.message,
-        )
+        % (item.obj_id, where, status, human_duration(item.since_s), item.report.message)
     ]
-    for wanted, why in item.unmet:
-        lines.append("  waiting for %s: %s" % (wanted, why or "not met"))
-    for pod in list(pods)[:EXPLAIN_PODS_SHOWN]:
-        state = compute_status(pod, now)
-        lines.append("  pod/%s: %s: %s" % (pod_name(pod), state.status.value, state.message))
-        lines.extend("    " + line for line in pod_detail_lines(pod))
-    if len(pods) > EXPLAIN_PODS_SHOWN:
-        lines.append("  ... and %d more pods" % (len(pods) - EXPLAIN_PODS_SHOWN))
-    for event in list(events)[-EXPLAIN_EVENTS_SHOWN:]:
-        lines.append("  " + event_line(event, now))
-    lines.append("  next: " + next_commands(item.obj_id, item.namespace, pods)[0])
-    lines.extend(
-        "        " + command for command in next_commands(item.obj_id, item.namespace, pods)[1:]
-    )
+    lines += _explain_wanted(item)
+    lines += _explain_pods(pods, now)
+    lines += _explain_events(events, now)
+    if item.report.status is ResourceStatus.NOT_FOUND:
+        commands = next_commands_not_found(item.obj_id, item.namespace)
+    else:
+        commands = next_commands(item.obj_id, item.namespace, pods)
+    lines.append("  next: " + commands[0])
+    lines.extend("        " + command for command in commands[1:])
     return lines
+
+
+def next_commands_not_found(obj_id: str, namespace: str) -> List[str]:
+    kind = obj_id.partition("/")[0]
+    return [
+        "kubectl get %s%s   (is the name or namespace right?)" % (kind, _ns_flag(namespace)),
+        "add --wait-for-create to wait until it exists",
+    ]
 
 
 def event_line(event: Dict[str, Any], now: float) -> str:
@@ -5621,8 +5672,15 @@ class WaitSession:
             unmet = target_unmet(target, self.options.fors)
             if not unmet:
                 continue
+            meta = (target.obj or {}).get("metadata") or {}
             item = Explanation(
-                target.obj_id, target.namespace, target.report, tuple(unmet), now - target.since
+                target.obj_id,
+                target.namespace,
+                target.report,
+                tuple(unmet),
+                now - target.since,
+                target.kind,
+                tuple(meta.get("finalizers") or ()),
             )
             for line in explain(
                 item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()
