@@ -2131,8 +2131,13 @@ _NL_KINDS: Dict[str, Tuple[str, ...]] = {
     ),
     "ingress": ("ingress", "ingresses", "ing"),
     "apiservice": ("apiservice", "apiservices"),
+    "configmap": ("configmap", "configmaps", "cm", "config map", "config maps"),
+    "secret": ("secret", "secrets"),
     "certificate": ("certificate", "certificates", "cert", "certs"),
 }
+#: Built-in kinds: a phrase must be in the table for them; other kinds (custom resources)
+#: are "ready" when their Ready condition is True.
+_NL_BUILTIN_KINDS = frozenset(_NL_KINDS) - {"certificate"}
 _NL_KIND_BY_WORD = {word: kind for kind, words in _NL_KINDS.items() for word in words}
 #: Kind words that end in "s" but name one object.
 _NL_SINGULAR_S = frozenset(("ds", "rs", "sts", "ingress"))
@@ -2165,7 +2170,7 @@ _NL_RESERVED = (
     r"ready|available|gone|deleted|created|running|not|has|have|gets?|at|fail|fast|then|"
     r"across|it|they|them|its|their|once|now|has|been|become|becomes|until|max|maximum|no)"
 )
-_NL_ONE_NAME = r"(?!(?:%s|%s)(?![-a-z0-9]))%s" % (_NL_RESERVED, _KIND_WORDS_RE, _NL_NAME)
+_NL_ONE_NAME = r"(?!(?:%s|%s)(?![-a-z0-9.]))%s" % (_NL_RESERVED, _KIND_WORDS_RE, _NL_NAME)
 _NL_NAMES = r"(%s(?:\s*,\s*%s|\s+and\s+%s)*)" % (_NL_ONE_NAME, _NL_ONE_NAME, _NL_ONE_NAME)
 _NL_NUMBER_WORDS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
@@ -2179,12 +2184,13 @@ _NL_UNITS = {
     "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
     "d": "d", "day": "d", "days": "d", "week": "w", "weeks": "w",
 }  # fmt: skip
-_NL_NUMBER = r"(?:\d+(?:\.\d+)?|%s)" % "|".join(sorted(_NL_NUMBER_WORDS, key=len, reverse=True))
+_NL_NUMBER_WORD = r"(?:%s)" % "|".join(sorted(_NL_NUMBER_WORDS, key=len, reverse=True))
 _NL_UNIT = r"(?:%s)" % "|".join(sorted(_NL_UNITS, key=len, reverse=True))
-_NL_DURATION_PART = r"%s\s*%s(?![a-z])" % (_NL_NUMBER, _NL_UNIT)
+#: "5m", "5 minutes", "an hour" (a spelled number needs a space: "and" is not "an d").
+_NL_DURATION_PART = r"(?:(\d+(?:\.\d+)?)\s*|(%s)\s+)(%s)(?![a-z])" % (_NL_NUMBER_WORD, _NL_UNIT)
 _NL_DURATION = r"(?:half\s+an?\s+hour|%s(?:\s*(?:and\s+|,\s*)?%s)*)" % (
-    _NL_DURATION_PART,
-    _NL_DURATION_PART,
+    re.sub(r"\((?!\?)", "(?:", _NL_DURATION_PART),
+    re.sub(r"\((?!\?)", "(?:", _NL_DURATION_PART),
 )
 _NL_SELECTOR_TERM = r"[A-Za-z0-9][\w./-]*\s*(?:==|!=|=)\s*[\w.-]*"
 _NL_SELECTOR = r"%s(?:\s*,\s*%s|\s+and\s+%s)*" % ((_NL_SELECTOR_TERM,) * 3)
@@ -2196,8 +2202,8 @@ def nl_duration(text: str) -> str:
     if re.fullmatch(r"half\s+an?\s+hour", spoken):
         return "30m"
     parts = []
-    for number, unit in re.findall(r"(%s)\s*(%s)(?![a-z])" % (_NL_NUMBER, _NL_UNIT), spoken):
-        value = float(_NL_NUMBER_WORDS.get(number, 0) or number)
+    for digits, word, unit in re.findall(_NL_DURATION_PART, spoken):
+        value = float(digits) if digits else float(_NL_NUMBER_WORDS[word])
         unit = _NL_UNITS[unit]
         if unit in ("d", "w"):  # Go durations stop at hours
             value, unit = value * (24 if unit == "d" else 168), "h"
@@ -2371,7 +2377,7 @@ NL_RULES: Tuple[Tuple[Any, Callable[[RequestParse, Any], None]], ...] = (
     (_rule(r"(?:even\s+if\s+(?:it|they)\s+(?:does|do)(?:\s+not|n't)\s+exist\s+yet)"),
      _nl_set("wait_for_create", True)),
     (_rule(r"([a-z][a-z0-9.-]*)/(%s)" % _NL_NAME), _nl_on_type_name),
-    (_rule(r"(?:the\s+)?condition\s+([A-Za-z][\w.-]*)(?:\s+(?:is|to\s+be|=|==)\s+"
+    (_rule(r"(?:(?:have|has|with)\s+)?(?:the\s+)?condition\s+([A-Za-z][\w.-]*)(?:\s+(?:is|to\s+be|=|==)\s+"
            r"(true|false|unknown))?"), _nl_on_condition),
     (_rule(r"(?:to\s+)?(?:have|has|with|reach|reaches)?\s*(\d+)\s+ready\s+replicas?"),
      _nl_jsonpath("jsonpath={.status.readyReplicas}=%s")),
@@ -2388,9 +2394,9 @@ NL_RULES: Tuple[Tuple[Any, Callable[[RequestParse, Any], None]], ...] = (
     (_rule(r"not\s+ready|unready"), _nl_phrase(Phrase.NOT_READY)),
     (_rule(r"(?:ready|healthy\s+and\s+ready|up\s+and\s+ready)"), _nl_phrase(Phrase.READY)),
     (_rule(r"available"), _nl_phrase(Phrase.AVAILABLE)),
-    (_rule(r"(?:rolled\s+out|(?:done|finished)\s+rolling\s+out|rollout\s+(?:to\s+)?"
+    (_rule(r"(?:rolled\s+out|(?:done|finished|finish)\s+rolling\s+out|rollout\s+(?:to\s+)?"
            r"(?:complete|finish|be\s+done|done)|roll\s+out)"), _nl_phrase(Phrase.ROLLED_OUT)),
-    (_rule(r"(?:finished|finish|done|over|(?:complete|completed|succeeded)\s+or\s+failed)"),
+    (_rule(r"(?:finished|finish|done|over|(?:complete|completed|succeeded|succeed)\s+or\s+fail(?:ed)?)"),
      _nl_phrase(Phrase.FINISHED)),
     (_rule(r"(?:complete|completed|succeeded|succeed|successful|successfully\s+completed)"),
      _nl_phrase(Phrase.COMPLETE)),
@@ -2405,14 +2411,17 @@ NL_RULES: Tuple[Tuple[Any, Callable[[RequestParse, Any], None]], ...] = (
     (_rule(r"scheduled"), _nl_phrase(Phrase.SCHEDULED)),
     (_rule(r"(?:(?:of\s+)?the\s+)?(%s)\s+(?:named|called)\s+%s" % (_K, _NAMES)),
      _nl_on_kind_names),
-    (_rule(r"(%s)\s+%s(?!\s+(?:%s)\b)" % (_K, _NAMES, _K)), _nl_on_kind_names),
+    (_rule(r"(?:the\s+)?(%s)\s+%s(?!\s+(?:%s)\b)" % (_K, _NAMES, _K)), _nl_on_kind_names),
     (_rule(r"%s\s+(%s)" % (_NAMES, _K)), _nl_on_names_kind),
     (_rule(r"(all|every|each)?\s*(?:(?:of\s+)?the\s+|my\s+)?(%s)" % _K), _nl_on_kind),
     (_rule(r"(?:in|from)\s+(?!(?:%s|%s)(?![-a-z0-9]))(%s)" % (_NL_RESERVED, _K, _NL_NAME)),
      _nl_group("namespace")),
+    (_rule(r"or|either"), _nl_refuse('kubectl wait cannot wait for one of several conditions '
+                                     '(for a job, "finished" means complete, failing fast if it '
+                                     'fails)')),
     (_rule(r"(?:for|until|till|the|to|be|is|are|get|gets|become|becomes|been|has\s+been|"
            r"have\s+been|please|wait|and|then|both|it|they|them|its|their|of|a|an|my|that|"
-           r"all|once)"), lambda parse, m: None),
+           r"all|once|has|have|had)"), lambda parse, m: None),
 )  # fmt: skip
 
 
@@ -2430,8 +2439,17 @@ def parse_request(text: str) -> RequestParse:
                 position = match.end()
                 break
         else:
-            word = body[position:].split()[0]
-            raise RequestRefused(parse, 'did not understand "%s"' % word.strip(",.;!?"))
+            word = body[position:].split()[0].strip(",.;!?")
+            hint = (
+                ""
+                if parse.kinds
+                else ' (name its kind: "the %s deployment", "pod %s")'
+                % (
+                    word,
+                    word,
+                )
+            )
+            raise RequestRefused(parse, 'did not understand "%s"%s' % (word, hint))
     return parse
 
 
@@ -2467,7 +2485,7 @@ def _for_phrase(phrase: Phrase, kind: str, parse: RequestParse) -> List[str]:
         return table[(phrase, kind)]
     if phrase is Phrase.READY and kind in _NL_READINESS_KINDS:
         return []
-    if phrase is Phrase.READY and kind not in _NL_KINDS:  # custom resources: a Ready condition
+    if phrase is Phrase.READY and kind not in _NL_BUILTIN_KINDS:  # custom resources: Ready
         return ["condition=Ready"]
     if phrase is Phrase.ROLLED_OUT and kind in _NL_ROLLOUT_KINDS:
         return []
