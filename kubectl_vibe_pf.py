@@ -132,6 +132,37 @@ SHUTDOWN_GRACE_S = 2.0
 RESOLVE_POLL_INTERVAL_S = 0.5
 #: Bound on each kubectl get made while resolving a target (kubectl's own default is 32 s).
 RESOLVE_REQUEST_TIMEOUT_S = 30.0
+# -- wait (§11, §12, §17) --
+#: Exit code of `kubectl vibe wait --fail-fast` when a waited resource failed for good
+#: (0 and 1 keep kubectl's meanings; 2 is left to usage errors, as kubectl-wait-job does).
+EXIT_FAIL_FAST = 3
+#: Seconds a failure must last before --fail-fast believes it (image pulls and scheduling
+#: often recover: a registry blip, a node scaling up). kstatus waits 15s for Unschedulable.
+FAIL_FAST_GRACE_S: Dict[str, float] = {
+    "ImagePullBackOff": 5.0,
+    "ErrImagePull": 5.0,
+    "CreateContainerConfigError": 5.0,
+    "CreateContainerError": 5.0,
+    "Unschedulable": 15.0,
+}
+#: OOMKilled restarts that make a container's failure "repeated" for --fail-fast.
+FAIL_FAST_OOM_RESTARTS = 3
+#: Latest events kept per involved object, and how many objects' events are kept at all
+#: (the events watch sees the whole namespace; the oldest objects are forgotten first).
+WAIT_EVENTS_PER_OBJECT = 10
+WAIT_EVENT_OBJECTS_KEPT = 2000
+#: Largest single object a `kubectl get -w -o json` may print (a huge CR or a 5k-item list).
+WATCH_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+#: Child pods shown under a resource in the live view / an explanation.
+LIVE_PODS_SHOWN = 8
+EXPLAIN_PODS_SHOWN = 5
+#: Latest Warning events shown in an explanation (or, without any, the latest events).
+EXPLAIN_EVENTS_SHOWN = 5
+EXPLAIN_QUIET_EVENTS_SHOWN = 3
+#: Shortest pause between two redraws of the wait view (≤ 4 per second).
+LIVE_WAIT_REFRESH_S = 0.25
+#: How long the --llm command may think.
+LLM_TIMEOUT_S = 60.0
 
 # -- §10 Protocol sniffers: every buffer a sniffer keeps is bounded here (added by perf) --
 #: Bytes of each side inspected before protocol detection says UNKNOWN (a request line, a
@@ -769,7 +800,12 @@ WAIT_FLAGS: Tuple[Flag, ...] = (
         default="",
     ),
     Flag(
-        "no-live", FlagKind.BOOL, "Print one plain line per state change instead of the live view."
+        "progress",
+        FlagKind.STRING,
+        "Where progress goes (always stderr; stdout stays exactly kubectl's): auto (a live view "
+        "on a terminal, else plain lines), live, plain (one line per state change), json (one "
+        "JSON object per state change) or none.",
+        default="auto",
     ),
 )
 
@@ -4495,7 +4531,1531 @@ def sniffer_for(kind: ProtocolKind, stats: ProtocolStats) -> Sniffer:
 
 # ==== §11 wait arguments =======================================================================
 
+#: Our own wait flags: never passed to the kubectl wait child.
+VIBE_WAIT_FLAGS = frozenset(("fail-fast", "wait-for-create", "dry-run", "llm", "progress"))
+#: Flags the child gets from us, not copied from the user's argv (we may rewrite them).
+_WAIT_REBUILT_FLAGS = frozenset(("for", "timeout", "help"))
+
+
+class ForKind(enum.Enum):
+    """What a --for asks for (kubectl's conditionFuncFor), plus our own default readiness."""
+
+    CONDITION = "condition"
+    JSONPATH = "jsonpath"
+    DELETE = "delete"
+    CREATE = "create"
+    READINESS = "readiness"  # no --for at all: the kind's own readiness (§12)
+
+
+@dataclass(frozen=True)
+class WaitFor:
+    """One --for value as kubectl reads it."""
+
+    kind: ForKind
+    #: Condition type, or the JSONPath expression (with its braces).
+    name: str = ""
+    #: Expected value: a condition's status ("true" by default) or JSONPath's exact value; for
+    #: JSONPath, None means "any value".
+    value: Optional[str] = None
+    raw: str = ""
+
+    def describe(self) -> str:
+        if self.kind is ForKind.CONDITION:
+            return "condition %s=%s" % (self.name, self.value)
+        if self.kind is ForKind.JSONPATH:
+            return "%s%s" % (self.name, "" if self.value is None else "=" + self.value)
+        return {
+            ForKind.DELETE: "deletion",
+            ForKind.CREATE: "creation",
+            ForKind.READINESS: "readiness",
+        }[self.kind]
+
+
+READINESS = WaitFor(ForKind.READINESS)
+
+
+def _split_jsonpath_value(text: str) -> Tuple[str, Optional[str]]:
+    """`{expr}=value` → (expr, value): the `=` outside braces that is not part of `==`."""
+    depth = 0
+    for index, char in enumerate(text):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == "=" and depth == 0:
+            before = text[index - 1 : index]
+            after = text[index + 1 : index + 2]
+            if before not in ("=", "!", "<", ">") and after != "=":
+                return text[:index], text[index + 1 :]
+    return text, None
+
+
+def parse_for(text: str) -> WaitFor:
+    """kubectl's --for grammar; the same `unrecognized condition` error for anything else."""
+    if text.lower() == "delete":
+        return WaitFor(ForKind.DELETE, raw=text)
+    if text.lower() == "create":
+        return WaitFor(ForKind.CREATE, raw=text)
+    if text.startswith("condition="):
+        name, has_value, value = text[len("condition=") :].partition("=")
+        return WaitFor(ForKind.CONDITION, name, value if has_value else "true", text)
+    if text.startswith("jsonpath="):
+        expression, value = _split_jsonpath_value(text[len("jsonpath=") :].strip())
+        expression = expression.strip().strip("'\"")
+        if not expression:
+            raise VibeError("jsonpath expression cannot be empty")
+        return WaitFor(ForKind.JSONPATH, expression, value.strip() if value else value, text)
+    raise VibeError('unrecognized condition: "%s"' % text)
+
+
+class ProgressMode(enum.Enum):
+    """Where progress goes. stdout is always exactly kubectl's; progress goes to stderr."""
+
+    AUTO = "auto"  # live view if stderr is a terminal, else plain lines
+    LIVE = "live"
+    PLAIN = "plain"
+    JSON = "json"
+    NONE = "none"
+
+
+def parse_progress(text: str) -> ProgressMode:
+    for mode in ProgressMode:
+        if mode.value == text:
+            return mode
+    raise UsageError(
+        'invalid argument "%s" for "--progress" flag: must be one of auto, live, plain, json, none'
+        % text,
+        "wait",
+    )
+
+
+def is_plain_english(positionals: Sequence[str]) -> bool:
+    """Resource names never contain spaces; a request does ("for the web deployment ...")."""
+    if any(re.search(r"\s", arg) for arg in positionals):
+        return True
+    return bool(positionals) and positionals[0].lower() in ("for", "until", "till")
+
+
+def kubectl_wait_argv(
+    flags: ParsedFlags, fors: Sequence[str], timeout_text: Optional[str]
+) -> List[str]:
+    """argv of the kubectl wait child: the user's own args in order, minus our flags and the
+    globals (the runner appends those), with the given --for values and timeout."""
+    argv = ["wait", *flags.positionals]
+    for name, raw in flags.ordered:
+        if name in GLOBAL_FLAG_NAMES or name in VIBE_WAIT_FLAGS or name in _WAIT_REBUILT_FLAGS:
+            continue
+        argv.append("--%s=%s" % (name, raw))
+    argv.extend("--for=" + text for text in fors)
+    if timeout_text is not None:
+        argv.append("--timeout=" + timeout_text)
+    return argv
+
+
+def effective_timeout(seconds: float) -> float:
+    """kubectl's rule: negative means a week; zero means "check once"."""
+    return 168 * 3600.0 if seconds < 0 else seconds
+
+
+def ordered_fors(fors: Sequence[WaitFor]) -> List[WaitFor]:
+    """kubectl 1.36+: `create` is always waited for first, the rest in the user's order."""
+    return [f for f in fors if f.kind is ForKind.CREATE] + [
+        f for f in fors if f.kind is not ForKind.CREATE
+    ]
+
+
+def parse_kubectl_minor(version_json: str) -> Optional[int]:
+    """Minor version from `kubectl version --client -o json` ("32+" → 32); None if unreadable."""
+    try:
+        minor = json.loads(version_json)["clientVersion"]["minor"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    match = re.match(r"\d+", str(minor))
+    return int(match.group(0)) if match else None
+
+
+#: First kubectl minor version whose --for may be repeated (ANDed).
+KUBECTL_MULTI_FOR_MINOR = 36
+
+
+@dataclass
+class WaitOptions:
+    """kubectl vibe wait: from_flags (pure, plain English translated) → complete (--llm, kubectl
+    version) → validate (pure) → run (§17, the only I/O)."""
+
+    flags: ParsedFlags
+    fors: List[WaitFor]
+    timeout_s: float = 30.0
+    #: The --timeout text as the user wrote it (None: kubectl's default).
+    timeout_text: Optional[str] = None
+    fail_fast: bool = False
+    wait_for_create: bool = False
+    dry_run: bool = False
+    llm: str = ""
+    progress: ProgressMode = ProgressMode.AUTO
+    #: The plain-English request, if one was given.
+    request: str = ""
+    #: What the request became (kubectl wait arguments), for the `→ kubectl wait ...` line.
+    translated: List[str] = field(default_factory=list)
+    #: kubectl's client minor version, when it matters (several --for).
+    kubectl_minor: Optional[int] = None
+
+    @classmethod
+    def from_flags(cls, flags: ParsedFlags) -> WaitOptions:
+        request = ""
+        translated: List[str] = []
+        if is_plain_english(flags.positionals):
+            request = " ".join(flags.positionals)
+            if not flags.get("llm"):
+                translated = translate_request(request)
+                flags = merge_translation(flags, translated)
+        return cls._build(flags, request, translated)
+
+    @classmethod
+    def _build(cls, flags: ParsedFlags, request: str, translated: List[str]) -> WaitOptions:
+        fors = [parse_for(text) for text in flags.get("for") or []]
+        timeout_text = None
+        for name, raw in flags.ordered:
+            if name == "timeout":
+                timeout_text = raw
+        return cls(
+            flags=flags,
+            fors=fors,
+            timeout_s=float(flags.get("timeout", 30.0)),
+            timeout_text=timeout_text,
+            fail_fast=bool(flags.get("fail-fast")),
+            wait_for_create=bool(flags.get("wait-for-create")),
+            dry_run=bool(flags.get("dry-run")),
+            llm=flags.get("llm") or "",
+            progress=parse_progress(flags.get("progress") or "auto"),
+            request=request,
+            translated=translated,
+        )
+
+    @property
+    def decided_by_kubectl(self) -> bool:
+        return bool(self.fors)
+
+    @property
+    def needs_kubectl_version(self) -> bool:
+        return len(self.fors) > 1
+
+    @property
+    def sequential_fors(self) -> bool:
+        """Several --for on a kubectl that keeps only the last one: run one wait per --for."""
+        return len(self.fors) > 1 and (self.kubectl_minor or 0) < KUBECTL_MULTI_FOR_MINOR
+
+    async def complete(self, runner: KubectlRunner) -> None:
+        """--llm: ask the user's command; several --for: which kubectl decides how they run."""
+        if self.request and self.llm and not self.translated:
+            answer = await ask_llm(self.llm, self.request)
+            translated = parse_llm_answer(answer)
+            flags = merge_translation(self.flags, translated)
+            rebuilt = WaitOptions._build(flags, self.request, translated)
+            self.__dict__.update(rebuilt.__dict__)
+            runner.global_args = list(self.flags.globals_argv)
+        if self.needs_kubectl_version and self.kubectl_minor is None:
+            done = await runner.run(["version", "--client", "-o", "json"], timeout=30)
+            self.kubectl_minor = parse_kubectl_minor(done.stdout)
+
+    def validate(self) -> None:
+        flags = self.flags
+        if self.request and not flags.positionals and not flags.get("filename"):
+            raise VibeError("the request did not name any resource")
+        if not flags.positionals and not flags.get("filename") and not self.request:
+            raise UsageError(
+                "you must specify a resource (e.g. deploy/web), a selector, -f or a request",
+                "wait",
+            )
+
+    def arrow_line(self, prog: str) -> str:
+        """`→ kubectl wait deployment/web -n prod --for=condition=Available --timeout=5m`."""
+        vibe_only = not self.fors or any(
+            arg.split("=", 1)[0] in ("--fail-fast", "--wait-for-create") for arg in self.translated
+        )
+        command = "%s wait" % prog if vibe_only else "kubectl wait"
+        return "→ %s %s" % (command, " ".join(_shell_quote(arg) for arg in self.translated))
+
+    def child_argv(self, fors: Sequence[str], timeout_text: Optional[str]) -> List[str]:
+        return kubectl_wait_argv(self.flags, fors, timeout_text)
+
+
+def _shell_quote(arg: str) -> str:
+    if re.fullmatch(r"[\w@%+=:,./-]+", arg):
+        return arg
+    return "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+def merge_translation(flags: ParsedFlags, translated: Sequence[str]) -> ParsedFlags:
+    """The translated args plus the user's own flags (e.g. --dry-run, --context), re-parsed
+    by the same parser so a translation obeys exactly the rules typed args do."""
+    own = ["--%s=%s" % (name, raw) for name, raw in flags.ordered]
+    return FlagParser(WAIT_FLAGS, "wait").parse([*translated, *own])
+
+
+def parse_llm_answer(answer: str) -> List[str]:
+    """The --llm command's answer: kubectl wait arguments on one line (an optional leading
+    `kubectl wait` is dropped). Validated by the same parser; plain English is refused."""
+    import shlex
+
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    if not lines:
+        raise VibeError("the --llm command printed nothing")
+    try:
+        args = shlex.split(lines[-1])
+    except ValueError as exc:
+        raise VibeError("the --llm command's answer is not valid arguments: %s" % exc) from None
+    while args and args[0] in ("→", "kubectl", "vibe", "wait"):
+        args = args[1:]
+    parsed = FlagParser(WAIT_FLAGS, "wait").parse(args)
+    if is_plain_english(parsed.positionals) or not (parsed.positionals or parsed.get("filename")):
+        raise VibeError("the --llm command's answer is not kubectl wait arguments: %s" % lines[-1])
+    for name in ("llm", "dry-run"):
+        if name in parsed.explicit:
+            raise VibeError("the --llm command's answer may not set --%s" % name)
+    for text in parsed.get("for") or []:
+        parse_for(text)
+    return args
+
+
+# ---- plain-English requests → kubectl wait arguments (an ordered rule table over the text) ----
+
+
+class Phrase(enum.Enum):
+    """What a request asks to wait for, before the kind decides the exact --for."""
+
+    READY = "ready"
+    NOT_READY = "not ready"
+    AVAILABLE = "available"
+    COMPLETE = "complete"
+    FINISHED = "finished"
+    FAILED = "failed"
+    DELETED = "deleted"
+    CREATED = "created"
+    RUNNING = "running"
+    ROLLED_OUT = "rolled out"
+    HAS_IP = "has an IP"
+    HAS_EXTERNAL_IP = "has an external IP"
+    BOUND = "bound"
+    ESTABLISHED = "established"
+    SCHEDULED = "scheduled"
+
+
+#: Canonical resource name → the words that mean it (singular, plural, short names).
+_NL_KINDS: Dict[str, Tuple[str, ...]] = {
+    "pod": ("pod", "pods", "po"),
+    "deployment": ("deployment", "deployments", "deploy", "deploys"),
+    "statefulset": ("statefulset", "statefulsets", "sts", "stateful set", "stateful sets"),
+    "daemonset": ("daemonset", "daemonsets", "ds", "daemon set", "daemon sets"),
+    "replicaset": ("replicaset", "replicasets", "rs", "replica set", "replica sets"),
+    "job": ("job", "jobs"),
+    "service": ("service", "services", "svc"),
+    "persistentvolumeclaim": (
+        "persistentvolumeclaim",
+        "persistentvolumeclaims",
+        "pvc",
+        "pvcs",
+        "volume claim",
+        "volume claims",
+    ),
+    "persistentvolume": ("persistentvolume", "persistentvolumes", "pv", "pvs"),
+    "node": ("node", "nodes"),
+    "namespace": ("namespace", "namespaces"),
+    "customresourcedefinition": (
+        "customresourcedefinition",
+        "customresourcedefinitions",
+        "crd",
+        "crds",
+    ),
+    "ingress": ("ingress", "ingresses", "ing"),
+    "apiservice": ("apiservice", "apiservices"),
+    "configmap": ("configmap", "configmaps", "cm", "config map", "config maps"),
+    "secret": ("secret", "secrets"),
+    "certificate": ("certificate", "certificates", "cert", "certs"),
+}
+#: Built-in kinds: a phrase must be in the table for them; other kinds (custom resources)
+#: are "ready" when their Ready condition is True.
+_NL_BUILTIN_KINDS = frozenset(_NL_KINDS) - {"certificate"}
+_NL_KIND_BY_WORD = {word: kind for kind, words in _NL_KINDS.items() for word in words}
+#: Kind words that end in "s" but name one object.
+_NL_SINGULAR_S = frozenset(("ds", "rs", "sts", "ingress"))
+
+#: Kinds whose plain "ready" means our kstatus readiness (kubectl has no single condition).
+_NL_READINESS_KINDS = frozenset(
+    (
+        "deployment",
+        "statefulset",
+        "daemonset",
+        "replicaset",
+        "job",
+        "service",
+        "persistentvolumeclaim",
+        "customresourcedefinition",
+    )
+)
+_NL_ROLLOUT_KINDS = frozenset(("deployment", "statefulset", "daemonset"))
+_NL_REPLICA_KINDS = frozenset(("deployment", "statefulset", "replicaset"))
+
+_KIND_WORDS_RE = "|".join(
+    re.escape(word).replace("\\ ", " ").replace(" ", r"\s+")
+    for word in sorted(_NL_KIND_BY_WORD, key=len, reverse=True)
+)
+_NL_NAME = r"[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?"
+#: Words that are grammar, never a resource name.
+_NL_RESERVED = (
+    r"(?:in|on|to|be|is|are|and|or|for|until|till|with|within|labell?ed|matching|named|called|"
+    r"the|a|an|up|of|from|using|that|all|every|each|where|selector|namespace|context|cluster|"
+    r"ready|available|gone|deleted|created|running|not|has|have|gets?|at|fail|fast|then|"
+    r"across|it|they|them|its|their|once|now|has|been|become|becomes|until|max|maximum|no)"
+)
+_NL_ONE_NAME = r"(?!(?:%s|%s)(?![-a-z0-9.]))%s" % (_NL_RESERVED, _KIND_WORDS_RE, _NL_NAME)
+_NL_NAMES = r"(%s(?:\s*,\s*%s|\s+and\s+%s)*)" % (_NL_ONE_NAME, _NL_ONE_NAME, _NL_ONE_NAME)
+_NL_NUMBER_WORDS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30,
+    "forty-five": 45, "sixty": 60, "ninety": 90,
+}  # fmt: skip
+_NL_UNITS = {
+    "ms": "ms", "millisecond": "ms", "milliseconds": "ms",
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d", "week": "w", "weeks": "w",
+}  # fmt: skip
+_NL_NUMBER_WORD = r"(?:%s)" % "|".join(sorted(_NL_NUMBER_WORDS, key=len, reverse=True))
+_NL_UNIT = r"(?:%s)" % "|".join(sorted(_NL_UNITS, key=len, reverse=True))
+#: "5m", "5 minutes", "an hour" (a spelled number needs a space: "and" is not "an d").
+_NL_DURATION_PART = r"(?:(\d+(?:\.\d+)?)\s*|(%s)\s+)(%s)(?![a-z])" % (_NL_NUMBER_WORD, _NL_UNIT)
+_NL_DURATION = r"(?:half\s+an?\s+hour|%s(?:\s*(?:and\s+|,\s*)?%s)*)" % (
+    re.sub(r"\((?!\?)", "(?:", _NL_DURATION_PART),
+    re.sub(r"\((?!\?)", "(?:", _NL_DURATION_PART),
+)
+_NL_SELECTOR_TERM = r"[A-Za-z0-9][\w./-]*\s*(?:==|!=|=)\s*[\w.-]*"
+_NL_SELECTOR = r"%s(?:\s*,\s*%s|\s+and\s+%s)*" % ((_NL_SELECTOR_TERM,) * 3)
+
+
+def nl_duration(text: str) -> str:
+    """ "5 minutes" → 5m, "an hour" → 1h, "2h30m" → 2h30m, "1.5 hours" → 1.5h (Go syntax)."""
+    spoken = text.strip().lower()
+    if re.fullmatch(r"half\s+an?\s+hour", spoken):
+        return "30m"
+    parts = []
+    for digits, word, unit in re.findall(_NL_DURATION_PART, spoken):
+        value = float(digits) if digits else float(_NL_NUMBER_WORDS[word])
+        unit = _NL_UNITS[unit]
+        if unit in ("d", "w"):  # Go durations stop at hours
+            value, unit = value * (24 if unit == "d" else 168), "h"
+        parts.append(("%g" % value) + unit)
+    go_text = "".join(parts)
+    parse_go_duration(go_text)  # a malformed mix ("5m2h") is refused by Go's own rules
+    return go_text
+
+
+@dataclass
+class RequestParse:
+    """What the rule table has understood so far."""
+
+    kinds: List[str] = field(default_factory=list)
+    names: List[Tuple[str, str]] = field(default_factory=list)  # (kind or "", name)
+    plural: bool = False
+    everything: bool = False
+    selector: List[str] = field(default_factory=list)
+    field_selector: str = ""
+    namespace: str = ""
+    all_namespaces: bool = False
+    context: str = ""
+    timeout: Optional[str] = None
+    phrases: List[Phrase] = field(default_factory=list)
+    conditions: List[str] = field(default_factory=list)  # explicit "condition X[=v]"
+    jsonpaths: List[str] = field(default_factory=list)
+    fail_fast: bool = False
+    wait_for_create: bool = False
+
+    def understood(self) -> str:
+        parts = []
+        if self.kinds:
+            parts.append("kind=" + ",".join(dict.fromkeys(self.kinds)))
+        if self.names:
+            parts.append("name=" + ",".join(name for _, name in self.names))
+        if self.selector:
+            parts.append("selector=" + ",".join(self.selector))
+        if self.namespace:
+            parts.append("namespace=" + self.namespace)
+        if self.all_namespaces:
+            parts.append("all namespaces")
+        if self.context:
+            parts.append("context=" + self.context)
+        wanted = [p.value for p in self.phrases] + self.conditions + self.jsonpaths
+        if wanted:
+            parts.append("for=" + ",".join(wanted))
+        if self.timeout is not None:
+            parts.append("timeout=" + self.timeout)
+        return " ".join(parts) or "nothing"
+
+
+class RequestRefused(VibeError):
+    """A request that cannot be mapped exactly: say what was understood, suggest a phrasing."""
+
+    def __init__(self, parse: RequestParse, problem: str) -> None:
+        super().__init__(
+            "cannot turn this into kubectl wait arguments: understood %s; %s"
+            % (parse.understood(), problem)
+        )
+
+
+def _rule(pattern: str) -> Any:
+    return re.compile(r"(?:%s)(?=$|[\s,.;!?])[\s,.;!?]*" % pattern, re.IGNORECASE)
+
+
+def _nl_add_names(parse: RequestParse, kind: str, text: str) -> None:
+    for name in re.split(r"\s*(?:,|\band\b)\s*", text.strip()):
+        if name:
+            parse.names.append((kind, name.lower()))
+
+
+def _nl_kind(word: str) -> str:
+    return _NL_KIND_BY_WORD[re.sub(r"\s+", " ", word.lower())]
+
+
+def _nl_on_kind_names(parse: RequestParse, m: Any) -> None:
+    kind = _nl_kind(m.group(1))
+    parse.kinds.append(kind)
+    _nl_add_names(parse, kind, m.group(2))
+
+
+def _nl_on_names_kind(parse: RequestParse, m: Any) -> None:
+    kind = _nl_kind(m.group(2))
+    parse.kinds.append(kind)
+    _nl_add_names(parse, kind, m.group(1))
+
+
+def _nl_on_kind(parse: RequestParse, m: Any) -> None:
+    word = re.sub(r"\s+", " ", m.group(2).lower())
+    parse.kinds.append(_nl_kind(word))
+    if m.group(1):
+        parse.everything = True
+    elif word.endswith("s") and word not in _NL_SINGULAR_S:
+        parse.plural = True
+
+
+def _nl_on_type_name(parse: RequestParse, m: Any) -> None:
+    word = m.group(1).lower()
+    kind = _NL_KIND_BY_WORD.get(word, word)
+    parse.kinds.append(kind)
+    parse.names.append((kind, m.group(2).lower()))
+
+
+def _nl_on_selector(parse: RequestParse, m: Any) -> None:
+    for term in re.split(r"\s*(?:,|\band\b)\s*", m.group(1).strip()):
+        parse.selector.append(re.sub(r"\s+", "", term))
+
+
+def _nl_on_condition(parse: RequestParse, m: Any) -> None:
+    value = (m.group(2) or "true").lower()
+    parse.conditions.append("condition=%s%s" % (m.group(1), "" if value == "true" else "=" + value))
+
+
+def _nl_set(attribute: str, value: Any) -> Callable[[RequestParse, Any], None]:
+    return lambda parse, m: setattr(parse, attribute, value)
+
+
+def _nl_group(attribute: str, transform: Callable[[str], Any] = str) -> Callable[..., None]:
+    return lambda parse, m: setattr(parse, attribute, transform(m.group(1)))
+
+
+def _nl_phrase(phrase: Phrase) -> Callable[[RequestParse, Any], None]:
+    return lambda parse, m: parse.phrases.append(phrase)
+
+
+def _nl_jsonpath(template: str) -> Callable[[RequestParse, Any], None]:
+    return lambda parse, m: parse.jsonpaths.append(template % m.groups())
+
+
+def _nl_refuse(problem: str) -> Callable[[RequestParse, Any], None]:
+    def refuse(parse: RequestParse, m: Any) -> None:
+        raise RequestRefused(parse, problem)
+
+    return refuse
+
+
+_D = _NL_DURATION
+_K = _KIND_WORDS_RE
+_NAMES = _NL_NAMES
+
+#: The grammar: at each position the first rule that matches consumes its words. Order matters:
+#: durations before "in NAME", namespaces before kinds, phrases before names.
+NL_RULES: Tuple[Tuple[Any, Callable[[RequestParse, Any], None]], ...] = (
+    (_rule(r"(?:forever|indefinitely|with\s+no\s+timeout|without\s+(?:a\s+)?timeout)"),
+     _nl_refuse('kubectl wait cannot wait forever (try "up to a week": negative --timeout '
+                "means 168h)")),
+    (_rule(r"(?:check\s+once|right\s+now|now|without\s+waiting|immediately)"),
+     _nl_set("timeout", "0")),
+    (_rule(r"(?:(?:for\s+)?up\s+to|within|(?:for\s+)?at\s+most|no\s+(?:more|longer)\s+than|"
+           r"max(?:imum)?|(?:with\s+(?:a\s+)?)?timeout(?:\s+of|\s+after)?|give\s+up\s+after|"
+           r"in|for|under|before|after)?\s*(%s)" % _D), _nl_group("timeout", nl_duration)),
+    (_rule(r"(?:across|in|on)\s+(?:all|every)\s+namespaces?|everywhere|cluster[-\s]wide"),
+     _nl_set("all_namespaces", True)),
+    (_rule(r"(?:in|on|using|with|from)?\s*(?:the\s+)?(?:kube)?(?:context|cluster)\s+(%s)"
+           % _NL_NAME), _nl_group("context")),
+    (_rule(r"(?:in|on|using|from)\s+(?:the\s+)?(%s)\s+(?:kube)?(?:context|cluster)" % _NL_NAME),
+     _nl_group("context")),
+    (_rule(r"--context[=\s]+(%s)" % _NL_NAME), _nl_group("context")),
+    (_rule(r"(?:in|from|within)?\s*(?:the\s+)?(?:namespace|ns)\s+(%s)" % _NL_NAME),
+     _nl_group("namespace")),
+    (_rule(r"(?:in|from|within)\s+(?:the\s+)?(%s)\s+(?:namespace|ns)" % _NL_NAME),
+     _nl_group("namespace")),
+    (_rule(r"-n[=\s]+(%s)" % _NL_NAME), _nl_group("namespace")),
+    (_rule(r"(?:that\s+are\s+|which\s+are\s+)?(?:labell?ed|with\s+(?:the\s+)?labels?|matching|"
+           r"where|selected\s+by|with\s+selector|selector|-l)\s*(%s)" % _NL_SELECTOR),
+     _nl_on_selector),
+    (_rule(r"(?:running\s+)?on\s+(?:the\s+)?node\s+(%s)" % _NL_NAME),
+     _nl_group("field_selector", lambda node: "spec.nodeName=" + node)),
+    (_rule(r"(?:and\s+)?(?:fail\s+fast|stop\s+(?:early|at\s+once)\s+(?:on|if)\s+(?:it\s+)?"
+           r"fail(?:s|ure)?)"), _nl_set("fail_fast", True)),
+    (_rule(r"(?:even\s+if\s+(?:it|they)\s+(?:does|do)(?:\s+not|n't)\s+exist\s+yet)"),
+     _nl_set("wait_for_create", True)),
+    (_rule(r"([a-z][a-z0-9.-]*)/(%s)" % _NL_NAME), _nl_on_type_name),
+    (_rule(r"(?:(?:have|has|with)\s+)?(?:the\s+)?condition\s+([A-Za-z][\w.-]*)(?:\s+(?:is|to\s+be|=|==)\s+"
+           r"(true|false|unknown))?"), _nl_on_condition),
+    (_rule(r"(?:to\s+)?(?:have|has|with|reach|reaches)?\s*(\d+)\s+ready\s+replicas?"),
+     _nl_jsonpath("jsonpath={.status.readyReplicas}=%s")),
+    (_rule(r"(?:scaled\s+to|to\s+have|have|has)\s+(\d+)\s+replicas?"),
+     _nl_jsonpath("jsonpath={.status.replicas}=%s")),
+    (_rule(r"(?:in\s+)?phase\s+([A-Z][a-z]+)"),
+     _nl_jsonpath("jsonpath={.status.phase}=%s")),
+    (_rule(r"(?:(?:has|have|gets?|got|with|is\s+assigned)\s+)?an?\s+external\s+ip(?:\s+address)?|"
+           r"(?:has|have|gets?)\s+(?:a\s+)?load\s*balancer(?:\s+(?:ip|address))?"),
+     _nl_phrase(Phrase.HAS_EXTERNAL_IP)),
+    (_rule(r"(?:(?:has|have|gets?|got|with|is\s+assigned)\s+)(?:an?\s+)?(?:pod\s+|cluster\s+)?"
+           r"ip(?:\s+address)?|(?:has|have|gets?)\s+an?\s+address|(?:is\s+)?assigned\s+an?\s+ip"),
+     _nl_phrase(Phrase.HAS_IP)),
+    (_rule(r"not\s+ready|unready"), _nl_phrase(Phrase.NOT_READY)),
+    (_rule(r"(?:ready|healthy\s+and\s+ready|up\s+and\s+ready)"), _nl_phrase(Phrase.READY)),
+    (_rule(r"available"), _nl_phrase(Phrase.AVAILABLE)),
+    (_rule(r"(?:rolled\s+out|(?:done|finished|finish)\s+rolling\s+out|rollout\s+(?:to\s+)?"
+           r"(?:complete|finish|be\s+done|done)|roll\s+out)"), _nl_phrase(Phrase.ROLLED_OUT)),
+    (_rule(r"(?:finished|finish|done|over|(?:complete|completed|succeeded|succeed)\s+or\s+fail(?:ed)?)"),
+     _nl_phrase(Phrase.FINISHED)),
+    (_rule(r"(?:complete|completed|succeeded|succeed|successful|successfully\s+completed)"),
+     _nl_phrase(Phrase.COMPLETE)),
+    (_rule(r"(?:failed|fail|fails)"), _nl_phrase(Phrase.FAILED)),
+    (_rule(r"(?:deleted|gone|removed|disappears?|disappeared|go\s+away|goes\s+away|"
+           r"terminated|no\s+longer\s+exists?|no\s+longer\s+there)"), _nl_phrase(Phrase.DELETED)),
+    (_rule(r"(?:created|exists?|appears?|appeared|present|show\s+up|shows\s+up)"),
+     _nl_phrase(Phrase.CREATED)),
+    (_rule(r"(?:running|up\s+and\s+running|started)"), _nl_phrase(Phrase.RUNNING)),
+    (_rule(r"bound"), _nl_phrase(Phrase.BOUND)),
+    (_rule(r"established"), _nl_phrase(Phrase.ESTABLISHED)),
+    (_rule(r"scheduled"), _nl_phrase(Phrase.SCHEDULED)),
+    (_rule(r"(?:(?:of\s+)?the\s+)?(%s)\s+(?:named|called)\s+%s" % (_K, _NAMES)),
+     _nl_on_kind_names),
+    (_rule(r"(?:the\s+)?(%s)\s+%s(?!\s+(?:%s)\b)" % (_K, _NAMES, _K)), _nl_on_kind_names),
+    (_rule(r"%s\s+(%s)" % (_NAMES, _K)), _nl_on_names_kind),
+    (_rule(r"(all|every|each)?\s*(?:(?:of\s+)?the\s+|my\s+)?(%s)" % _K), _nl_on_kind),
+    (_rule(r"(?:in|from)\s+(?!(?:%s|%s)(?![-a-z0-9]))(%s)" % (_NL_RESERVED, _K, _NL_NAME)),
+     _nl_group("namespace")),
+    (_rule(r"or|either"), _nl_refuse('kubectl wait cannot wait for one of several conditions '
+                                     '(for a job, "finished" means complete, failing fast if it '
+                                     'fails)')),
+    (_rule(r"(?:for|until|till|the|to|be|is|are|get|gets|become|becomes|been|has\s+been|"
+           r"have\s+been|please|wait|and|then|both|it|they|them|its|their|of|a|an|my|that|"
+           r"all|once|has|have|had)"), lambda parse, m: None),
+)  # fmt: skip
+
+
+def parse_request(text: str) -> RequestParse:
+    """Run the rule table over the request; an unknown word is refused, never skipped."""
+    parse = RequestParse()
+    body = text.strip().strip("\"'").strip()
+    body = re.sub(r"^(?:kubectl\s+)?(?:vibe\s+)?wait\s+", "", body, flags=re.IGNORECASE)
+    position = 0
+    while position < len(body):
+        for pattern, handle in NL_RULES:
+            match = pattern.match(body, position)
+            if match and match.end() > position:
+                handle(parse, match)
+                position = match.end()
+                break
+        else:
+            word = body[position:].split()[0].strip(",.;!?")
+            hint = (
+                ""
+                if parse.kinds
+                else ' (name its kind: "the %s deployment", "pod %s")'
+                % (
+                    word,
+                    word,
+                )
+            )
+            raise RequestRefused(parse, 'did not understand "%s"%s' % (word, hint))
+    return parse
+
+
+def _for_phrase(phrase: Phrase, kind: str, parse: RequestParse) -> List[str]:
+    """The exact --for values a phrase means for a kind ([] = the kind's own readiness)."""
+    table: Dict[Tuple[Phrase, str], List[str]] = {
+        (Phrase.READY, "pod"): ["condition=Ready"],
+        (Phrase.READY, "node"): ["condition=Ready"],
+        (Phrase.NOT_READY, "pod"): ["condition=Ready=false"],
+        (Phrase.NOT_READY, "node"): ["condition=Ready=false"],
+        (Phrase.AVAILABLE, "deployment"): ["condition=Available"],
+        (Phrase.AVAILABLE, "apiservice"): ["condition=Available"],
+        (Phrase.COMPLETE, "job"): ["condition=Complete"],
+        (Phrase.COMPLETE, "pod"): ["jsonpath={.status.phase}=Succeeded"],
+        (Phrase.FINISHED, "job"): ["condition=Complete"],
+        (Phrase.FINISHED, "pod"): ["jsonpath={.status.phase}=Succeeded"],
+        (Phrase.FAILED, "job"): ["condition=Failed"],
+        (Phrase.FAILED, "pod"): ["jsonpath={.status.phase}=Failed"],
+        (Phrase.RUNNING, "pod"): ["jsonpath={.status.phase}=Running"],
+        (Phrase.HAS_IP, "pod"): ["jsonpath={.status.podIP}"],
+        (Phrase.HAS_IP, "service"): ["jsonpath={.spec.clusterIP}"],
+        (Phrase.HAS_EXTERNAL_IP, "service"): ["jsonpath={.status.loadBalancer.ingress[0].ip}"],
+        (Phrase.BOUND, "persistentvolumeclaim"): ["jsonpath={.status.phase}=Bound"],
+        (Phrase.BOUND, "persistentvolume"): ["jsonpath={.status.phase}=Bound"],
+        (Phrase.ESTABLISHED, "customresourcedefinition"): ["condition=Established"],
+        (Phrase.SCHEDULED, "pod"): ["condition=PodScheduled"],
+    }
+    if phrase is Phrase.DELETED:
+        return ["delete"]
+    if phrase is Phrase.CREATED:
+        return ["create"]
+    if (phrase, kind) in table:
+        return table[(phrase, kind)]
+    if phrase is Phrase.READY and kind in _NL_READINESS_KINDS:
+        return []
+    if phrase is Phrase.READY and kind not in _NL_BUILTIN_KINDS:  # custom resources: Ready
+        return ["condition=Ready"]
+    if phrase is Phrase.ROLLED_OUT and kind in _NL_ROLLOUT_KINDS:
+        return []
+    raise RequestRefused(
+        parse, 'a %s cannot be "%s" (try %s)' % (kind, phrase.value, _suggest_phrase(kind))
+    )
+
+
+def _suggest_phrase(kind: str) -> str:
+    return {
+        "pod": '"ready", "running", "completed" or "deleted"',
+        "deployment": '"available", "rolled out" or "ready"',
+        "job": '"complete", "failed" or "finished"',
+        "service": '"ready" or "has an IP"',
+        "persistentvolumeclaim": '"bound"',
+        "customresourcedefinition": '"established"',
+        "node": '"ready"',
+    }.get(kind, '"ready", "deleted" or "created"')
+
+
+def _request_fors(parse: RequestParse) -> Tuple[List[str], bool]:
+    """(--for values, readiness wanted) for every kind named; kinds must agree."""
+    wanted: Optional[Tuple[Tuple[str, ...], bool]] = None
+    for kind in dict.fromkeys(parse.kinds):
+        fors: List[str] = []
+        readiness = False
+        for phrase in parse.phrases:
+            values = _for_phrase(phrase, kind, parse)
+            readiness = readiness or not values
+            fors.extend(v for v in values if v not in fors)
+        fors.extend(parse.conditions + parse.jsonpaths)
+        if wanted is not None and wanted != (tuple(fors), readiness):
+            raise RequestRefused(
+                parse, "these kinds need different conditions: ask for each kind separately"
+            )
+        wanted = (tuple(fors), readiness)
+    assert wanted is not None
+    return list(wanted[0]), wanted[1]
+
+
+def _request_targets(parse: RequestParse) -> List[str]:
+    if parse.names and (parse.selector or parse.everything):
+        raise RequestRefused(parse, "name resources or select them by label, not both")
+    if parse.names:
+        return ["%s/%s" % (kind or "pod", name) for kind, name in parse.names]
+    kinds = list(dict.fromkeys(parse.kinds))
+    if len(kinds) > 1:
+        raise RequestRefused(parse, 'select one kind at a time with labels or "all"')
+    if not (parse.selector or parse.everything or parse.plural or parse.field_selector):
+        raise RequestRefused(
+            parse, 'missing: which %s (try "the web %s" or "all %ss")' % ((kinds[0],) * 3)
+        )
+    return [kinds[0]]
+
+
+def translate_request(text: str) -> List[str]:
+    """A plain-English request → exact kubectl wait arguments, or RequestRefused."""
+    parse = parse_request(text)
+    if not parse.kinds:
+        raise RequestRefused(
+            parse, 'missing: which resource (try "the web deployment" or "pods labelled app=web")'
+        )
+    if not (parse.phrases or parse.conditions or parse.jsonpaths):
+        raise RequestRefused(
+            parse,
+            'missing: what to wait for (try "... to be %s")'
+            % _suggest_phrase(parse.kinds[0]).split('"')[1],
+        )
+    if parse.namespace and parse.all_namespaces:
+        raise RequestRefused(parse, "a namespace and all namespaces at once")
+    args = _request_targets(parse)
+    fors, readiness = _request_fors(parse)
+    if "delete" in fors and len(fors) > 1:
+        raise RequestRefused(parse, "deleted and something else at once")
+    if readiness and "create" in fors:  # "created and rolled out": our create, our readiness
+        fors.remove("create")
+        parse.wait_for_create = True
+    if readiness and fors:
+        raise RequestRefused(
+            parse, "the kind's own readiness cannot be combined with other conditions"
+        )
+    if parse.selector:
+        args.append("-l")
+        args.append(",".join(parse.selector))
+    if parse.field_selector:
+        args.append("--field-selector=" + parse.field_selector)
+    if (parse.plural or parse.everything) and not (parse.selector or parse.field_selector):
+        args.append("--all")
+    if parse.namespace:
+        args += ["-n", parse.namespace]
+    if parse.all_namespaces:
+        args.append("-A")
+    args += ["--for=" + value for value in fors]
+    if parse.timeout is not None:
+        args.append("--timeout=" + parse.timeout)
+    if parse.context:
+        args.append("--context=" + parse.context)
+    if parse.fail_fast or any(p is Phrase.FINISHED for p in parse.phrases):
+        args.append("--fail-fast")
+    if parse.wait_for_create:
+        args.append("--wait-for-create")
+    return args
+
+
 # ==== §12 wait rules ===========================================================================
+
+
+class ResourceStatus(enum.Enum):
+    """kstatus's statuses: what a waited resource is doing right now."""
+
+    IN_PROGRESS = "InProgress"
+    CURRENT = "Current"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+    NOT_FOUND = "NotFound"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One resource's computed state: status, a human message, and why it is not done."""
+
+    status: ResourceStatus
+    message: str
+    #: Reasons that explain the state ("Available=False MinimumReplicasUnavailable", ...).
+    reasons: Tuple[str, ...] = ()
+    #: A failure reason that --fail-fast may treat as terminal ("CrashLoopBackOff", ...).
+    failure: str = ""
+
+
+NOT_FOUND_REPORT = StatusReport(ResourceStatus.NOT_FOUND, "Resource not found")
+
+
+def _meta(obj: Dict[str, Any]) -> Dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _status(obj: Dict[str, Any]) -> Dict[str, Any]:
+    return obj.get("status") or {}
+
+
+def find_condition(obj: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
+    """The status condition whose type equals `name`, case-insensitively (kubectl's EqualFold)."""
+    for condition in _status(obj).get("conditions") or []:
+        if str(condition.get("type", "")).lower() == name.lower():
+            return condition
+    return None
+
+
+def _condition_is(obj: Dict[str, Any], name: str, value: str = "True") -> bool:
+    condition = find_condition(obj, name)
+    return condition is not None and str(condition.get("status", "")).lower() == value.lower()
+
+
+def _condition_text(condition: Optional[Dict[str, Any]], name: str) -> str:
+    """`Available=False MinimumReplicasUnavailable` (or `Available missing`)."""
+    if condition is None:
+        return "%s missing" % name
+    text = "%s=%s" % (condition.get("type", name), condition.get("status", "Unknown"))
+    return text + (" " + condition["reason"] if condition.get("reason") else "")
+
+
+def resource_group(obj: Dict[str, Any]) -> str:
+    api_version = str(obj.get("apiVersion") or "v1")
+    return api_version.rpartition("/")[0]
+
+
+def resource_id(obj: Dict[str, Any]) -> str:
+    """kubectl's name printer: `deployment.apps/web`, `pod/web-0`."""
+    group = resource_group(obj)
+    kind = str(obj.get("kind") or "").lower()
+    return "%s%s/%s" % (kind, "." + group if group else "", _meta(obj).get("name", ""))
+
+
+_IRREGULAR_PLURALS = {"endpoints": "endpoints", "ingress": "ingresses"}
+
+
+def resource_plural(kind: str) -> str:
+    """The resource name kubectl's errors use ("deployments" for Deployment)."""
+    word = kind.lower()
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _generation_lag(obj: Dict[str, Any]) -> Optional[StatusReport]:
+    generation = _meta(obj).get("generation")
+    observed = _status(obj).get("observedGeneration")
+    if generation is not None and observed is not None and observed < generation:
+        return StatusReport(
+            ResourceStatus.IN_PROGRESS,
+            "%s generation is %s, but latest observed generation is %s"
+            % (obj.get("kind", "Resource"), generation, observed),
+        )
+    return None
+
+
+def _replica_report(kind: str, parts: List[Tuple[str, int, int]], extra: Sequence[str]) -> Any:
+    """Workloads: InProgress with the first counts that fall short, or Current."""
+    short = ["%s %d/%d" % (label, have, want) for label, have, want in parts if have < want]
+    if not short and not extra:
+        want = parts[0][2] if parts else 0
+        return StatusReport(ResourceStatus.CURRENT, "%s is ready: %d/%d" % (kind, want, want))
+    return StatusReport(ResourceStatus.IN_PROGRESS, ", ".join(short + list(extra)), tuple(extra))
+
+
+def _deployment_status(obj: Dict[str, Any]) -> StatusReport:
+    spec, status = obj.get("spec") or {}, _status(obj)
+    progressing = find_condition(obj, "Progressing")
+    if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
+        return StatusReport(
+            ResourceStatus.FAILED,
+            "Progress deadline exceeded",
+            (_condition_text(progressing, "Progressing"),),
+            "ProgressDeadlineExceeded",
+        )
+    want = int(spec.get("replicas", 1))
+    extra = []
+    available = find_condition(obj, "Available")
+    if available is not None and available.get("status") != "True":
+        extra.append(_condition_text(available, "Available"))
+    pending = int(status.get("replicas") or 0) - int(status.get("updatedReplicas") or 0)
+    if pending > 0:
+        extra.append("Pending termination %d" % pending)
+    return _replica_report(
+        "Deployment",
+        [
+            ("Ready", int(status.get("readyReplicas") or 0), want),
+            ("Updated", int(status.get("updatedReplicas") or 0), want),
+            ("Available", int(status.get("availableReplicas") or 0), want),
+        ],
+        extra,
+    )
+
+
+def _statefulset_status(obj: Dict[str, Any]) -> StatusReport:
+    spec, status = obj.get("spec") or {}, _status(obj)
+    want = int(spec.get("replicas", 1))
+    extra = []
+    if status.get("updateRevision") and status.get("currentRevision") != status.get(
+        "updateRevision"
+    ):
+        extra.append("Revision %s rolling out" % status.get("updateRevision"))
+    return _replica_report(
+        "StatefulSet",
+        [
+            ("Ready", int(status.get("readyReplicas") or 0), want),
+            ("Current", int(status.get("currentReplicas") or status.get("replicas") or 0), want),
+        ],
+        extra,
+    )
+
+
+def _daemonset_status(obj: Dict[str, Any]) -> StatusReport:
+    status = _status(obj)
+    want = int(status.get("desiredNumberScheduled") or 0)
+    return _replica_report(
+        "DaemonSet",
+        [
+            ("Ready", int(status.get("numberReady") or 0), want),
+            ("Updated", int(status.get("updatedNumberScheduled") or 0), want),
+            ("Available", int(status.get("numberAvailable") or 0), want),
+        ],
+        (),
+    )
+
+
+def _replicaset_status(obj: Dict[str, Any]) -> StatusReport:
+    spec, status = obj.get("spec") or {}, _status(obj)
+    want = int(spec.get("replicas", 1))
+    return _replica_report(
+        "ReplicaSet",
+        [
+            ("Ready", int(status.get("readyReplicas") or 0), want),
+            ("Available", int(status.get("availableReplicas") or 0), want),
+        ],
+        (),
+    )
+
+
+def _job_status(obj: Dict[str, Any]) -> StatusReport:
+    spec, status = obj.get("spec") or {}, _status(obj)
+    completions = int(spec.get("completions") or 1)
+    succeeded = int(status.get("succeeded") or 0)
+    if _condition_is(obj, "Complete"):
+        return StatusReport(
+            ResourceStatus.CURRENT, "Job Completed. succeeded: %d/%d" % (succeeded, completions)
+        )
+    if _condition_is(obj, "Failed"):
+        failed = find_condition(obj, "Failed") or {}
+        why = failed.get("reason") or "Failed"
+        return StatusReport(
+            ResourceStatus.FAILED,
+            "Job Failed: %s. failed: %s" % (why, status.get("failed", 0)),
+            (_condition_text(failed, "Failed"),),
+            "Job Failed (%s)" % why,
+        )
+    return StatusReport(
+        ResourceStatus.IN_PROGRESS,
+        "Job in progress. active: %s, succeeded: %d/%d"
+        % (status.get("active", 0), succeeded, completions),
+        ("Complete missing",),
+    )
+
+
+def container_problems(pod: Dict[str, Any]) -> List[Tuple[str, str, str]]:
+    """(container, reason, message) for containers that are waiting or were OOMKilled."""
+    problems = []
+    status = _status(pod)
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason") or ""
+        if reason and reason not in ("ContainerCreating", "PodInitializing"):
+            problems.append((cs.get("name", "?"), reason, waiting.get("message") or ""))
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if last.get("reason") == "OOMKilled" and int(cs.get("restartCount") or 0) > 0:
+            problems.append(
+                (cs.get("name", "?"), "OOMKilled", "restarted %s times" % cs.get("restartCount"))
+            )
+    return problems
+
+
+#: Container waiting reasons that --fail-fast may treat as terminal (after FAIL_FAST_GRACE_S).
+_POD_FAILURE_REASONS = frozenset(
+    (
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    )
+)
+
+
+def _pod_failure(pod: Dict[str, Any]) -> str:
+    """The pod's failure that may be terminal (the judge adds grace periods)."""
+    for _container, reason, message in container_problems(pod):
+        if reason in _POD_FAILURE_REASONS:
+            return reason
+        restarts = re.search(r"\d+", message)
+        if reason == "OOMKilled" and restarts and int(restarts.group(0)) >= FAIL_FAST_OOM_RESTARTS:
+            return "OOMKilled"
+    scheduled = find_condition(pod, "PodScheduled")
+    if scheduled is not None and scheduled.get("reason") == "Unschedulable":
+        return "Unschedulable"
+    return ""
+
+
+def _pod_status(pod: Dict[str, Any]) -> StatusReport:
+    phase = _status(pod).get("phase") or "Pending"
+    if phase == "Succeeded":
+        return StatusReport(ResourceStatus.CURRENT, "Pod has completed successfully")
+    if phase == "Failed":
+        reason = _status(pod).get("reason") or "Failed"
+        return StatusReport(
+            ResourceStatus.FAILED, "Pod has failed: %s" % reason, (reason,), "Pod Failed"
+        )
+    problems = ["%s %s" % (reason, name) for name, reason, _ in container_problems(pod)]
+    failure = _pod_failure(pod)
+    if failure == "Unschedulable":
+        problems.append("PodScheduled=False Unschedulable")
+    if phase == "Running" and _condition_is(pod, "Ready"):
+        return StatusReport(ResourceStatus.CURRENT, "Pod is Ready", tuple(problems))
+    ready = find_condition(pod, "Ready")
+    message = "%s, %s" % (phase, _condition_text(ready, "Ready"))
+    if problems:
+        message = "%s: %s" % (phase, ", ".join(problems))
+    status = ResourceStatus.FAILED if failure == "CrashLoopBackOff" else ResourceStatus.IN_PROGRESS
+    return StatusReport(status, message, tuple(problems), failure)
+
+
+def _pvc_status(obj: Dict[str, Any]) -> StatusReport:
+    phase = _status(obj).get("phase") or "Pending"
+    if phase == "Bound":
+        return StatusReport(ResourceStatus.CURRENT, "PVC is Bound")
+    return StatusReport(
+        ResourceStatus.IN_PROGRESS, "PVC is not Bound. phase: %s" % phase, ("phase " + phase,)
+    )
+
+
+def _crd_status(obj: Dict[str, Any]) -> StatusReport:
+    if _condition_is(obj, "NamesAccepted", "False"):
+        condition = find_condition(obj, "NamesAccepted")
+        return StatusReport(
+            ResourceStatus.FAILED,
+            "CRD names not accepted",
+            (_condition_text(condition, "NamesAccepted"),),
+            "NamesAccepted=False",
+        )
+    if _condition_is(obj, "Established"):
+        return StatusReport(ResourceStatus.CURRENT, "CRD is established")
+    return StatusReport(
+        ResourceStatus.IN_PROGRESS,
+        "CRD is not established",
+        (_condition_text(find_condition(obj, "Established"), "Established"),),
+    )
+
+
+def _service_status(obj: Dict[str, Any], pods: Sequence[Dict[str, Any]]) -> StatusReport:
+    spec = obj.get("spec") or {}
+    if spec.get("type") == "LoadBalancer" and not (
+        (_status(obj).get("loadBalancer") or {}).get("ingress")
+    ):
+        return StatusReport(
+            ResourceStatus.IN_PROGRESS, "LoadBalancer has no ingress yet", ("no ingress",)
+        )
+    if not spec.get("selector") or spec.get("type") == "ExternalName":
+        return StatusReport(ResourceStatus.CURRENT, "Service is ready")
+    ready = [p for p in pods if _status(p).get("phase") == "Running" and is_pod_ready(p)]
+    if ready:
+        return StatusReport(
+            ResourceStatus.CURRENT,
+            "Service has %d ready endpoint%s" % (len(ready), "" if len(ready) == 1 else "s"),
+        )
+    return StatusReport(
+        ResourceStatus.IN_PROGRESS,
+        "Service has no ready endpoints (%d pods match %s)"
+        % (len(pods), set_selector_string(spec["selector"])),
+        ("no ready endpoints",),
+    )
+
+
+def _generic_status(obj: Dict[str, Any]) -> StatusReport:
+    """kstatus for everything else: Stalled, Reconciling, then a Ready condition."""
+    if _condition_is(obj, "Stalled"):
+        condition = find_condition(obj, "Stalled")
+        return StatusReport(
+            ResourceStatus.FAILED,
+            (condition or {}).get("message") or "Resource is stalled",
+            (_condition_text(condition, "Stalled"),),
+            "Stalled",
+        )
+    if _condition_is(obj, "Reconciling"):
+        condition = find_condition(obj, "Reconciling")
+        return StatusReport(
+            ResourceStatus.IN_PROGRESS,
+            (condition or {}).get("message") or "Resource is reconciling",
+            (_condition_text(condition, "Reconciling"),),
+        )
+    ready = find_condition(obj, "Ready")
+    if ready is not None and ready.get("status") != "True":
+        return StatusReport(
+            ResourceStatus.IN_PROGRESS,
+            ready.get("message") or _condition_text(ready, "Ready"),
+            (_condition_text(ready, "Ready"),),
+        )
+    if ready is not None:
+        return StatusReport(ResourceStatus.CURRENT, "Resource is Ready")
+    return StatusReport(ResourceStatus.CURRENT, "Resource is current")
+
+
+_STATUS_RULES: Dict[str, Callable[[Dict[str, Any]], StatusReport]] = {
+    "Deployment": _deployment_status,
+    "StatefulSet": _statefulset_status,
+    "DaemonSet": _daemonset_status,
+    "ReplicaSet": _replicaset_status,
+    "Job": _job_status,
+    "Pod": _pod_status,
+    "PersistentVolumeClaim": _pvc_status,
+    "CustomResourceDefinition": _crd_status,
+}
+
+
+def compute_status(
+    obj: Optional[Dict[str, Any]], now: float, pods: Sequence[Dict[str, Any]] = ()
+) -> StatusReport:
+    """kstatus's Compute(): Terminating, generation lag, then the kind's own rules.
+
+    `pods` are the resource's pods (a Service's endpoints come from them)."""
+    del now  # the rules are time-free; grace periods live in FailFastJudge
+    if obj is None:
+        return NOT_FOUND_REPORT
+    if _meta(obj).get("deletionTimestamp"):
+        return StatusReport(ResourceStatus.TERMINATING, "Resource is being deleted")
+    lag = _generation_lag(obj)
+    if lag is not None:
+        return lag
+    kind = str(obj.get("kind") or "")
+    if kind == "Service":
+        return _service_status(obj, pods)
+    rule = _STATUS_RULES.get(kind, _generic_status)
+    return rule(obj)
+
+
+# ---- selectors: which pods belong to a waited resource ----------------------------------------
+
+
+def _expression_matches(expression: Dict[str, Any], labels: Dict[str, str]) -> bool:
+    key, operator = expression.get("key", ""), expression.get("operator", "")
+    values = expression.get("values") or []
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    return False
+
+
+def selector_matches(selector: Optional[Dict[str, Any]], labels: Dict[str, str]) -> bool:
+    """metav1.LabelSelector semantics; an empty selector matches nothing here (not owned)."""
+    if not selector:
+        return False
+    match_labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not match_labels and not expressions:
+        return False
+    if any(labels.get(key) != value for key, value in match_labels.items()):
+        return False
+    return all(_expression_matches(e, labels) for e in expressions)
+
+
+def owns_pod(obj: Dict[str, Any], pod: Dict[str, Any]) -> bool:
+    """Whether `pod` is one of the waited resource's pods (by its selector, same namespace)."""
+    if _meta(obj).get("namespace", "") != _meta(pod).get("namespace", ""):
+        return False
+    kind = obj.get("kind")
+    labels = _meta(pod).get("labels") or {}
+    spec = obj.get("spec") or {}
+    if kind == "Service":
+        selector = spec.get("selector") or {}
+        return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return selector_matches(spec.get("selector"), labels)
+    return False
+
+
+def has_pods(obj: Dict[str, Any]) -> bool:
+    return obj.get("kind") in (
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Job",
+    )
+
+
+# ---- kubectl's --for, evaluated on our copy of the object (for the live view) -----------------
+
+
+def _jsonpath_steps(expression: str) -> Optional[List[Any]]:
+    """`{.status.conditions[?(@.type=="Ready")].status}` → steps; None if beyond our subset."""
+    body = expression.strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    body = body.strip()
+    if body.startswith("."):
+        body = body[1:]
+    steps: List[Any] = []
+    token = re.compile(
+        r"([A-Za-z_][\w-]*)|\[(\d+)\]|\[\?\(@\.([\w.-]+)\s*==?\s*[\"']([^\"']*)[\"']\)\]|(\.)"
+    )
+    position = 0
+    while position < len(body):
+        match = token.match(body, position)
+        if not match:
+            return None
+        if match.group(1):
+            steps.append(match.group(1))
+        elif match.group(2):
+            steps.append(int(match.group(2)))
+        elif match.group(3):
+            steps.append((match.group(3), match.group(4)))
+        position = match.end()
+    return steps
+
+
+def jsonpath_value(obj: Any, expression: str) -> Tuple[bool, Any]:
+    """(found, value) for our JSONPath subset; (False, None) when missing or unsupported."""
+    steps = _jsonpath_steps(expression)
+    if steps is None:
+        return False, None
+    value = obj
+    for step in steps:
+        if isinstance(step, str):
+            if not isinstance(value, dict) or step not in value:
+                return False, None
+            value = value[step]
+        elif isinstance(step, int):
+            if not isinstance(value, list) or step >= len(value):
+                return False, None
+            value = value[step]
+        else:
+            key, wanted = step
+            items = value if isinstance(value, list) else []
+            matches = [i for i in items if isinstance(i, dict) and str(i.get(key)) == wanted]
+            if len(matches) != 1:
+                return False, None
+            value = matches[0]
+    return True, value
+
+
+def _go_value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def for_satisfied(
+    obj: Optional[Dict[str, Any]], wanted: WaitFor, report: StatusReport
+) -> Tuple[bool, str]:
+    """(met, why not) for one --for, as kubectl would judge our copy of the object."""
+    if wanted.kind is ForKind.DELETE:
+        return obj is None, "still exists"
+    if wanted.kind is ForKind.CREATE:
+        return obj is not None, "does not exist yet"
+    if obj is None:
+        return False, "not found"
+    if wanted.kind is ForKind.READINESS:
+        return report.status is ResourceStatus.CURRENT, report.message
+    if wanted.kind is ForKind.CONDITION:
+        return _condition_met(obj, wanted)
+    found, value = jsonpath_value(obj, wanted.name)
+    if not found:
+        return False, "%s is not set" % wanted.name
+    if isinstance(value, (dict, list)):
+        return False, "%s is an object or list" % wanted.name
+    if wanted.value is None:
+        return True, ""
+    text = _go_value_text(value).strip()
+    return text == wanted.value, "%s is %r, not %r" % (wanted.name, text, wanted.value)
+
+
+def _condition_met(obj: Dict[str, Any], wanted: WaitFor) -> Tuple[bool, str]:
+    condition = find_condition(obj, wanted.name)
+    if condition is None:
+        known = [str(c.get("type")) for c in _status(obj).get("conditions") or []]
+        hint = " (it has: %s)" % ", ".join(known) if known else " (it has no conditions)"
+        return False, "condition %s is missing%s" % (wanted.name, hint)
+    generation = _meta(obj).get("generation")
+    observed = condition.get("observedGeneration", _status(obj).get("observedGeneration"))
+    if generation is not None and observed is not None and observed < generation:
+        return False, "condition %s is from an older generation" % wanted.name
+    met = str(condition.get("status", "")).lower() == str(wanted.value).lower()
+    why = "%s is %s" % (_condition_text(condition, wanted.name), condition.get("status"))
+    why = _condition_text(condition, wanted.name)
+    if condition.get("message"):
+        why += ": " + condition["message"]
+    return met, why
+
+
+# ---- --fail-fast: terminal failures, with a grace for those that often heal -------------------
+
+
+class FailFastJudge:
+    """Remembers since when each (resource, failure) has been seen; pure (time passed in)."""
+
+    def __init__(self, grace: Optional[Dict[str, float]] = None) -> None:
+        self.grace = dict(FAIL_FAST_GRACE_S if grace is None else grace)
+        self._since: Dict[Tuple[str, str], float] = {}
+
+    def observe(self, key: str, failure: str, now: float) -> bool:
+        """Record the current failure of `key` ("" = none); True once it counts as terminal."""
+        for seen in [k for k in self._since if k[0] == key and k[1] != failure]:
+            del self._since[seen]
+        if not failure:
+            return False
+        since = self._since.setdefault((key, failure), now)
+        return now - since >= self.grace.get(failure, 0.0)
+
+
+# ---- explanations ------------------------------------------------------------------------------
+
+
+def kubectl_resource_arg(obj_id: str) -> str:
+    """`deployment.apps/web` → `deployment/web` (what people type)."""
+    kind, _, name = obj_id.partition("/")
+    return "%s/%s" % (kind.split(".")[0], name)
+
+
+def _ns_flag(namespace: str) -> str:
+    return " -n %s" % namespace if namespace else ""
+
+
+def pod_detail_lines(pod: Dict[str, Any]) -> List[str]:
+    """One line per container problem, naming the image (the usual culprit)."""
+    images = {}
+    for c in ((pod.get("spec") or {}).get("initContainers") or []) + (
+        (pod.get("spec") or {}).get("containers") or []
+    ):
+        images[c.get("name")] = c.get("image", "")
+    for cs in (_status(pod).get("initContainerStatuses") or []) + (
+        _status(pod).get("containerStatuses") or []
+    ):
+        images[cs.get("name")] = cs.get("image") or images.get(cs.get("name"), "")
+    lines = []
+    for name, reason, message in container_problems(pod):
+        line = "container %s (image %s): %s" % (name, images.get(name, "?"), reason)
+        lines.append(line + (": " + message if message else ""))
+    scheduled = find_condition(pod, "PodScheduled")
+    if scheduled is not None and scheduled.get("status") == "False":
+        lines.append("not scheduled: %s" % (scheduled.get("message") or scheduled.get("reason")))
+    return lines
+
+
+def next_commands(obj_id: str, namespace: str, pods: Sequence[Dict[str, Any]]) -> List[str]:
+    """What to run next: describe the resource, the first failing pod's logs or describe."""
+    ns = _ns_flag(namespace)
+    commands = ["kubectl describe %s%s" % (kubectl_resource_arg(obj_id), ns)]
+    for pod in pods:
+        problems = container_problems(pod)
+        if not problems:
+            continue
+        container, reason, _ = problems[0]
+        name = pod_name(pod)
+        if reason in ("CrashLoopBackOff", "OOMKilled", "Error"):
+            commands.append("kubectl logs pod/%s -c %s --previous%s" % (name, container, ns))
+        else:
+            commands.append("kubectl describe pod/%s%s" % (name, ns))
+        break
+    commands.append("kubectl events --for %s%s" % (kubectl_resource_arg(obj_id), ns))
+    return commands
+
+
+#: What "ready" means per kind when no --for is given (help text and explanations).
+READINESS_RULES: Dict[str, str] = {
+    "Deployment": "available and rolled out (all replicas updated, ready and available)",
+    "StatefulSet": "rolled out (all replicas ready and on the current revision)",
+    "DaemonSet": "rolled out (scheduled, updated and available on every node)",
+    "ReplicaSet": "all replicas ready and available",
+    "Job": "complete",
+    "Pod": "Ready (or completed successfully)",
+    "PersistentVolumeClaim": "Bound",
+    "Service": "at least one ready endpoint (a LoadBalancer also needs its ingress)",
+    "CustomResourceDefinition": "Established",
+}
+
+
+def readiness_rule(kind: str) -> str:
+    return READINESS_RULES.get(kind, "Ready condition True, or current (kstatus)")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What explain() needs about one unsatisfied resource."""
+
+    obj_id: str
+    namespace: str
+    report: StatusReport
+    #: (what was asked, why it is not met), one per unmet --for.
+    unmet: Tuple[Tuple[str, str], ...]
+    since_s: float = 0.0
+    kind: str = ""
+    finalizers: Tuple[str, ...] = ()
+
+
+def _explain_wanted(item: Explanation) -> List[str]:
+    lines = []
+    for wanted, why in item.unmet:
+        if wanted == READINESS.describe():
+            lines.append("  waiting for readiness: %s" % readiness_rule(item.kind))
+        else:
+            lines.append("  waiting for %s: %s" % (wanted, why or "not met"))
+    if item.report.status is ResourceStatus.TERMINATING and item.finalizers:
+        lines.append("  deletion is held by finalizers: %s" % ", ".join(item.finalizers))
+    return lines
+
+
+def _explain_pods(pods: Sequence[Dict[str, Any]], now: float) -> List[str]:
+    """Pods that are not done come first: they are the story."""
+    reports = [(compute_status(pod, now), pod) for pod in pods]
+    reports.sort(key=lambda pair: pair[0].status is ResourceStatus.CURRENT)
+    lines = []
+    for report, pod in reports[:EXPLAIN_PODS_SHOWN]:
+        lines.append("  pod/%s: %s: %s" % (pod_name(pod), report.status.value, report.message))
+        lines.extend("    " + line for line in pod_detail_lines(pod))
+    if len(reports) > EXPLAIN_PODS_SHOWN:
+        lines.append("  ... and %d more pods" % (len(reports) - EXPLAIN_PODS_SHOWN))
+    return lines
+
+
+def _explain_events(events: Sequence[Dict[str, Any]], now: float) -> List[str]:
+    """The latest Warning events; without any, the last few events of any type."""
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    chosen = warnings[-EXPLAIN_EVENTS_SHOWN:] or list(events)[-EXPLAIN_QUIET_EVENTS_SHOWN:]
+    return ["  " + event_line(event, now) for event in chosen]
+
+
+def explain(
+    item: Explanation, pods: Sequence[Dict[str, Any]], events: Sequence[Dict[str, Any]], now: float
+) -> List[str]:
+    """The per-resource story printed on timeout or failure; never just "timed out"."""
+    where = " in namespace %s" % item.namespace if item.namespace else ""
+    status = item.report.status.value
+    lines = [
+        "%s%s: %s for %s: %s"
+        % (item.obj_id, where, status, human_duration(item.since_s), item.report.message)
+    ]
+    lines += _explain_wanted(item)
+    lines += _explain_pods(pods, now)
+    lines += _explain_events(events, now)
+    if item.report.status is ResourceStatus.NOT_FOUND:
+        commands = next_commands_not_found(item.obj_id, item.namespace)
+    else:
+        commands = next_commands(item.obj_id, item.namespace, pods)
+    lines.append("  next: " + commands[0])
+    lines.extend("        " + command for command in commands[1:])
+    return lines
+
+
+def next_commands_not_found(obj_id: str, namespace: str) -> List[str]:
+    kind = obj_id.partition("/")[0]
+    return [
+        "kubectl get %s%s   (is the name or namespace right?)" % (kind, _ns_flag(namespace)),
+        "add --wait-for-create to wait until it exists",
+    ]
+
+
+def event_line(event: Dict[str, Any], now: float) -> str:
+    """`event 12s ago Warning Failed pod/web-x: Failed to pull image "..." (x3)`."""
+    involved = event.get("involvedObject") or {}
+    count = int(event.get("count") or 1)
+    return "event %s ago %s %s %s/%s: %s%s" % (
+        human_duration(now - event_time(event)),
+        event.get("type", "Normal"),
+        event.get("reason", ""),
+        str(involved.get("kind", "")).lower(),
+        involved.get("name", ""),
+        str(event.get("message", "")).strip(),
+        " (x%d)" % count if count > 1 else "",
+    )
+
 
 # ==== §13 Kubectl runner =======================================================================
 
@@ -6814,6 +8374,874 @@ async def run_port_forward(flags: ParsedFlags, prog: str) -> int:
 
 
 # ==== §17 wait session =========================================================================
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """One `kubectl get ... -w` that covers some waited resources (kubectl watches one type)."""
+
+    args: Tuple[str, ...]
+    #: Names to keep (None: every object the watch reports is waited for).
+    names: Optional[frozenset] = None
+
+
+def watch_specs(flags: ParsedFlags) -> List[WatchSpec]:
+    """The watches that see exactly the resources kubectl wait would visit."""
+    scope: List[str] = []
+    if flags.get("selector"):
+        scope.append("--selector=" + flags.get("selector"))
+    if flags.get("field-selector"):
+        scope.append("--field-selector=" + flags.get("field-selector"))
+    if flags.get("all-namespaces"):
+        scope.append("--all-namespaces")
+    if flags.get("filename"):
+        files = ["--filename=" + name for name in flags.get("filename")]
+        return [WatchSpec(("get", *files, "--recursive=%s" % str(flags.get("recursive")).lower()))]
+    args = flags.positionals
+    by_type: Dict[str, List[str]] = {}
+    if args and "/" not in args[0]:
+        by_type[args[0]] = list(args[1:])
+    else:
+        for arg in args:
+            kind, _, name = arg.partition("/")
+            by_type.setdefault(kind, []).append(name)
+    specs = []
+    for kind, names in by_type.items():
+        if len(names) == 1 and not flags.get("field-selector"):
+            specs.append(
+                WatchSpec(
+                    ("get", kind, "--field-selector=metadata.name=" + names[0], *scope),
+                    frozenset(names),
+                )
+            )
+        else:
+            specs.append(WatchSpec(("get", kind, *scope), frozenset(names) if names else None))
+    return specs
+
+
+#: kubectl wait's printing flags, reused to print an object our readiness rules waited for.
+_PRINT_FLAGS = frozenset(
+    ("output", "template", "show-managed-fields", "allow-missing-template-keys")
+)
+#: kubectl wait's resource-builder flags, reused for the initial `kubectl get`.
+_LOOKUP_FLAGS = frozenset(("selector", "field-selector", "all-namespaces", "filename", "recursive"))
+#: A watch whose every object is a waited resource (the initial lookup).
+ALL_OF_WATCH = WatchSpec(("get",))
+_WATCH_TAIL = ("--watch", "--output=json", "--output-watch-events")
+
+
+def _object_key(obj: Dict[str, Any]) -> Tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (resource_id(obj), meta.get("namespace", ""), meta.get("uid", ""))
+
+
+class WaitTarget:
+    """A waited resource as we see it now, with how long it has been in its state."""
+
+    def __init__(self, obj_id: str, namespace: str, obj: Optional[Dict[str, Any]], now: float):
+        self.obj_id = obj_id
+        self.namespace = namespace
+        self.obj = obj
+        self.report = compute_status(obj, now)
+        self.since = now
+        self.met_printed = False
+
+    @property
+    def kind(self) -> str:
+        return str((self.obj or {}).get("kind") or "")
+
+    @property
+    def name(self) -> str:
+        return self.obj_id.partition("/")[2]
+
+    def plural_name(self) -> str:
+        """`deployments/web`, as kubectl's wait errors name resources."""
+        if self.kind:
+            return "%s/%s" % (resource_plural(self.kind), self.name)
+        typed = self.obj_id.partition("/")[0].split(".")[0].lower()
+        kind = _NL_KIND_BY_WORD.get(typed, typed)
+        plural = typed if typed.endswith("s") and typed not in _NL_SINGULAR_S else None
+        return "%s/%s" % (plural or resource_plural(kind), self.name)
+
+
+class WaitBoard:
+    """Everything the watches saw: targets, their pods and recent events. No I/O here."""
+
+    def __init__(self, specs: Sequence[WatchSpec]) -> None:
+        self.specs = list(specs)
+        self.targets: Dict[Tuple[str, str], WaitTarget] = {}
+        self.pods: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        self.events: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        self.version = 0
+        #: Names expected to exist (given by the user), so NotFound can be shown.
+        self.expected: List[Tuple[str, str]] = []
+
+    def expect(self, type_text: str, name: str, namespace: str, now: float) -> None:
+        key = (namespace, "%s/%s" % (type_text, name))
+        if key not in self.targets:
+            self.targets[key] = WaitTarget("%s/%s" % (type_text, name), namespace, None, now)
+            self.expected.append(key)
+
+    def _find(self, obj: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+        obj_id = resource_id(obj)
+        namespace = (obj.get("metadata") or {}).get("namespace", "")
+        name = obj_id.partition("/")[2]
+        for key, target in self.targets.items():
+            if key[0] and key[0] != namespace:  # "" = the user's default namespace
+                continue
+            if target.obj_id == obj_id:
+                return key
+            typed, _, typed_name = target.obj_id.partition("/")
+            if target.obj is None and typed_name == name and _type_matches(typed, obj):
+                return key
+        return None
+
+    def apply_target(
+        self, event_type: str, obj: Dict[str, Any], spec: WatchSpec, now: float
+    ) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        if spec.names is not None and name not in spec.names:
+            return
+        key = self._find(obj)
+        if key is None:
+            if event_type == "DELETED":
+                return
+            key = ((obj.get("metadata") or {}).get("namespace", ""), resource_id(obj))
+            self.targets[key] = WaitTarget(resource_id(obj), key[0], None, now)
+        target = self.targets[key]
+        target.obj = None if event_type == "DELETED" else obj
+        if target.obj is not None:
+            target.obj_id = resource_id(obj)
+            target.namespace = (obj.get("metadata") or {}).get("namespace", "")
+        self._recompute(target, now)
+
+    def _recompute(self, target: WaitTarget, now: float) -> None:
+        report = compute_status(target.obj, now, self.pods_of(target))
+        if (report.status, report.message) != (target.report.status, target.report.message):
+            if report.status is not target.report.status:
+                target.since = now
+            target.report = report
+        else:
+            target.report = report
+        self.version += 1
+
+    def apply_pod(self, event_type: str, pod: Dict[str, Any], now: float) -> None:
+        meta = pod.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.pods.pop(key, None)
+        else:
+            self.pods[key] = pod
+        for target in self.targets.values():
+            if target.obj is not None and (owns_pod(target.obj, pod) or target.kind == "Service"):
+                self._recompute(target, now)
+        self.version += 1
+
+    def apply_event(self, event: Dict[str, Any]) -> None:
+        """Keep the latest events per involved object; the oldest objects are forgotten first."""
+        involved = event.get("involvedObject") or {}
+        namespace = involved.get("namespace") or (event.get("metadata") or {}).get("namespace")
+        key = (namespace or "", str(involved.get("name") or ""))
+        uid = _event_uid(event)
+        kept = [e for e in self.events.pop(key, []) if _event_uid(e) != uid]
+        kept.append(event)
+        self.events[key] = kept[-WAIT_EVENTS_PER_OBJECT:]
+        while len(self.events) > WAIT_EVENT_OBJECTS_KEPT:
+            del self.events[next(iter(self.events))]
+        self.version += 1
+
+    def pods_of(self, target: WaitTarget) -> List[Dict[str, Any]]:
+        if target.obj is None or not has_pods(target.obj):
+            return []
+        pods = [pod for pod in self.pods.values() if owns_pod(target.obj, pod)]
+        return sorted(pods, key=pod_name)
+
+    def events_of(self, target: WaitTarget) -> List[Dict[str, Any]]:
+        """Events about the resource and its pods, oldest first."""
+        names = [target.name] + [pod_name(pod) for pod in self.pods_of(target)]
+        found = [e for name in names for e in self.events.get((target.namespace, name), [])]
+        return sorted(found, key=event_time)
+
+    def latest_warning(self, target: WaitTarget) -> Optional[Dict[str, Any]]:
+        warnings = [e for e in self.events_of(target) if e.get("type") == "Warning"]
+        return warnings[-1] if warnings else None
+
+    def ordered_targets(self) -> List[WaitTarget]:
+        return list(self.targets.values())
+
+
+def _listed_items(stdout: str) -> List[Dict[str, Any]]:
+    """Objects from `kubectl get -o json`: a List's items, or the one object."""
+    try:
+        document = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    if document.get("kind") == "List" or "items" in document:
+        return [item for item in document.get("items") or [] if isinstance(item, dict)]
+    return [document] if document.get("metadata") else []
+
+
+def _event_uid(event: Dict[str, Any]) -> str:
+    meta = event.get("metadata") or {}
+    return str(meta.get("uid") or meta.get("name") or "")
+
+
+def _type_matches(typed: str, obj: Dict[str, Any]) -> bool:
+    """Whether the TYPE the user wrote ("deploy", "pods", "deployments.apps") names obj's kind."""
+    word = typed.lower().split(".")[0]
+    kind = str(obj.get("kind", "")).lower()
+    known = _NL_KIND_BY_WORD.get(word)
+    if known is not None:
+        return known == kind
+    return word in (kind, resource_plural(kind))
+
+
+def target_unmet(target: WaitTarget, fors: Sequence[WaitFor]) -> List[Tuple[str, str]]:
+    """(wanted, why not) for each --for (or readiness) the target does not meet yet."""
+    unmet = []
+    for wanted in fors or [READINESS]:
+        met, why = for_satisfied(target.obj, wanted, target.report)
+        if not met:
+            unmet.append((wanted.describe(), why))
+    return unmet
+
+
+def target_failure(board: WaitBoard, target: WaitTarget, now: float) -> Tuple[str, str]:
+    """(failure, where) --fail-fast watches: the resource's own, else its first failing pod's."""
+    if target.report.failure:
+        return target.report.failure, ""
+    for pod in board.pods_of(target):
+        failure = compute_status(pod, now).failure
+        if failure:
+            return failure, "pod/" + pod_name(pod)
+    return "", ""
+
+
+# ---- displays: live view, plain lines, JSON lines (all on stderr) -----------------------------
+
+
+@dataclass(frozen=True)
+class ProgressRow:
+    """One line of progress: a target (depth 0) or one of its pods (depth 1)."""
+
+    obj_id: str
+    status: str
+    message: str
+    depth: int
+    since_s: float
+    met: bool
+    warning: str = ""
+
+
+def progress_rows(board: WaitBoard, fors: Sequence[WaitFor], now: float) -> List[ProgressRow]:
+    """The live view's content, in display order (pure: board and time in, rows out)."""
+    rows = []
+    for target in board.ordered_targets():
+        warning = board.latest_warning(target)
+        rows.append(
+            ProgressRow(
+                target.obj_id,
+                target.report.status.value,
+                target.report.message,
+                0,
+                now - target.since,
+                not target_unmet(target, fors),
+                event_line(warning, now) if warning else "",
+            )
+        )
+        pods = board.pods_of(target)
+        for pod in pods[:LIVE_PODS_SHOWN]:
+            report = compute_status(pod, now)
+            rows.append(
+                ProgressRow(
+                    "pod/" + pod_name(pod), report.status.value, report.message, 1, 0.0, False
+                )
+            )
+        if len(pods) > LIVE_PODS_SHOWN:
+            rows.append(
+                ProgressRow(
+                    "", "", "... %d more pods" % (len(pods) - LIVE_PODS_SHOWN), 1, 0.0, False
+                )
+            )
+    return rows
+
+
+def render_plain_row(row: ProgressRow, elapsed_s: float) -> str:
+    prefix = "[%s] " % human_duration(elapsed_s)
+    indent = "  " if row.depth else ""
+    mark = " (met)" if row.met and not row.depth else ""
+    return "%s%s%s: %s%s: %s" % (prefix, indent, row.obj_id, row.status, mark, row.message)
+
+
+class PlainProgress:
+    """Piped: one plain line per state change (and per new Warning event)."""
+
+    def __init__(self, stream: Any, started: float) -> None:
+        self.stream = stream
+        self.started = started
+        self._last: Dict[str, Tuple[str, str, bool]] = {}
+        self._warnings: set = set()
+
+    def update(self, rows: Sequence[ProgressRow], now: float, header: str) -> None:
+        for row in rows:
+            if not row.obj_id:
+                continue
+            state = (row.status, row.message, row.met)
+            if self._last.get(row.obj_id) != state:
+                self._last[row.obj_id] = state
+                self._write(render_plain_row(row, now - self.started))
+            if row.warning and row.warning.split(" ago ", 1)[1] not in self._warnings:
+                self._warnings.add(row.warning.split(" ago ", 1)[1])
+                self._write("[%s]   %s" % (human_duration(now - self.started), row.warning))
+
+    def _write(self, line: str) -> None:
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def message(self, line: str) -> None:
+        self._write(line)
+
+    def close(self) -> None:
+        pass
+
+
+class JsonProgress(PlainProgress):
+    """--progress=json: one JSON object per state change, for machines."""
+
+    def update(self, rows: Sequence[ProgressRow], now: float, header: str) -> None:
+        parent = ""
+        for row in rows:
+            if not row.obj_id:
+                continue
+            if not row.depth:
+                parent = row.obj_id
+            state = (row.status, row.message, row.met)
+            if self._last.get(row.obj_id) == state:
+                continue
+            self._last[row.obj_id] = state
+            record = {
+                "type": "status",
+                "elapsed": round(now - self.started, 3),
+                "resource": row.obj_id,
+                "status": row.status,
+                "message": row.message,
+                "met": row.met,
+            }
+            if row.depth:
+                record["parent"] = parent
+            self._write(json.dumps(record, sort_keys=True))
+
+    def message(self, line: str) -> None:
+        self._write(json.dumps({"type": "message", "message": line}))
+
+
+class NullProgress(PlainProgress):
+    def update(self, rows: Sequence[ProgressRow], now: float, header: str) -> None:
+        pass
+
+    def message(self, line: str) -> None:
+        pass
+
+
+_STATUS_STYLES = {
+    "Current": "green",
+    "InProgress": "yellow",
+    "Failed": "bold red",
+    "Terminating": "magenta",
+    "NotFound": "dim",
+    "Unknown": "dim",
+}
+
+
+class LiveProgress(PlainProgress):  # pragma: no cover - drawn on a terminal
+    """A terminal: one redrawn table, kapp-style rows with child pods (rich, lazily)."""
+
+    def __init__(self, stream: Any, started: float) -> None:
+        super().__init__(stream, started)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=stream, highlight=False)
+        self.live = Live(
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self.live.start()
+
+    def update(self, rows: Sequence[ProgressRow], now: float, header: str) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, show_header=True, title=header, title_justify="left", expand=False)
+        for column in ("RESOURCE", "STATUS", "FOR", "MESSAGE"):
+            table.add_column(column, no_wrap=column != "MESSAGE", overflow="fold")
+        for row in rows:
+            name = ("  └ " if row.depth else "") + row.obj_id
+            status = Text(
+                row.status + (" ✓" if row.met else ""), style=_STATUS_STYLES.get(row.status, "")
+            )
+            since = "" if row.depth else human_duration(row.since_s)
+            table.add_row(name, status, since, row.message)
+            if row.warning:
+                table.add_row("", "", "", Text(row.warning, style="red"))
+        self.live.update(table, refresh=True)
+
+    def message(self, line: str) -> None:
+        self.live.console.print(line, markup=False, highlight=False)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_progress(mode: ProgressMode, started: float) -> PlainProgress:
+    stream = sys.stderr
+    if mode is ProgressMode.AUTO:
+        mode = ProgressMode.LIVE if _is_terminal(stream) else ProgressMode.PLAIN
+    if mode is ProgressMode.LIVE:
+        try:
+            return LiveProgress(stream, started)
+        except ImportError:  # no rich: plain lines still tell the story
+            return PlainProgress(stream, started)
+    return {
+        ProgressMode.PLAIN: PlainProgress,
+        ProgressMode.JSON: JsonProgress,
+        ProgressMode.NONE: NullProgress,
+    }[mode](stream, started)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty()) and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+# ---- the session ---------------------------------------------------------------------------
+
+
+class FailedFast(Exception):
+    """--fail-fast saw a terminal failure."""
+
+    def __init__(self, target: WaitTarget, failure: str) -> None:
+        super().__init__(failure)
+        self.target = target
+        self.failure = failure
+
+
+class WaitSession:
+    """Runs one `kubectl vibe wait`: watches, the deciding kubectl wait, progress, explanations."""
+
+    def __init__(self, options: WaitOptions, runner: KubectlRunner) -> None:
+        self.options = options
+        self.runner = runner
+        self.started = _monotonic()
+        self.deadline = self.started + effective_timeout(options.timeout_s)
+        self.board = WaitBoard(watch_specs(options.flags))
+        self.judge = FailFastJudge()
+        self.changed = asyncio.Event()
+        self.decider_wake = asyncio.Event()
+        self.progress: PlainProgress = NullProgress(sys.stderr, self.started)
+        self._watches: List[KubectlProcess] = []
+        self._pods_watched = False
+        self._kubectl_children: List[KubectlProcess] = []
+        #: kubectl's own errors from the initial lookup (e.g. `Error from server (NotFound)`).
+        self.lookup_errors: List[str] = []
+        #: Whether the initial lookup is done: until then "not seen" does not mean NotFound.
+        self.synced = False
+
+    # -- watches --------------------------------------------------------------------------
+
+    async def start_watches(self) -> None:
+        for spec in self.board.specs:
+            decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
+            self._watches.append(
+                await self.runner.start(
+                    [*spec.args, *_WATCH_TAIL],
+                    _ignore_line,
+                    on_data=_WatchFeed(self, decoder, spec).feed,
+                )
+            )
+        await self.start_events_watch()
+
+    async def start_pods_watch(self) -> None:
+        if self._pods_watched:
+            return
+        self._pods_watched = True
+        scope = ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
+        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
+        self._watches.append(
+            await self.runner.start(
+                ["get", "pods", *scope, *_WATCH_TAIL],
+                _ignore_line,
+                on_data=_WatchFeed(self, decoder, None, "pods").feed,
+            )
+        )
+
+    async def start_events_watch(self) -> None:
+        scope = ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
+        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
+        self._watches.append(
+            await self.runner.start(
+                ["get", "events", *scope, *_WATCH_TAIL],
+                _ignore_line,
+                on_data=_WatchFeed(self, decoder, None, "events").feed,
+            )
+        )
+
+    def on_watch_documents(
+        self, documents: List[Any], spec: Optional[WatchSpec], what: str
+    ) -> None:
+        now = _monotonic()
+        for document in documents:
+            if not isinstance(document, dict) or "object" not in document:
+                continue
+            event_type, obj = document.get("type", ""), document["object"]
+            if what == "pods":
+                self.board.apply_pod(event_type, obj, now)
+            elif what == "events":
+                self.board.apply_event(obj)
+            elif spec is not None:
+                self.board.apply_target(event_type, obj, spec, now)
+                if not self._pods_watched and obj.get("kind") != "Pod" and has_pods(obj):
+                    asyncio.ensure_future(self.start_pods_watch())
+        self.changed.set()
+        self.decider_wake.set()
+
+    # -- progress -------------------------------------------------------------------------
+
+    def header(self, now: float) -> str:
+        elapsed = now - self.started
+        wanted = ", ".join(f.describe() for f in self.options.fors) or "readiness"
+        left = max(0.0, self.deadline - now)
+        return "waiting for %s · %s elapsed · %s left" % (
+            wanted,
+            human_duration(elapsed),
+            human_duration(left),
+        )
+
+    def refresh(self) -> None:
+        if not self.synced:
+            return
+        now = _monotonic()
+        rows = progress_rows(self.board, self.options.fors, now)
+        self.progress.update(rows, now, self.header(now))
+
+    async def progress_loop(self) -> None:
+        """Redraw on change (at most LIVE_WAIT_REFRESH_S apart) or once a second for timers;
+        check --fail-fast grace periods on the same beat."""
+        while True:
+            try:
+                await asyncio.wait_for(self.changed.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self.changed.clear()
+            self.refresh()
+            self.check_fail_fast()
+            await asyncio.sleep(LIVE_WAIT_REFRESH_S)
+
+    def check_fail_fast(self) -> None:
+        if not self.options.fail_fast:
+            return
+        now = _monotonic()
+        for target in self.board.ordered_targets():
+            if not target_unmet(target, self.options.fors):
+                continue
+            failure, where = target_failure(self.board, target, now)
+            if self.judge.observe(target.obj_id, failure, now):
+                raise FailedFast(target, failure + (" on " + where if where else ""))
+
+    # -- deciding -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.progress = make_progress(self.options.progress, self.started)
+        try:
+            self.expect_named_targets()
+            await self.start_watches()
+            ticker = asyncio.ensure_future(self.progress_loop())
+            decider = asyncio.ensure_future(self.decide())
+            done, _ = await asyncio.wait({ticker, decider}, return_when=asyncio.FIRST_COMPLETED)
+            if decider not in done:
+                decider.cancel()
+                await asyncio.gather(decider, return_exceptions=True)
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            self.refresh()
+            if ticker in done and isinstance(ticker.exception(), FailedFast):
+                return await self.fail_fast_exit(ticker.exception())
+            if ticker in done and ticker.exception() is not None:
+                raise ticker.exception()
+            code = decider.result()
+        finally:
+            self.progress.close()
+        if code != 0:
+            self.print_explanations()
+        return code
+
+    async def decide(self) -> int:
+        if self.options.decided_by_kubectl:
+            lookup = asyncio.ensure_future(self.initial_lookup())
+            try:
+                if self.options.wait_for_create and not await self.wait_until_created():
+                    return EXIT_ERROR
+                return await self.run_kubectl_waits()
+            finally:
+                await asyncio.gather(lookup, return_exceptions=True)
+        await self.initial_lookup()
+        if self.options.wait_for_create and not await self.wait_until_created():
+            return EXIT_ERROR
+        return await self.decide_readiness()
+
+    async def initial_lookup(self) -> None:
+        """`kubectl get` of exactly what kubectl wait visits: the starting state (so NotFound
+        rows are real) and, for our own readiness decision, kubectl's lookup errors."""
+        flags = self.options.flags
+        scope = ["--%s=%s" % (name, raw) for name, raw in flags.ordered if name in _LOOKUP_FLAGS]
+        done = await self.runner.run(["get", *flags.positionals, *scope, "--output=json"], 60)
+        now = _monotonic()
+        for obj in _listed_items(done.stdout):
+            self.board.apply_target("ADDED", obj, ALL_OF_WATCH, now)
+        self.lookup_errors = [line for line in done.stderr.splitlines() if line.strip()]
+        self.synced = True
+        self.changed.set()
+
+    async def run_kubectl_waits(self) -> int:
+        options = self.options
+        if not options.sequential_fors:
+            return await self.run_kubectl_wait([f.raw for f in options.fors], options.timeout_text)
+        code = 0
+        for wanted in ordered_fors(options.fors):
+            code = await self.run_kubectl_wait([wanted.raw], self.remaining_timeout_text())
+            if code != 0:
+                return code
+        return code
+
+    def remaining_timeout_text(self) -> Optional[str]:
+        """One global deadline across sequential waits (kubectl 1.27+ semantics)."""
+        if self.options.timeout_s <= 0:
+            return self.options.timeout_text
+        return "%.3fs" % max(0.001, self.deadline - _monotonic())
+
+    async def run_kubectl_wait(self, fors: List[str], timeout_text: Optional[str]) -> int:
+        argv = self.options.child_argv(fors, timeout_text)
+        child = await self.runner.start(argv, self.pass_through)
+        self._kubectl_children.append(child)
+        return await child.wait()
+
+    def pass_through(self, stream: Stream, line: str) -> None:
+        """kubectl's own lines, verbatim, on the stream it used (through the live view's
+        console when both share the terminal, so the view is not torn)."""
+        live = isinstance(self.progress, LiveProgress)
+        if stream is Stream.STDERR:
+            if live:
+                self.progress.message(line)
+            else:
+                _write_line(sys.stderr, line)
+        elif live and _is_terminal(sys.stdout):
+            self.progress.message(line)
+        else:
+            _write_line(sys.stdout, line)
+
+    def expect_named_targets(self) -> None:
+        """A row for every resource named on the command line (NotFound until seen)."""
+        now = _monotonic()
+        namespace = self.options.flags.namespace
+        positionals = self.options.flags.positionals
+        if positionals and "/" not in positionals[0]:
+            named = [(positionals[0], name) for name in positionals[1:]]
+        else:
+            named = [tuple(arg.partition("/")[::2]) for arg in positionals]
+        for type_text, name in named:
+            self.board.expect(type_text, name, namespace, now)
+
+    async def wait_until_created(self) -> bool:
+        """--wait-for-create on any kubectl: until every named resource (or, with a selector,
+        one) exists, within the global deadline; then the real wait starts."""
+        while True:
+            self.decider_wake.clear()
+            if self.all_created():
+                return True
+            if _monotonic() >= self.deadline:
+                missing = [t for t in self.board.targets.values() if t.obj is None]
+                what = missing[0].plural_name() if missing else "the selected resources"
+                _write_line(sys.stderr, "error: timed out waiting for %s to be created" % what)
+                return False
+            await self.wake_or_timeout(min(1.0, self.deadline - _monotonic()))
+
+    def all_created(self) -> bool:
+        targets = list(self.board.targets.values())
+        return bool(targets) and all(t.obj is not None for t in targets)
+
+    async def wake_or_timeout(self, timeout: float) -> None:
+        """Sleep until a watch reports something, or `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self.decider_wake.wait(), max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+
+    async def decide_readiness(self) -> int:
+        """No --for: our kstatus rules decide; the output and errors mimic kubectl wait's."""
+        targets = [t for t in self.board.ordered_targets() if t.obj is not None]
+        if not targets:
+            if not self.lookup_errors:
+                self.lookup_errors = ["error: no matching resources found"]
+            return self.print_errors([])
+        once = self.options.timeout_s == 0
+        while True:
+            self.decider_wake.clear()
+            for target in targets:
+                if target.met_printed:
+                    continue
+                if target_unmet(target, ()):
+                    break
+                target.met_printed = True
+                await self.print_met(target)
+            pending = [t for t in targets if not t.met_printed]
+            if not pending:
+                return self.print_errors([]) if self.lookup_errors else 0
+            if once or _monotonic() >= self.deadline:
+                template = "condition not met for %s" if once else "timed out waiting for the "
+                if not once:
+                    template += "condition on %s"
+                return self.print_errors([template % t.plural_name() for t in pending])
+            await self.wake_or_timeout(min(1.0, self.deadline - _monotonic()))
+
+    def print_errors(self, errors: List[str]) -> int:
+        """kubectl's aggregate: one error gets `error: `, several are listed bare; the lookup's
+        own `Error from server (NotFound)` lines come last, as kubectl prints them."""
+        lines = errors + [e for e in self.lookup_errors if not e.startswith("error: ")]
+        lines += [e[len("error: ") :] for e in self.lookup_errors if e.startswith("error: ")]
+        if len(lines) == 1 and not lines[0].startswith("Error from server"):
+            lines[0] = "error: " + lines[0]
+        for line in lines:
+            _write_line(sys.stderr, line)
+        return EXIT_ERROR if lines else 0
+
+    async def print_met(self, target: WaitTarget) -> None:
+        """kubectl's printer: `<id> condition met`, or -o name/json/yaml/... of the object."""
+        output = self.options.flags.get("output") or ""
+        if not output:
+            _write_line(sys.stdout, "%s condition met" % target.obj_id)
+        elif output == "name":
+            _write_line(sys.stdout, target.obj_id)
+        else:
+            printing = [
+                "--%s=%s" % (name, raw)
+                for name, raw in self.options.flags.ordered
+                if name in _PRINT_FLAGS
+            ]
+            scope = ["--namespace=" + target.namespace] if target.namespace else []
+            done = await self.runner.run(["get", target.obj_id, *scope, *printing], timeout=60)
+            sys.stdout.write(done.stdout)
+            sys.stderr.write(done.stderr)
+            sys.stdout.flush()
+
+    # -- endings --------------------------------------------------------------------------
+
+    async def fail_fast_exit(self, failed: FailedFast) -> int:
+        for child in self._kubectl_children:
+            await child.stop()
+        _write_line(
+            sys.stderr,
+            "error: %s failed: %s (--fail-fast)" % (failed.target.obj_id, failed.failure),
+        )
+        self.print_explanations()
+        return EXIT_FAIL_FAST
+
+    def print_explanations(self) -> None:
+        now = _monotonic()
+        for target in self.board.ordered_targets():
+            unmet = target_unmet(target, self.options.fors)
+            if not unmet:
+                continue
+            meta = (target.obj or {}).get("metadata") or {}
+            item = Explanation(
+                target.obj_id,
+                target.namespace,
+                target.report,
+                tuple(unmet),
+                now - target.since,
+                target.kind,
+                tuple(meta.get("finalizers") or ()),
+            )
+            for line in explain(
+                item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()
+            ):
+                _write_line(sys.stderr, line)
+
+
+class _WatchFeed:
+    """Feeds one watch's stdout bytes to its decoder and the session."""
+
+    def __init__(
+        self,
+        session: WaitSession,
+        decoder: JsonStreamDecoder,
+        spec: Optional[WatchSpec],
+        what: str = "targets",
+    ) -> None:
+        self.session = session
+        self.decoder = decoder
+        self.spec = spec
+        self.what = what
+
+    def feed(self, data: bytes) -> None:
+        try:
+            documents = self.decoder.feed(data)
+        except VibeError:
+            return
+        self.session.on_watch_documents(documents, self.spec, self.what)
+
+
+def _write_line(stream: Any, line: str) -> None:
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+async def ask_llm(command: str, request: str) -> str:
+    """--llm CMD: run by /bin/sh with the request as "$1" (and $KUBECTL_VIBE_REQUEST)."""
+    env = dict(os.environ, KUBECTL_VIBE_REQUEST=request)
+    runner = KubectlRunner("/bin/sh", env=env)
+    try:
+        done = await runner.run(
+            ["-c", command + ' "$1"', "kubectl-vibe-llm", request], timeout=LLM_TIMEOUT_S
+        )
+    finally:
+        await runner.close()
+    if done.returncode != 0:
+        raise VibeError(
+            "the --llm command failed with exit code %d: %s"
+            % (done.returncode, (done.stderr.strip().splitlines() or [""])[-1])
+        )
+    return done.stdout
+
+
+async def run_wait(flags: ParsedFlags, prog: str) -> int:
+    """`kubectl vibe wait`: options → complete → validate → run."""
+    options = WaitOptions.from_flags(flags)
+    runner = KubectlRunner(find_kubectl(), options.flags.globals_argv)
+    try:
+        await options.complete(runner)
+        options.validate()
+        if options.request:
+            line = options.arrow_line(prog)
+            _write_line(sys.stdout if options.dry_run else sys.stderr, line)
+        if options.dry_run:
+            return 0
+        return await WaitSession(options, runner).run()
+    finally:
+        await runner.close()
+
 
 # ==== §18 Completion, version, main() ==========================================================
 
