@@ -6563,6 +6563,7 @@ class Tunnel:
         self.stderr_tail: Any = None  # collections.deque of recent unparsed lines
         self.recent_ends: Any = None  # deque of (time, link) for late reclassification
         self.process: Optional[KubectlProcess] = None
+        self.retired = False  # stopped on purpose (dead pod, shutdown): its exit is no loss
         self.ready = asyncio.Event()
         self.ended = asyncio.Event()
         self._on_change: Callable[[Tunnel], None] = _ignore_tunnel_change
@@ -6589,6 +6590,7 @@ class Tunnel:
         asyncio.ensure_future(self._watch_exit())
 
     async def stop(self) -> None:
+        self.retired = True
         if self.process is not None:
             await self.process.stop()
 
@@ -6912,6 +6914,12 @@ class Supervisor(UpstreamSource):
     def _tunnel_changed(self, tunnel: Tunnel) -> None:
         if self._stopped.is_set():
             return  # our own shutdown stops the tunnels: not a loss
+        if tunnel.retired:
+            if tunnel is self.active:
+                self.active = None
+                self._active_ready.clear()
+            self._wake.set()
+            return
         if tunnel.state is TunnelState.READY:
             if tunnel is self.active:
                 self._active_ready.set()
@@ -6956,6 +6964,16 @@ class Supervisor(UpstreamSource):
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
 
+    def _retire(self, tunnel: Tunnel) -> None:
+        """Stop a tunnel on purpose: no new links go to it, and its exit is not a loss."""
+        tunnel.retired = True
+        if tunnel is self.active:
+            self.active = None
+            self._active_ready.clear()
+        if tunnel is self.standby:
+            self.standby = None
+        self._tasks.append(asyncio.ensure_future(tunnel.stop()))
+
     def _blame_recent_loss_on_pod_death(self, pod_name: str) -> None:
         """A deleted pod's runtime resets its live streams a moment before the watch says it is
         gone; that loss was the pod's death, not the app resetting connections."""
@@ -6998,7 +7016,7 @@ class Supervisor(UpstreamSource):
         self._needs_resolve = True
         for tunnel in (self.active, self.standby):
             if tunnel is not None and tunnel.pod_name == pod_name and tunnel.usable:
-                asyncio.ensure_future(tunnel.stop())
+                self._retire(tunnel)
         self._wake.set()
 
     async def _re_resolve(self) -> None:
@@ -7062,9 +7080,11 @@ class Supervisor(UpstreamSource):
             self._wake.set()
 
     def _note_pod_health(self, before: Optional[dict], pod: dict, deleted: bool) -> None:
-        if deleted or before is None:
+        """New trouble on the forwarded pod (first sight included: past restarts matter too)."""
+        if deleted:
             return
-        old, new = describe_pod_health(before), describe_pod_health(pod)
+        old = describe_pod_health(before) if before is not None else []
+        new = describe_pod_health(pod)
         for line in new:
             if line not in old:
                 self.pod_notes.append(line)
