@@ -6739,6 +6739,7 @@ class Supervisor(UpstreamSource):
         self.proxies: List[ForwardProxy] = []
         self.reconnects: Dict[str, int] = {}
         self.pod_notes: List[str] = []  # restarts, waiting reasons: for the summary
+        self.troubled_pods: Dict[str, None] = {}  # the pods those notes are about, in order
         self.fatal: Optional[VibeError] = None
         self.pods_seen: Dict[str, dict] = {}
         self.dead_pods: set[str] = set()
@@ -7002,11 +7003,18 @@ class Supervisor(UpstreamSource):
         if not warnings:
             return
         latest = warnings[-1]
-        note = "event %s: %s" % (latest.get("reason", "?"), latest.get("message", "").strip())
-        if note not in self.pod_notes:
-            self.pod_notes.append(note)
-            del self.pod_notes[:-POD_NOTES_KEPT]
-            self.emit(EventKind.POD, "pod %s: %s" % (pod_name, note), pod=pod_name)
+        reason, message = latest.get("reason", "?"), latest.get("message", "").strip()
+        self._note(pod_name, "event %s: %s" % (reason, message))
+
+    def _note(self, pod_name: str, line: str) -> None:
+        """Remember (for the summary) and show something the pod went through, once."""
+        note = "pod %s: %s" % (pod_name, line)
+        if note in self.pod_notes:
+            return
+        self.pod_notes.append(note)
+        del self.pod_notes[:-POD_NOTES_KEPT]
+        self.troubled_pods[pod_name] = None
+        self.emit(EventKind.POD, note, pod=pod_name)
 
     def _mark_pod_gone(self, pod_name: str) -> None:
         if pod_name != self.pod_name or pod_name in self.dead_pods:
@@ -7023,7 +7031,7 @@ class Supervisor(UpstreamSource):
         previous = self.pod_name
         self.state = ForwardState.RECONNECTING
         self.uptime.down(_monotonic())
-        self.reason = "pod %s is gone; waiting for a Ready replacement" % previous
+        self.reason = "pod %s is gone or not Ready: waiting for a Ready pod" % previous
         resolution = await self.resolver.resolve(
             self.resolution.ref,
             self.specs,
@@ -7035,8 +7043,10 @@ class Supervisor(UpstreamSource):
         self._needs_resolve = False
         for tunnel in (self.active, self.standby):
             if tunnel is not None and tunnel.pod_name != resolution.pod_name:
-                await tunnel.stop()
-        self.active = self.standby = None
+                self._retire(tunnel)
+        if resolution.pod_name == previous:
+            self.emit(EventKind.POD, "pod %s is Ready again" % previous, pod=previous)
+            return
         message = "now forwarding to pod %s (was %s)" % (resolution.pod_name, previous)
         self.emit(EventKind.POD, message, pod=resolution.pod_name, previous=previous)
 
@@ -7076,20 +7086,34 @@ class Supervisor(UpstreamSource):
             if kind == "DELETED" or pod.get("metadata", {}).get("deletionTimestamp"):
                 self.emit(EventKind.POD, "pod %s is terminating" % name, pod=name)
                 self._mark_pod_gone(name)
+            elif self._should_leave_unready(before, pod):
+                self._leave_unready_pod(name)
         if self.state is not ForwardState.READY:
             self._wake.set()
+
+    def _should_leave_unready(self, before: Optional[dict], pod: dict) -> bool:
+        """A Service or workload forward moves off a pod that just stopped being Ready (another
+        Ready pod is preferred by the resolver); a bare pod target has nowhere else to go."""
+        if self.resolution.ref.kind is ResourceKind.POD or is_pod_ready(pod):
+            return False
+        return before is None or is_pod_ready(before)
+
+    def _leave_unready_pod(self, pod_name: str) -> None:
+        self.emit(EventKind.POD, "pod %s is not Ready: looking for a Ready pod" % pod_name)
+        self._needs_resolve = True
+        for tunnel in (self.active, self.standby):
+            if tunnel is not None and tunnel.usable:
+                self._retire(tunnel)
+        self._wake.set()
 
     def _note_pod_health(self, before: Optional[dict], pod: dict, deleted: bool) -> None:
         """New trouble on the forwarded pod (first sight included: past restarts matter too)."""
         if deleted:
             return
         old = describe_pod_health(before) if before is not None else []
-        new = describe_pod_health(pod)
-        for line in new:
+        for line in describe_pod_health(pod):
             if line not in old:
-                self.pod_notes.append(line)
-                del self.pod_notes[:-POD_NOTES_KEPT]
-                self.emit(EventKind.POD, "pod %s: %s" % (pod["metadata"]["name"], line))
+                self._note(pod["metadata"]["name"], line)
 
     # -- stopping ----------------------------------------------------------------------------------
 
@@ -8182,7 +8206,7 @@ def _counts_text(counts: Dict[str, int]) -> str:
 def _problems_of_forward(view: ForwardView) -> List[str]:
     stats, supervisor = view.proxy.stats, view.supervisor
     problems = ["%d connections %s" % (n, cause) for cause, n in sorted(stats.causes.items())]
-    problems.extend("pod %s" % note for note in supervisor.pod_notes)
+    problems.extend(supervisor.pod_notes)
     problems.extend(view.protocol_problems())
     return problems
 
@@ -8191,10 +8215,11 @@ def _next_steps_for(view: ForwardView) -> List[str]:
     supervisor, stats = view.supervisor, view.proxy.stats
     namespace = supervisor.resolver.namespace
     steps = []
-    if supervisor.pod_notes or supervisor.reconnects:
+    for pod in list(supervisor.troubled_pods)[-2:]:
+        steps.append("kubectl describe pod %s -n %s" % (pod, namespace))
+        steps.append("kubectl logs %s -n %s --previous" % (pod, namespace))
+    if supervisor.reconnects and not supervisor.troubled_pods:
         steps.append("kubectl describe pod %s -n %s" % (supervisor.pod_name, namespace))
-    if supervisor.pod_notes:
-        steps.append("kubectl logs %s -n %s --previous" % (supervisor.pod_name, namespace))
     if any("nothing listening" in cause for cause in stats.causes):
         steps.append(
             "check that the container listens on port %d (kubectl exec %s -n %s -- ss -ltn)"
