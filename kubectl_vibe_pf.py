@@ -932,6 +932,21 @@ class _ChildLifeline:
         if self._prctl is not None:
             self._prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
+    async def close(self) -> None:
+        """Retire the watchdog and reap it: closing its pipe is what makes it kill the (by now
+        empty) group and exit, exactly as when we die."""
+        watchdog, self._watchdog = self._watchdog, None
+        self.pgid = None
+        if watchdog is None:
+            return
+        if watchdog.stdin is not None:
+            watchdog.stdin.close()
+        try:
+            await asyncio.wait_for(watchdog.wait(), KUBECTL_STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            watchdog.kill()
+            await watchdog.wait()
+
     def kill_group_now(self) -> None:
         """Synchronous last resort: kill every child (and the watchdog) at once."""
         if self.pgid is not None:
@@ -1172,7 +1187,7 @@ class KubectlRunner:
         """Stop every child this runner started, then the lifeline."""
         await asyncio.gather(*(child.stop(grace) for child in self._live), return_exceptions=True)
         self._live = []
-        self._lifeline.kill_group_now()
+        await self._lifeline.close()
 
     def kill_all_now(self) -> None:
         self._lifeline.kill_group_now()
