@@ -49,7 +49,7 @@ def _sleep_forever(message: str) -> None:
 
 
 def _get(args: list) -> int:
-    if "missing" in args:
+    if any("missing" in arg for arg in args):  # a name, or a namespace, that does not exist
         sys.stderr.write("I1125 14:00:00.000000 1 request.go:1] retrying\n")
         sys.stderr.write('Error from server (NotFound): pods "missing" not found\n')
         return 1
