@@ -1432,6 +1432,9 @@ def _command_handler(name: str) -> Callable[[ParsedFlags, str], Any]:
 
 def dispatch(argv: Sequence[str], prog: str) -> int:
     """argv (without the program) → help, completion, or a command's run step."""
+    if len(argv) > 1 and argv[0] == "help" and argv[1] in COMMANDS_BY_NAME:  # `help wait`
+        sys.stdout.write(render_help(COMMANDS_BY_NAME[argv[1]], prog))
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(render_root_help(prog))
         return 0

