@@ -307,20 +307,35 @@ def parse_go_duration(text: str) -> float:
     return sign * total
 
 
+_GO_SUBSECOND_UNITS = ((1_000_000, "ms"), (1_000, "µs"), (1, "ns"))
+
+
 def format_go_duration(seconds: float) -> str:
-    """Go's Duration.String() for whole seconds and above ("1m0s", "30s", "2h0m0s")."""
-    if seconds == 0:
+    """Go's Duration.String(): "0s", "300ms", "1.5s", "1m0s", "2h0m0s" (nanosecond precision)."""
+    nanos = round(abs(seconds) * 1e9)
+    sign = "-" if seconds < 0 and nanos else ""
+    if nanos == 0:
         return "0s"
-    sign = "-" if seconds < 0 else ""
-    remaining = abs(seconds)
-    hours, remaining = divmod(remaining, 3600)
-    minutes, secs = divmod(remaining, 60)
-    secs_text = ("%.9f" % secs).rstrip("0").rstrip(".") + "s"
+    if nanos < 1_000_000_000:  # under a second Go switches to the largest unit that fits
+        scale, unit = next((s, u) for s, u in _GO_SUBSECOND_UNITS if nanos >= s)
+        return sign + _go_decimal(nanos, scale) + unit
+    hours, rest = divmod(nanos, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    text = _go_decimal(rest, 10**9) + "s"
     if hours:
-        return "%s%dh%dm%s" % (sign, hours, minutes, secs_text)
+        return "%s%dh%dm%s" % (sign, hours, minutes, text)
     if minutes:
-        return "%s%dm%s" % (sign, minutes, secs_text)
-    return sign + secs_text
+        return "%s%dm%s" % (sign, minutes, text)
+    return sign + text
+
+
+def _go_decimal(value: int, scale: int) -> str:
+    """value/scale with the fraction's trailing zeros dropped, computed exactly."""
+    whole, fraction = divmod(value, scale)
+    if not fraction:
+        return str(whole)
+    digits = len(str(scale)) - 1
+    return "%d.%s" % (whole, str(fraction).rjust(digits, "0").rstrip("0"))
 
 
 def human_bytes(count: float) -> str:

@@ -213,7 +213,22 @@ def test_go_duration_errors_are_go_s(text: str, error: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (30, "30s"), (60, "1m0s"), (90, "1m30s"), (7200, "2h0m0s"), (1.5, "1.5s")],
+    [
+        (0, "0s"),
+        (30, "30s"),
+        (60, "1m0s"),
+        (90, "1m30s"),
+        (7200, "2h0m0s"),
+        (3723.5, "1h2m3.5s"),
+        (1.5, "1.5s"),
+        (61.25, "1m1.25s"),
+        (0.3, "300ms"),
+        (0.0015, "1.5ms"),
+        (2e-6, "2µs"),
+        (1e-8, "10ns"),
+        (-90, "-1m30s"),
+        (-0.5, "-500ms"),
+    ],
 )
 def test_go_duration_formats_like_duration_string(seconds: float, text: str) -> None:
     assert vibe.format_go_duration(seconds) == text

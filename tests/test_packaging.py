@@ -349,8 +349,13 @@ def test_installed_plugin_runs_through_real_kubectl(
 
 
 @pytest.mark.slow
-def test_shell_completion_through_real_kubectl(krew_install: Path, tmp_path: Path) -> None:
-    env = plugin_env(krew_install, KUBECTL_137, tmp_path)
+@pytest.mark.parametrize(
+    "kubectl", [KUBECTL_137, KUBECTL_132], ids=["kubectl-1.37", "kubectl-1.32"]
+)
+def test_shell_completion_through_real_kubectl(
+    krew_install: Path, kubectl: Path, tmp_path: Path
+) -> None:
+    env = plugin_env(krew_install, kubectl, tmp_path)
     install = kubectl_run(["vibe", "completion", "install"], env, tmp_path)
     assert install.returncode == 0, install.stderr
     shim = krew_install / "bin" / "kubectl_complete-vibe"

@@ -96,7 +96,7 @@ async def test_failed_run_keeps_kubectl_s_exit_code(runner: vibe.KubectlRunner) 
 async def test_run_timeout_kills_kubectl_and_explains(runner: vibe.KubectlRunner) -> None:
     with pytest.raises(vibe.VibeError) as caught:
         await runner.run(["sleep"], timeout=0.5)
-    assert caught.value.render().startswith("error: kubectl sleep did not answer within 0.5s")
+    assert caught.value.render().startswith("error: kubectl sleep did not answer within 500ms")
 
 
 async def test_missing_binary_is_kubectl_not_found(tmp_path: Path) -> None:
