@@ -229,7 +229,13 @@ def _platform(spelled: str) -> Tuple[str, str]:
 def check_shiv_modes() -> None:
     """shiv stores its bootstrap files with their installed modes, which the umask in force when
     the virtualenv was made decided; a group-writable install would change every archive."""
-    import shiv.bootstrap
+    try:
+        import shiv.bootstrap
+    except ImportError:
+        raise SystemExit(
+            "build: shiv is not installed for %s: use `make build` (it sets up .venv), or "
+            "pip install -r requirements-dev.txt" % sys.executable
+        ) from None
 
     for path in Path(shiv.bootstrap.__file__).parent.glob("*.py"):
         if path.stat().st_mode & 0o777 != 0o644:
