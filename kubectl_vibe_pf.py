@@ -84,6 +84,8 @@ ENV_DEBUG = "KUBECTL_VIBE_DEBUG"
 EXIT_ERROR = 1
 #: Longest kubectl output line kept whole; longer ones are cut (a full pipe would block kubectl).
 KUBECTL_LINE_LIMIT_BYTES = 1024 * 1024
+#: How much of a kubectl pipe is read at once.
+KUBECTL_READ_CHUNK_BYTES = 256 * 1024
 #: How long a stopping kubectl gets after SIGTERM before SIGKILL.
 KUBECTL_STOP_GRACE_S = 2.0
 #: The relay's one shared read buffer. 256 KiB is asyncio's own recv size (max_size) and socat's
@@ -213,6 +215,20 @@ SNIFF_BURST_WINDOW_S = 10.0
 #: Largest HPACK dynamic table we follow when a peer raises it (h2's default max is 64 KiB).
 SNIFF_HPACK_MAX_TABLE_BYTES = 64 * 1024
 
+# Shell completion (§18).
+#: cobra's ShellCompDirectiveNoFileComp: the last line of every completion answer, so the shell
+#: never falls back to file names.
+COMPLETION_NO_FILES = ":4"
+#: The helper kubectl (1.26+) looks up on PATH to complete `kubectl vibe <TAB>`.
+COMPLETION_SHIM_NAME = "kubectl_complete-vibe"
+COMPLETION_SHIM = '#!/bin/sh\nexec kubectl vibe __complete "$@"\n'
+#: Kinds offered as TYPE/NAME for pf/wait: one `kubectl get`, so one round trip per TAB.
+COMPLETION_RESOURCE_KINDS = "pods,services,deployments"
+#: A TAB must never hang the shell on an unreachable cluster.
+COMPLETION_TIMEOUT_S = 3.0
+#: Longest flag description shown next to a candidate (zsh/fish print them on one line).
+COMPLETION_DESCRIPTION_CHARS = 60
+
 # ==== §03 Errors ===============================================================================
 
 
@@ -251,6 +267,11 @@ class KubectlNotFound(VibeError):
         super().__init__("kubectl not found: install it or set KUBECTL_PATH")
 
 
+#: A line that is already a complete kubectl error: "error: ...", "Error from server (...)",
+#: or a klog line ("E1125 14:02:03.123456   42 portforward.go:...").
+_KUBECTL_ERROR_LINE = re.compile(r"error: |Error[ :]|E\d{4} ")
+
+
 class KubectlError(VibeError):
     """kubectl failed: its own last error line is the message, its exit code is ours."""
 
@@ -259,8 +280,8 @@ class KubectlError(VibeError):
         self.stderr = stderr
 
     def render(self) -> str:
-        # kubectl's own lines already carry their "error:" / "Error from server" prefix.
-        if self.message.startswith(("error:", "Error", "E")):
+        # kubectl's own lines already carry their "error:" / "Error from server" / klog prefix.
+        if _KUBECTL_ERROR_LINE.match(self.message):
             return self.message
         return "error: " + self.message
 
@@ -284,48 +305,70 @@ _GO_DURATION_UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+#: One step of Go's ParseDuration loop: a number ([0-9]*(.[0-9]*)?), then everything up to the
+#: next digit or dot as its unit (Go reads the unit that greedily, hence "unknown unit").
+_GO_DURATION_STEP = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
 
 
 def parse_go_duration(text: str) -> float:
-    """Seconds in a Go duration ("1m30s", "-2h", "0", "1.5s"), exactly as time.ParseDuration."""
+    """Seconds in a Go duration ("1m30s", "-2h", "0", "1.5s"), with time.ParseDuration's errors."""
+    invalid = ValueError('time: invalid duration "%s"' % text)
     body = text
     sign = 1.0
-    if body[:1] in "+-" and body:
+    if body[:1] in ("+", "-"):
         sign = -1.0 if body[0] == "-" else 1.0
         body = body[1:]
     if body == "0":
         return 0.0
     if not body:
-        raise ValueError('time: invalid duration "%s"' % text)
+        raise invalid
     total = 0.0
     position = 0
-    for match in _GO_DURATION_PART.finditer(body):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _GO_DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if position != len(body):
-        if re.fullmatch(r"[\d.]+", body):
+    while position < len(body):
+        step = _GO_DURATION_STEP.match(body, position)
+        assert step is not None  # every part of the pattern may be empty
+        whole, fraction, unit = step.groups()
+        if not whole and not fraction:
+            raise invalid  # no digits before the unit, or a stray character
+        if not unit:
             raise ValueError('time: missing unit in duration "%s"' % text)
-        raise ValueError('time: invalid duration "%s"' % text)
+        if unit not in _GO_DURATION_UNITS:
+            raise ValueError('time: unknown unit "%s" in duration "%s"' % (unit, text))
+        number = float((whole or "0") + "." + (fraction or "0"))
+        total += number * _GO_DURATION_UNITS[unit]
+        position = step.end()
     return sign * total
 
 
+_GO_SUBSECOND_UNITS = ((1_000_000, "ms"), (1_000, "µs"), (1, "ns"))
+
+
 def format_go_duration(seconds: float) -> str:
-    """Go's Duration.String() for whole seconds and above ("1m0s", "30s", "2h0m0s")."""
-    if seconds == 0:
+    """Go's Duration.String(): "0s", "300ms", "1.5s", "1m0s", "2h0m0s" (nanosecond precision)."""
+    nanos = round(abs(seconds) * 1e9)
+    sign = "-" if seconds < 0 and nanos else ""
+    if nanos == 0:
         return "0s"
-    sign = "-" if seconds < 0 else ""
-    remaining = abs(seconds)
-    hours, remaining = divmod(remaining, 3600)
-    minutes, secs = divmod(remaining, 60)
-    secs_text = ("%.9f" % secs).rstrip("0").rstrip(".") + "s"
+    if nanos < 1_000_000_000:  # under a second Go switches to the largest unit that fits
+        scale, unit = next((s, u) for s, u in _GO_SUBSECOND_UNITS if nanos >= s)
+        return sign + _go_decimal(nanos, scale) + unit
+    hours, rest = divmod(nanos, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    text = _go_decimal(rest, 10**9) + "s"
     if hours:
-        return "%s%dh%dm%s" % (sign, hours, minutes, secs_text)
+        return "%s%dh%dm%s" % (sign, hours, minutes, text)
     if minutes:
-        return "%s%dm%s" % (sign, minutes, secs_text)
-    return sign + secs_text
+        return "%s%dm%s" % (sign, minutes, text)
+    return sign + text
+
+
+def _go_decimal(value: int, scale: int) -> str:
+    """value/scale with the fraction's trailing zeros dropped, computed exactly."""
+    whole, fraction = divmod(value, scale)
+    if not fraction:
+        return str(whole)
+    digits = len(str(scale)) - 1
+    return "%d.%s" % (whole, str(fraction).rjust(digits, "0").rstrip("0"))
 
 
 def human_bytes(count: float) -> str:
@@ -601,12 +644,22 @@ class FlagParser:
 
 def program_name(argv0: Optional[str] = None) -> str:
     """`kubectl vibe` when run as a kubectl plugin (argv[0] is kubectl-vibe...), else the script."""
-    base = os.path.basename(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else ""))
+    if argv0 is None:
+        argv0 = sys.argv[0] if sys.argv else ""
+        if _run_as_module():  # `python3 -m` puts the module's path, not "-m", in argv[0]
+            argv0 = "-m"
+    base = os.path.basename(argv0)
     if base.startswith("kubectl-"):
         return "kubectl vibe"
     if base in ("__main__.py", "-m", ""):
         return "python3 -m kubectl_vibe_pf"
     return "python3 " + base
+
+
+def _run_as_module() -> bool:
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    return getattr(spec, "name", None) == "kubectl_vibe_pf"
 
 
 @dataclass(frozen=True)
@@ -6179,6 +6232,49 @@ class _ChildLifeline:
             self.pgid = None
 
 
+class _LineSplitter:
+    """Sans-IO: bytes in, complete lines out; a line over `limit` bytes is cut, not buffered.
+
+    asyncio's readline() discards an over-limit line's buffered part and later returns its tail
+    as if it were a line; kubectl's output must never be misread that way.
+    """
+
+    def __init__(self, limit: int = KUBECTL_LINE_LIMIT_BYTES) -> None:
+        self._limit = limit
+        self._partial = bytearray()
+        self._discarding = False  # inside a line already cut: drop until its newline
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """Lines completed by `data`; `feed(b"")` means EOF and flushes the last partial line."""
+        if not data:
+            tail, self._partial = bytes(self._partial), bytearray()
+            return [tail] if tail and not self._discarding else []
+        lines = []
+        start = 0
+        while True:
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                self._keep(data[start:], lines)
+                return lines
+            if not self._discarding:
+                self._keep(data[start:newline], lines)
+                if not self._discarding:  # _keep may have just cut (and delivered) it
+                    lines.append(bytes(self._partial))
+            self._partial = bytearray()
+            self._discarding = False
+            start = newline + 1
+
+    def _keep(self, piece: bytes, lines: List[bytes]) -> None:
+        if self._discarding:
+            return
+        room = self._limit - len(self._partial)
+        self._partial += piece[:room]
+        if len(piece) > room:  # the line is too long: deliver its first `limit` bytes now
+            lines.append(bytes(self._partial))
+            self._partial = bytearray()
+            self._discarding = True
+
+
 class KubectlProcess:
     """A long-running kubectl child whose stdout and stderr are drained continuously.
 
@@ -6196,6 +6292,7 @@ class KubectlProcess:
         self.argv = tuple(argv)
         self._on_line = on_line
         self._on_data = on_data
+        self._handler_error: Optional[Exception] = None
         self._drains = [
             asyncio.ensure_future(self._drain_out()),
             asyncio.ensure_future(self._drain_lines(proc.stderr, Stream.STDERR)),
@@ -6220,26 +6317,39 @@ class KubectlProcess:
         reader = self.proc.stdout
         assert reader is not None
         while True:
-            chunk = await reader.read(256 * 1024)
+            chunk = await reader.read(KUBECTL_READ_CHUNK_BYTES)
             if not chunk:
                 return
-            self._on_data(chunk)
+            self._deliver(self._on_data, chunk)
 
     async def _drain_lines(self, reader: Optional[asyncio.StreamReader], stream: Stream) -> None:
         assert reader is not None
+        splitter = _LineSplitter()
         while True:
-            try:
-                raw = await reader.readline()
-            except ValueError:  # a line over the limit: asyncio dropped it; keep draining
-                continue
-            if not raw:
+            chunk = await reader.read(KUBECTL_READ_CHUNK_BYTES)
+            for raw in splitter.feed(chunk):
+                text = raw.decode("utf-8", "replace").rstrip("\r")
+                self._deliver(self._on_line, stream, text)
+            if not chunk:
                 return
-            self._on_line(stream, raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def _deliver(self, handler: Callable[..., None], *args: Any) -> None:
+        """Call a handler; if it fails, keep draining (a full pipe would freeze kubectl) and
+        raise the first failure from wait()."""
+        if self._handler_error is not None:
+            return
+        try:
+            handler(*args)
+        except Exception as exc:
+            self._handler_error = exc
 
     async def wait(self) -> int:
         """Exit code, once the child has exited *and* everything it printed was delivered."""
         code = await self.proc.wait()
         await asyncio.gather(*self._drains, return_exceptions=True)
+        if self._handler_error is not None:
+            error, self._handler_error = self._handler_error, None
+            raise error
         return code
 
     async def stop(self, grace: float = KUBECTL_STOP_GRACE_S) -> int:
@@ -9291,6 +9401,191 @@ async def run_wait(flags: ParsedFlags, prog: str) -> int:
 # ==== §18 Completion, version, main() ==========================================================
 
 
+def print_completions(words: Sequence[str]) -> int:
+    """`__complete WORD... CURRENT`: kubectl's plugin-completion protocol.
+
+    One candidate per line (`value<TAB>description`), then the `:4` directive. Command names and
+    flags are answered without importing asyncio or any dependency: this runs on every TAB.
+    """
+    for candidate in completion_candidates(words):
+        print(candidate)
+    print(COMPLETION_NO_FILES)
+    return 0
+
+
+def completion_candidates(words: Sequence[str]) -> List[str]:
+    """Candidates for the last word, given the words before it (the command first)."""
+    words = list(words) or [""]
+    current = words[-1]
+    if len(words) == 1:
+        return _complete_command_names(current)
+    command = COMMANDS_BY_NAME.get(words[0])
+    if command is None or "=" in current:
+        return []
+    if current.startswith("-"):
+        return _complete_flags(command, current)
+    if command.name in ("port-forward", "wait"):
+        before = _parse_for_completion(command, words[1:-1])
+        if before is not None and not before.positionals:
+            return _complete_resources(before.globals_argv, current)
+    return []
+
+
+def _complete_command_names(prefix: str) -> List[str]:
+    return [
+        "%s\t%s" % (name, command.summary)
+        for command in COMMANDS
+        if not command.hidden
+        for name in (command.name, *command.aliases)
+        if name.startswith(prefix)
+    ]
+
+
+def _complete_flags(command: Command, prefix: str) -> List[str]:
+    candidates = []
+    for flag in (*command.flags, *GLOBAL_FLAGS, HELP_FLAG):
+        if flag.hidden:
+            continue
+        spellings = ["--" + flag.long]
+        if flag.short and not prefix.startswith("--"):
+            spellings.append("-" + flag.short)
+        description = _short_description(flag.help)
+        candidates += [
+            "%s\t%s" % (name, description) for name in spellings if name.startswith(prefix)
+        ]
+    return candidates
+
+
+def _short_description(text: str) -> str:
+    """The first sentence, cut at a word boundary to fit on a completion line."""
+    sentence = text.split(". ")[0].rstrip(".")
+    if len(sentence) <= COMPLETION_DESCRIPTION_CHARS:
+        return sentence
+    return sentence[: COMPLETION_DESCRIPTION_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _parse_for_completion(command: Command, words: Sequence[str]) -> Optional[ParsedFlags]:
+    """The words before the cursor as flags; None when the cursor is a flag's value."""
+    try:
+        return FlagParser(command.flags, command.name).parse(words)
+    except UsageError:
+        return None
+
+
+def _complete_resources(global_args: Sequence[str], prefix: str) -> List[str]:
+    """TYPE/NAME of pods, services and deployments; nothing at all if kubectl fails or is slow."""
+    try:
+        names = asyncio.run(_fetch_resource_names(global_args))
+    except Exception:  # a TAB shows no error: the user just gets no candidates
+        return []
+    return [name for name in names if name.startswith(prefix)]
+
+
+async def _fetch_resource_names(global_args: Sequence[str]) -> List[str]:
+    runner = KubectlRunner(find_kubectl(), global_args)
+    try:
+        done = await runner.run(
+            ["get", COMPLETION_RESOURCE_KINDS, "-o", "name"], timeout=COMPLETION_TIMEOUT_S
+        )
+    finally:
+        await runner.close()
+    done.check()
+    # `-o name` prints deployment.apps/web; `deployment/web` is what people type.
+    return [_drop_api_group(line.strip()) for line in done.stdout.splitlines() if line.strip()]
+
+
+def _drop_api_group(resource: str) -> str:
+    kind, _, name = resource.partition("/")
+    return "%s/%s" % (kind.split(".", 1)[0], name)
+
+
+@dataclass
+class CompletionInstallOptions:
+    """`completion install [DIR]`: where the kubectl_complete-vibe helper is written."""
+
+    action: str
+    directory: str
+    extra: List[str]
+    argv0: str
+    plugin_mode: bool
+
+    @classmethod
+    def from_flags(cls, flags: ParsedFlags, prog: str) -> CompletionInstallOptions:
+        positionals = flags.positionals
+        return cls(
+            action=positionals[0] if positionals else "",
+            directory=positionals[1] if len(positionals) > 1 else "",
+            extra=positionals[2:],
+            argv0=sys.argv[0] if sys.argv else "",
+            plugin_mode=prog == "kubectl vibe",
+        )
+
+    def complete(self) -> None:
+        if not self.directory and self.plugin_mode:
+            # The directory kubectl found us in (krew's bin/, holding a symlink), not the
+            # symlink's target in krew's store: only the former is on PATH.
+            self.directory = os.path.dirname(os.path.abspath(self.argv0))
+
+    def validate(self) -> None:
+        if self.action != "install":
+            raise UsageError(
+                'unknown completion action "%s": use "completion install [DIR]"' % self.action
+                if self.action
+                else 'completion needs an action: "completion install [DIR]"',
+                "completion",
+            )
+        if self.extra:
+            raise UsageError(
+                "completion install takes at most one DIR, got %s" % " ".join(self.extra),
+                "completion",
+            )
+        if not self.directory:
+            raise UsageError(
+                "completion install needs a DIR on your PATH when not run as a kubectl plugin",
+                "completion",
+            )
+        if not os.path.isdir(self.directory):
+            raise VibeError("directory %s does not exist" % self.directory)
+
+    def run(self) -> str:
+        """Write the helper atomically, mode 0755; returns its path."""
+        path = os.path.join(self.directory, COMPLETION_SHIM_NAME)
+        temporary = path + ".tmp-%d" % os.getpid()
+        try:
+            with open(temporary, "w") as out:
+                out.write(COMPLETION_SHIM)
+            os.chmod(temporary, 0o755)
+            os.replace(temporary, path)
+        except OSError as exc:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise VibeError(
+                "cannot write %s: %s" % (path, exc.strerror or exc),
+                fix="Fix: pass a directory you can write that is on your PATH, e.g. "
+                "kubectl vibe completion install ~/bin",
+            ) from None
+        return path
+
+
+async def run_completion(flags: ParsedFlags, prog: str) -> int:
+    """`completion install [DIR]`: make `kubectl vibe <TAB>` work (krew cannot install it)."""
+    options = CompletionInstallOptions.from_flags(flags, prog)
+    options.complete()
+    options.validate()
+    path = options.run()
+    print("Installed %s" % path)
+    print(
+        "kubectl 1.26+ runs it to complete `kubectl vibe <TAB>`; kubectl's own completion must be "
+        "enabled, e.g. `source <(kubectl completion bash)` in ~/.bashrc."
+    )
+    search_path = os.environ.get("PATH", "").split(os.pathsep)
+    if os.path.abspath(options.directory) not in (os.path.abspath(d) for d in search_path if d):
+        print("note: %s is not on your PATH, so kubectl will not find it." % options.directory)
+    return 0
+
+
 def version_line() -> str:
     return "kubectl-vibe v%s" % __version__
 
@@ -9299,12 +9594,13 @@ async def run_version(flags: ParsedFlags, prog: str) -> int:
     """Our version, the Python running us, and which kubectl children will use."""
     print(version_line())
     print("python %s (%s)" % (sys.version.split()[0], sys.executable or "unknown"))
+    sys.stdout.flush()  # our lines first, even if kubectl is missing
+    binary = find_kubectl()
+    runner = KubectlRunner(binary, flags.globals_argv)
     try:
-        binary = find_kubectl()
-    except KubectlNotFound as exc:
-        print("kubectl: not found (%s)" % exc.message.split(": ", 1)[1])
-        return 0
-    done = await KubectlRunner(binary).run(["version", "--client", "-o", "json"], timeout=10)
+        done = await runner.run(["version", "--client", "-o", "json"], timeout=10)
+    finally:
+        await runner.close()
     try:
         client = json.loads(done.stdout)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError, TypeError):
@@ -9325,6 +9621,9 @@ COMMAND_RUNNERS: Dict[str, str] = {
 
 def dispatch(argv: Sequence[str], prog: str) -> int:
     """argv (without the program) → help, completion, or a command's run step."""
+    if len(argv) > 1 and argv[0] == "help" and argv[1] in COMMANDS_BY_NAME:  # `help wait`
+        sys.stdout.write(render_help(COMMANDS_BY_NAME[argv[1]], prog))
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(render_root_help(prog))
         return 0
@@ -9366,7 +9665,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if os.environ.get(ENV_DEBUG):
             raise
         _print_error(
-            "error: internal error: %s: %s\nRun again with %s=1 for a traceback, and please report it"
+            "error: internal error: %s: %s\n"
+            "Run again with %s=1 for a traceback, and please report it"
             % (type(exc).__name__, exc, ENV_DEBUG)
         )
         return EXIT_ERROR
