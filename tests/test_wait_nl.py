@@ -247,7 +247,8 @@ REFUSED = [
     (
         "pod web-0 to be ready or deleted",
         "kind=pod name=web-0 for=ready",
-        'kubectl wait cannot wait for one of several conditions (for a job, "finished" means complete, failing fast if it fails)',
+        'kubectl wait cannot wait for one of several conditions (for a job, "finished" means '
+        "complete, failing fast if it fails)",
     ),
     (
         "pod web-0 to be deleted and ready",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
@@ -55,7 +55,7 @@ def pod(name="web-1", phase="Running", ready=True, waiting=None, labels=None, **
         "spec": {"containers": [{"name": "app", "image": "registry.example/web:1"}]},
         "status": {
             "phase": phase,
-            "conditions": [cond("Ready", "True" if ready else "False")] + status.pop("conds", []),
+            "conditions": [cond("Ready", "True" if ready else "False"), *status.pop("conds", [])],
             "containerStatuses": [container_status],
             **status,
         },
@@ -275,8 +275,11 @@ def test_missing_condition_says_which_conditions_exist():
 
 
 def test_false_condition_says_its_reason_and_message():
-    obj = deployment(conditions=[cond("Available", "False", "MinimumReplicasUnavailable",
-                                      "Deployment does not have minimum availability.")])  # fmt: skip
+    available = cond(
+        "Available", "False", "MinimumReplicasUnavailable",
+        "Deployment does not have minimum availability.",
+    )  # fmt: skip
+    obj = deployment(conditions=[available])
     met, why = vibe.for_satisfied(obj, W("condition=Available"), vibe.compute_status(obj, NOW))
     assert not met
     assert why == (
@@ -404,8 +407,12 @@ def board_with(target: Dict[str, Any], pods: List[Dict[str, Any]]) -> vibe.WaitB
 
 
 def test_board_rows_show_the_target_then_its_pods_with_the_latest_warning():
-    board = board_with(deployment(ready=2, available=2), [pod("web-0"), pod("web-1", ready=False,
-                       phase="Pending", waiting=PULL), pod("api-0", labels={"app": "api"})])  # fmt: skip
+    pods = [
+        pod("web-0"),
+        pod("web-1", ready=False, phase="Pending", waiting=PULL),
+        pod("api-0", labels={"app": "api"}),
+    ]
+    board = board_with(deployment(ready=2, available=2), pods)
     board.apply_event(event("Failed", "Error: ImagePullBackOff", "web-1"))
     rows = vibe.progress_rows(board, [], vibe.parse_kube_time("2027-01-15T08:00:03Z"))
     assert [(r.obj_id, r.status, r.depth, r.met) for r in rows] == [
@@ -488,7 +495,7 @@ def test_unmet_lists_each_for_not_yet_true():
 
 
 def test_failure_of_a_pod_is_the_failure_of_its_workload():
-    board = board_with(deployment(ready=2), [pod("web-0"), pod("web-1", phase="Pending",
-                                                              ready=False, waiting=PULL)])  # fmt: skip
+    pods = [pod("web-0"), pod("web-1", phase="Pending", ready=False, waiting=PULL)]
+    board = board_with(deployment(ready=2), pods)
     (target,) = board.ordered_targets()
     assert vibe.target_failure(board, target, NOW) == ("ImagePullBackOff", "pod/web-1")
