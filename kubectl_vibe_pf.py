@@ -114,6 +114,8 @@ BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 10.0
 #: Pause before restarting a pod watch that ended (the API server closes watches regularly).
 POD_WATCH_RESTART_S = 1.0
+#: A tunnel loss this close before the pod watch reports the pod's deletion is blamed on it.
+POD_DEATH_BLAME_WINDOW_S = 3.0
 #: Pod health notes (restarts, waiting reasons) kept per target for the summary.
 POD_NOTES_KEPT = 20
 #: Seconds of traffic history behind each forward's sparkline.
@@ -125,8 +127,9 @@ LIVE_EVENTS_SHOWN = 5
 #: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
 SHUTDOWN_GRACE_S = 2.0
 # -- port-forward target resolution (§14a) --
-#: How often the pod list is read again while no Running pod matches (kubectl watches instead).
-RESOLVE_POLL_INTERVAL_S = 1.0
+#: How often the pod list is read again while no usable pod matches (kubectl watches instead):
+#: at most this much added to a failover, for one cheap `kubectl get` per interval.
+RESOLVE_POLL_INTERVAL_S = 0.5
 #: Bound on each kubectl get made while resolving a target (kubectl's own default is 32 s).
 RESOLVE_REQUEST_TIMEOUT_S = 30.0
 # -- wait (§11, §12, §17) --
@@ -160,6 +163,55 @@ EXPLAIN_QUIET_EVENTS_SHOWN = 3
 LIVE_WAIT_REFRESH_S = 0.25
 #: How long the --llm command may think.
 LLM_TIMEOUT_S = 60.0
+
+# -- §10 Protocol sniffers: every buffer a sniffer keeps is bounded here (added by perf) --
+#: Bytes of each side inspected before protocol detection says UNKNOWN (a request line, a
+#: ClientHello record header and a MySQL greeting all fit well inside this).
+SNIFF_DETECT_MAX_BYTES = 4 * 1024
+#: Longest HTTP/1 header block kept (h11's default; node 80 KiB, tomcat 8 KiB).
+SNIFF_MAX_HEADER_BYTES = 16 * 1024
+#: Longest chunk-size line (hex size + extensions) in a chunked body; h11 caps it the same way.
+SNIFF_MAX_CHUNK_LINE_BYTES = 4 * 1024
+#: Requests sent but not yet answered on one HTTP/1 connection (pipelining depth).
+SNIFF_MAX_PENDING_REQUESTS = 128
+#: Events kept per connection in `Sniffer.events` (the aggregate sees all of them).
+SNIFF_MAX_EVENTS = 256
+#: Longest TLS handshake message reassembled: a ClientHello with post-quantum key shares is
+#: ~1.8 KiB, the RFC 8446 record limit is 16 KiB; certificates are never reassembled.
+SNIFF_MAX_TLS_HANDSHAKE_BYTES = 32 * 1024
+#: Largest TLS record length accepted (RFC 8446 §5.2: 2^14 + 256, RFC 5246: 2^14 + 2048).
+SNIFF_MAX_TLS_RECORD_BYTES = 2**14 + 2048
+#: Longest Postgres StartupMessage (the server's own MAX_STARTUP_PACKET_LENGTH).
+SNIFF_MAX_PG_STARTUP_BYTES = 10000
+#: Prefix of a Postgres/MySQL message kept for parsing (ErrorResponse, ParameterStatus, ERR);
+#: the rest of a longer message is skipped by length, never buffered.
+SNIFF_MAX_MESSAGE_BYTES = 16 * 1024
+#: Longest RESP line (Redis's proto-inline-max-size is 64 KiB).
+SNIFF_MAX_RESP_LINE_BYTES = 64 * 1024
+#: Deepest RESP nesting followed (Redis replies nest a handful of levels; 7.x caps at 1024).
+SNIFF_MAX_RESP_DEPTH = 32
+#: Bytes of a command name / error prefix kept (the longest Redis command name is ~30).
+SNIFF_MAX_NAME_BYTES = 64
+#: HTTP/2 streams tracked at once per connection (servers default to 100-250 concurrent).
+SNIFF_MAX_H2_STREAMS = 1024
+#: HTTP/2 GOAWAY debug data kept.
+SNIFF_MAX_H2_DEBUG_BYTES = 256
+#: HTTP/2 header block (HEADERS + CONTINUATION) kept for HPACK decoding (h2's default
+#: max_header_list_size is 64 KiB; we keep less and give up on HPACK beyond it).
+SNIFF_MAX_H2_HEADER_BLOCK_BYTES = 16 * 1024
+#: HPACK dynamic table size we follow (RFC 7541 default SETTINGS_HEADER_TABLE_SIZE).
+SNIFF_HPACK_TABLE_BYTES = 4096
+#: Latency samples kept per forward for p50/p99 (reservoir sampling over the whole session).
+SNIFF_LATENCY_RESERVOIR = 2048
+#: Distinct keys (paths, commands, error codes) counted before the rest go to "other".
+SNIFF_TOP_KEYS = 64
+#: Characters of a path/SNI/message kept in events and summaries.
+SNIFF_MAX_TEXT_CHARS = 120
+#: A 5xx burst: this many server errors within SNIFF_BURST_WINDOW_S.
+SNIFF_BURST_COUNT = 5
+SNIFF_BURST_WINDOW_S = 10.0
+#: Largest HPACK dynamic table we follow when a peer raises it (h2's default max is 64 KiB).
+SNIFF_HPACK_MAX_TABLE_BYTES = 64 * 1024
 
 # ==== §03 Errors ===============================================================================
 
@@ -631,6 +683,13 @@ PORT_FORWARD_FLAGS: Tuple[Flag, ...] = (
         "no-live", FlagKind.BOOL, "Print plain lines instead of the live view, even on a terminal."
     ),
     Flag(
+        "inspect",
+        FlagKind.BOOL,
+        "Recognise protocols (HTTP, gRPC, TLS, Postgres, Redis, MySQL) in the relayed bytes and "
+        "summarise them. --inspect=false relays bytes only.",
+        default=True,
+    ),
+    Flag(
         "output",
         FlagKind.STRING,
         "Output format: '' (live view on a terminal, kubectl lines when piped) or 'json' (one "
@@ -920,15 +979,17 @@ class ResourceKind(enum.Enum):
         return self.resource.partition(".")[2]
 
     def accepts(self, spelled: str) -> bool:
-        """kubectl's RESTMapper: case-insensitive; `NAME`, `NAME.GROUP` or `NAME.VERSION.GROUP`."""
-        word = spelled.lower()
-        name, _, group = word.partition(".")
-        if name not in self.spellings:
+        """kubectl's RESTMapper, as checked with kubectl 1.37: `NAME`, `NAME.GROUP` or
+        `NAME.VERSION.GROUP` (core: `pod.v1.`); full names in any case, short names as is."""
+        name, dot, group = spelled.partition(".")
+        full, short = self.spellings[:2], self.spellings[2:]
+        if name.lower() not in full and name not in short:
             return False
-        if not group:
+        if not dot:
             return True
-        if not self.group:  # core kinds: "pods.v1" is the only qualified form
-            return group == "v1"
+        group = group.lower()
+        if not self.group:  # "pods.v1" reads as group "v1": only "pods.v1." names the core group
+            return group == "v1."
         return group in (self.group, "v1." + self.group)
 
 
@@ -1053,11 +1114,13 @@ def parse_port_spec(text: str, kind: ResourceKind = ResourceKind.POD) -> PortSpe
 
 
 def _check_pod_remote(remote: str, local: Optional[int]) -> None:
-    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber)."""
-    if remote == "":
-        raise VibeError("remote port cannot be empty")
+    """The pod-path checks kubectl makes whatever the pod holds (convertPodNamedPortToNumber).
+
+    An empty or named remote is left to §08: kubectl first looks "" up as a port *name*, so
+    its message depends on whether the pod has an unnamed port.
+    """
     if go_atoi(remote) is None:
-        return  # a container port name: checked against the pod in §08
+        return
     if local is None:
         parse_local_port(remote)  # the remote is also the local port, and client-go reads it first
     parse_container_port(remote)
@@ -1151,6 +1214,7 @@ class PortForwardOptions:
     namespace: str = ""
     output: str = ""
     live: Optional[bool] = None
+    inspect: bool = True
     resolution: Optional[Resolution] = None
 
     @classmethod
@@ -1167,11 +1231,12 @@ class PortForwardOptions:
         options = cls(
             ref=ref,
             ports=[parse_port_spec(text, ref.kind) for text in args[1:]],
-            listen=parse_addresses(list(flags.get("address") or ["localhost"])),
+            listen=parse_addresses(list(flags.get("address", ["localhost"]))),
             pod_running_timeout=timeout,
             namespace=flags.namespace,
             output=flags.get("output") or "",
             live=False if flags.get("no-live") else None,
+            inspect=bool(flags.get("inspect", True)),
         )
         return options
 
@@ -1222,7 +1287,7 @@ def _expression_string(expression: Dict[str, Any]) -> str:
     operator = expression.get("operator", "")
     if operator not in _SELECTOR_OPERATORS:
         raise VibeError(
-            "invalid label selector: %r is not a valid label selector operator" % operator
+            'invalid label selector: "%s" is not a valid label selector operator' % operator
         )
     values = sorted(expression.get("values") or [])
     if operator in ("In", "NotIn"):
@@ -1490,9 +1555,8 @@ def _service_forward(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -
     if service_port is None:
         service_port = service_port_by_name(svc, spec.remote)
     container_port = container_port_for_service_port(svc, pod, service_port)
-    local = service_port if spec.local is None else spec.local
-    if spec.local is None:
-        local = parse_local_port(str(service_port))
+    # No local port given: kubectl keeps the Service port (a number even for `http`).
+    local = parse_local_port(str(service_port)) if spec.local is None else spec.local
     return Forward(local, parse_container_port(str(container_port)), spec, service_port)
 
 
@@ -1539,24 +1603,44 @@ def _container_health_lines(status: Dict[str, Any], init: bool) -> List[str]:
     return lines
 
 
-def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
-    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready."""
+def _condition(pod: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return {}
+
+
+def _pod_state_lines(pod: Dict[str, Any]) -> List[str]:
+    """Deleting, phase (with Evicted and such), unschedulable: the pod-level facts."""
     status = pod.get("status") or {}
-    lines: List[str] = []
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        lines.append(
-            "pod %s is being deleted (since %s)"
-            % (pod_name(pod), pod["metadata"]["deletionTimestamp"])
-        )
+    name = pod_name(pod)
+    lines = []
+    deleting = (pod.get("metadata") or {}).get("deletionTimestamp")
+    if deleting:
+        lines.append("pod %s is being deleted (since %s)" % (name, deleting))
     phase = pod_phase(pod)
     if phase and phase != "Running":
-        reason = status.get("reason") or ""
-        lines.append("pod %s is %s%s" % (pod_name(pod), phase, " (%s)" % reason if reason else ""))
+        why = ": ".join(part for part in (status.get("reason"), status.get("message")) if part)
+        lines.append("pod %s is %s%s" % (name, phase, " (%s)" % why if why else ""))
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled.get("status") == "False":
+        why = scheduled.get("message") or scheduled.get("reason") or ""
+        lines.append("pod %s cannot be scheduled%s" % (name, ": " + why if why else ""))
+    return lines
+
+
+def describe_pod_health(pod: Dict[str, Any]) -> List[str]:
+    """Plain lines that may explain a dead tunnel: restarts (OOMKilled...), waits, not Ready.
+
+    Each line is stable while the fact holds (no ages), so callers can diff two snapshots.
+    """
+    status = pod.get("status") or {}
+    lines = _pod_state_lines(pod)
     for container in status.get("initContainerStatuses") or []:
         lines.extend(_container_health_lines(container, init=True))
     for container in status.get("containerStatuses") or []:
         lines.extend(_container_health_lines(container, init=False))
-    if phase == "Running" and not is_pod_ready(pod):
+    if pod_phase(pod) == "Running" and not is_pod_ready(pod):
         condition = _ready_condition(pod) or {}
         why = condition.get("message") or condition.get("reason") or ""
         lines.append("pod %s is not Ready%s" % (pod_name(pod), ": " + why if why else ""))
@@ -1599,7 +1683,7 @@ _CAUSE_PATTERNS: Tuple[Tuple[ErrorCause, str], ...] = (
         r"failed to find sandbox|No such container|network namespace for sandbox .* is closed"
         r"|sandbox .* is not running|pods? \"[^\"]*\" not found|container not running"
         r"|cannot find sandbox|pod not found|pod .* is terminated|container .* is not running"
-        r"|unable to find sandbox|could not find sandbox",
+        r"|unable to find sandbox|could not find sandbox|container not found|pod does not exist",
     ),
     (ErrorCause.STUCK_TUNNEL, r"Timeout occurred"),
     (
@@ -1708,6 +1792,8 @@ KubectlEvent = Any  # one of the frozen dataclasses above
 _FORWARDING_FROM = re.compile(r"^Forwarding from (\[[^\]]+\]|[^\s:]+):(\d+) -> (\d+)$")
 _HANDLING = re.compile(r"^Handling connection for (\d+)$")
 _LISTEN_FAILED = re.compile(r"^Unable to listen on port (\d+): (.*)$")
+#: Rare (client-go getListener): the listener's own address could not be read back.
+_FAILED_TO_FORWARD = re.compile(r"^Failed to forward from \S+:(\d+) -> \d+$")
 #: klog header: severity, MMDD, time, thread id, file:line]
 _KLOG = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^ \]]+)\] (.*)$")
 #: "an error occurred forwarding 8080 -> 80: ..." (≤1.36 message body)
@@ -1717,12 +1803,29 @@ _STRUCTURED = re.compile(r"^" + _GO_QUOTED + r"(.*)$")
 _KV = re.compile(r"(\w+)=(" + _GO_QUOTED + r"|\S+)")
 
 
+_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)
+_GO_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _go_escape(match: Any) -> str:
+    code = match.group(1)
+    if code[0] in "xuU" and len(code) > 1:
+        return chr(int(code[1:], 16))
+    if len(code) == 3 and code.isdigit():
+        return chr(int(code, 8))
+    return _GO_SIMPLE_ESCAPES.get(code, code)
+
+
 def go_unquote(body: str) -> str:
-    """Undo Go's strconv.Quote (as klog's structured values use it)."""
+    """Undo Go's strconv.Quote inside the quotes (klog's structured values use it).
+
+    \\xHH escapes are bytes in Go; they are joined back into UTF-8 text where they form it.
+    """
+    text = _GO_ESCAPE.sub(_go_escape, body)
     try:
-        return json.loads('"' + body + '"')
-    except ValueError:
-        return re.sub(r"\\(.)", r"\1", body)
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
 
 
 def parse_klog_structured(text: str) -> Tuple[str, Dict[str, str]]:
@@ -1741,29 +1844,43 @@ def _int_or_none(text: Optional[str]) -> Optional[int]:
     return int(text) if text and text.isdigit() else None
 
 
+#: Structured klog messages whose `err` value already says everything (1.31+ and 1.37+).
+_KLOG_WRAPPERS = ("Unhandled Error", "An error occurred forwarding")
+
+
+def _klog_error_text(message: str, err: str) -> str:
+    """One readable text from a klog message and its err value, in any kubectl format."""
+    if not err:
+        return message
+    if message in _KLOG_WRAPPERS:
+        return err
+    return "%s: %s" % (message, err)
+
+
 def _parse_klog(text: str) -> KubectlEvent:
+    """A klog line: ≤1.30 plain text, 1.31-1.36 "Unhandled Error" err=..., 1.37+ structured."""
     match = _KLOG.match(text)
     assert match is not None
     message, values = parse_klog_structured(match.group(3))
-    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, exit 0
+    if message == "lost connection to pod":  # kubectl 1.23-1.26 logged it, then exited 0
         return LostConnection()
-    detail = values.get("err", "")
-    full = (
-        message
-        if not detail
-        else (detail if message == "Unhandled Error" else message + ": " + detail)
-    )
+    err = values.get("err", "")
+    if match.group(1) in "IW" and not err:  # -v chatter, not a failure
+        return Unrecognized(text)
+    full = _klog_error_text(message, err)
     local, remote = _int_or_none(values.get("localPort")), _int_or_none(values.get("remotePort"))
     ports = _FORWARDING_PORTS.search(full)
-    if ports and local is None:
+    if ports and local is None:  # older formats carry the ports inside the text only
         local, remote = int(ports.group(1)), int(ports.group(2))
-    if match.group(1) in "IW" and not detail:
-        return Unrecognized(text)
     return ForwardError(classify_error(full), full, local, remote)
 
 
 def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
-    """One line kubectl port-forward printed (stdout or stderr) → an event."""
+    """One line kubectl port-forward printed (stdout or stderr) → an event.
+
+    The formats never overlap between kubectl's two streams, so stream_name ("stdout" or
+    "stderr") does not change the answer; it is taken so callers need not pre-sort lines.
+    """
     line = text.rstrip("\r\n")
     match = _FORWARDING_FROM.match(line)
     if match:
@@ -1777,6 +1894,9 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
     match = _LISTEN_FAILED.match(line)
     if match:
         return ListenFailed(int(match.group(1)), match.group(2))
+    match = _FAILED_TO_FORWARD.match(line)
+    if match:
+        return ListenFailed(int(match.group(1)), line)
     if line == "error: lost connection to pod":
         return LostConnection()
     if line.startswith("error: "):
@@ -1790,6 +1910,2624 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
 
 
 # ==== §10 Protocol sniffers ====================================================================
+
+# Rules for §10: sans-IO (h11). The proxy feeds each connection's bytes as it relays them:
+# `sniffer.feed(direction, data, now)`; `data` may be a memoryview valid only during the call,
+# `b""` means EOF of that direction, `now` is the caller's clock. No asyncio, sockets or clocks.
+# Sniffers keep only what they must (header blocks, frame headers, short names), skip bodies
+# by length, never raise into the proxy (garbage or a limit → ProtocolGaveUp, then a no-op),
+# and report through frozen events that also update the per-forward ProtocolStats.
+
+import collections  # noqa: E402 - §10 needs deque/struct; cheap stdlib modules
+import struct  # noqa: E402
+
+
+class Direction(enum.Enum):
+    CLIENT_TO_SERVER = "client→server"
+    SERVER_TO_CLIENT = "server→client"
+
+
+_C2S = Direction.CLIENT_TO_SERVER
+_S2C = Direction.SERVER_TO_CLIENT
+
+
+class ProtocolKind(enum.Enum):
+    HTTP1 = "HTTP/1"
+    HTTP2 = "HTTP/2"  # gRPC is HTTP/2 with content-type application/grpc
+    TLS = "TLS"
+    POSTGRES = "Postgres"
+    REDIS = "Redis"
+    MYSQL = "MySQL"
+    UNKNOWN = "unknown"
+
+
+# ---- events: facts a sniffer saw (h11 _events.py) ----
+
+
+class SniffEvent:
+    """Base of every sniffer event; subclasses are frozen dataclasses named as facts."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class ProtocolGaveUp(SniffEvent):
+    kind: ProtocolKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class HttpExchange(SniffEvent):
+    method: str
+    path: str
+    status: int
+    latency_s: Optional[float]  # request's first byte → final response's first byte
+    request_bytes: int
+    response_bytes: int
+    complete: bool = True  # False: the connection closed in the middle of the response body
+
+
+@dataclass(frozen=True)
+class HttpUpgraded(SniffEvent):
+    protocol: str  # "websocket", "h2c", "tunnel" (CONNECT)…
+    path: str
+
+
+@dataclass(frozen=True)
+class HttpRequestUnanswered(SniffEvent):
+    method: str
+    path: str
+
+
+@dataclass(frozen=True)
+class TlsClientHello(SniffEvent):
+    version: str  # highest offered: "TLS 1.3"
+    sni: str
+    alpn: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TlsServerHello(SniffEvent):
+    version: str  # chosen
+    alpn: str
+    cipher: str
+
+
+@dataclass(frozen=True)
+class TlsAlert(SniffEvent):
+    level: str  # "warning" / "fatal"
+    description: str  # "handshake_failure"
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class PostgresEncryptionAnswered(SniffEvent):
+    request: str  # "SSL" or "GSSENC"
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class PostgresStartup(SniffEvent):
+    user: str
+    database: str
+    application_name: str
+    ssl_requested: bool
+
+
+@dataclass(frozen=True)
+class PostgresServerVersion(SniffEvent):
+    version: str
+
+
+@dataclass(frozen=True)
+class PostgresError(SniffEvent):
+    severity: str
+    code: str  # SQLSTATE
+    message: str
+
+
+@dataclass(frozen=True)
+class PostgresQueryDone(SniffEvent):
+    latency_s: Optional[float]  # 'Q' or Sync → ReadyForQuery
+
+
+@dataclass(frozen=True)
+class RedisCommand(SniffEvent):
+    name: str
+
+
+@dataclass(frozen=True)
+class RedisError(SniffEvent):
+    prefix: str  # "ERR", "WRONGTYPE", "NOAUTH"…
+    message: str
+
+
+@dataclass(frozen=True)
+class RedisReply(SniffEvent):
+    latency_s: Optional[float]
+
+
+@dataclass(frozen=True)
+class MysqlGreeting(SniffEvent):
+    server_version: str
+
+
+@dataclass(frozen=True)
+class MysqlLogin(SniffEvent):
+    user: str
+    database: str
+    ssl_requested: bool
+
+
+@dataclass(frozen=True)
+class MysqlCommand(SniffEvent):
+    name: str
+
+
+@dataclass(frozen=True)
+class MysqlError(SniffEvent):
+    code: int
+    sqlstate: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Http2Stream(SniffEvent):
+    stream_id: int
+    method: str  # "" when HPACK could not be followed
+    path: str
+    status: int  # 0 when unknown
+    grpc: bool
+    latency_s: Optional[float]  # client HEADERS → first server HEADERS
+    request_bytes: int  # DATA payload bytes
+    response_bytes: int
+    reset: str  # RST_STREAM error name, "" when the stream ended normally
+
+
+@dataclass(frozen=True)
+class Http2Reset(SniffEvent):
+    stream_id: int
+    error: str
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class Http2GoAway(SniffEvent):
+    last_stream_id: int
+    error: str
+    debug: str
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class GrpcStatus(SniffEvent):
+    path: str
+    code: int
+    message: str
+
+
+# ---- the bounded receive buffer shared by every sniffer (h11 ReceiveBuffer) ----
+
+
+class _GiveUp(Exception):
+    """Raised inside a sniffer to stop parsing; Sniffer.feed() turns it into ProtocolGaveUp."""
+
+
+_LINE_END = re.compile(rb"\n")
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+class _Reassembler:
+    """The incomplete unit (header block, line, frame) carried from one chunk to the next.
+
+    Complete units are sliced straight out of the caller's chunk; only a unit split across
+    chunks is copied, and the search restarts where it stopped, so byte-at-a-time is linear.
+    """
+
+    __slots__ = ("_search_from", "buf")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self._search_from = 0
+
+    def take_until(
+        self, data: Any, start: int, pattern: Any, limit: int, what: str
+    ) -> Tuple[Optional[bytes], int]:
+        """(unit ending with pattern's match, offset after it) or (None, len(data))."""
+        buf = self.buf
+        if not buf:
+            match = pattern.search(data, start, min(len(data), start + limit))
+            if match:
+                return bytes(data[start : match.end()]), match.end()
+            if len(data) - start >= limit:
+                raise _GiveUp("%s over %d bytes" % (what, limit))
+            buf += data[start:]
+            self._search_from = 0
+            return None, len(data)
+        before = len(buf)
+        buf += data[start : start + limit - before]
+        match = pattern.search(buf, self._search_from)
+        if match:
+            unit = bytes(buf[: match.end()])
+            consumed = match.end() - before
+            buf.clear()
+            return unit, start + consumed
+        if len(buf) >= limit:
+            raise _GiveUp("%s over %d bytes" % (what, limit))
+        self._search_from = max(0, len(buf) - 2)  # a 3-byte terminator may straddle chunks
+        return None, len(data)
+
+    def take_exact(self, data: Any, start: int, size: int) -> Tuple[Optional[bytes], int]:
+        """(the next `size` bytes, offset after them) or (None, len(data)); size is bounded."""
+        buf = self.buf
+        if not buf and len(data) - start >= size:
+            return bytes(data[start : start + size]), start + size
+        piece = data[start : start + size - len(buf)]
+        buf += piece
+        if len(buf) == size:
+            unit = bytes(buf)
+            buf.clear()
+            return unit, start + len(piece)
+        return None, len(data)
+
+
+class _Cursor:
+    """Bounds-checked reader over one complete message (TLS hello, Postgres/MySQL packet)."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise _GiveUp("truncated message")
+        piece = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return piece
+
+    def uint(self, size: int, byteorder: str = "big") -> int:
+        return int.from_bytes(self.take(size), byteorder)  # type: ignore[arg-type]
+
+    def vector(self, length_size: int) -> bytes:
+        return self.take(self.uint(length_size))
+
+    def cstring(self) -> bytes:
+        end = self.data.find(b"\0", self.pos)
+        if end < 0:
+            raise _GiveUp("unterminated string")
+        piece = self.data[self.pos : end]
+        self.pos = end + 1
+        return piece
+
+
+def _text(raw: bytes, limit: int = SNIFF_MAX_TEXT_CHARS) -> str:
+    """Peer-supplied bytes as a short printable string (never trusted, never long)."""
+    text = raw[: limit * 4].decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---- the sniffer base class ----
+
+
+class Sniffer:
+    """One connection's recogniser. Subclasses implement _receive/_receive_eof.
+
+    feed() never raises: a limit, garbage or a bug stops parsing with a ProtocolGaveUp event and
+    the sniffer becomes a no-op (`active` is False, the proxy may stop calling it).
+    """
+
+    kind = ProtocolKind.UNKNOWN
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        self.stats = stats if stats is not None else ProtocolStats()
+        self.events: Any = collections.deque(maxlen=SNIFF_MAX_EVENTS)
+        self.active = True
+        self.gave_up_reason = ""
+        self._closed: Dict[Direction, bool] = {_C2S: False, _S2C: False}
+        self.stats.count_connection(self.kind)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else (self.gave_up_reason or "done")
+        return "<%s %s, %d events>" % (type(self).__name__, state, len(self.events))
+
+    def feed(self, direction: Direction, data: Any, now: float) -> None:
+        if not self.active:
+            return
+        try:
+            if len(data):
+                self._receive(direction, data, now)
+            elif not self._closed[direction]:
+                self._closed[direction] = True
+                self._receive_eof(direction, now)
+                if self._closed[_C2S] and self._closed[_S2C]:
+                    self.active = False
+        except _GiveUp as exc:
+            self._give_up(str(exc), now)
+        except Exception as exc:  # a sniffer bug must never reach the relay
+            self._give_up("sniffer bug: %s: %s" % (type(exc).__name__, exc), now)
+
+    def close(self, now: float) -> None:
+        """Both directions ended (the proxy closed the connection)."""
+        self.feed(_C2S, b"", now)
+        self.feed(_S2C, b"", now)
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def _receive_eof(self, direction: Direction, now: float) -> None:
+        """Nothing to do by default: most protocols learn nothing from a close."""
+
+    def _emit(self, event: SniffEvent, now: float) -> None:
+        self.events.append(event)
+        self.stats.record(event, now)
+
+    def _finish(self) -> None:
+        """Nothing more to learn on this connection: become a no-op (near-zero cost)."""
+        self.active = False
+
+    def _give_up(self, reason: str, now: float) -> None:
+        self.active = False
+        self.gave_up_reason = reason
+        self._emit(ProtocolGaveUp(self.kind, reason), now)
+
+
+class NullSniffer(Sniffer):
+    """For UNKNOWN traffic: counts the connection, looks at nothing."""
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self.active = False
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        """Never called: the sniffer is inactive from the start."""
+
+
+# ---- per-forward aggregates: incremental counters, bounded reservoirs, human lines ----
+
+
+class _TopCounter:
+    """Counts per key for at most `cap` distinct keys; later new keys count under "other"."""
+
+    __slots__ = ("cap", "counts", "total")
+
+    OTHER = "other"
+
+    def __init__(self, cap: int = SNIFF_TOP_KEYS) -> None:
+        self.cap = cap
+        self.counts: Dict[Any, int] = {}
+        self.total = 0
+
+    def add(self, key: Any, count: int = 1) -> None:
+        counts = self.counts
+        if key not in counts and len(counts) >= self.cap:
+            key = self.OTHER
+        counts[key] = counts.get(key, 0) + count
+        self.total += count
+
+    def most_common(self, limit: int) -> List[Tuple[Any, int]]:
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], str(item[0])))
+        return ranked[:limit]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+class LatencyReservoir:
+    """A uniform sample of every latency seen (Vitter's algorithm R), bounded in size.
+
+    Deterministic (seeded) so tests and summaries are reproducible.
+    """
+
+    def __init__(self, size: int = SNIFF_LATENCY_RESERVOIR, seed: int = 0) -> None:
+        import random
+
+        self.size = size
+        self.count = 0
+        self.samples: List[float] = []
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if len(self.samples) < self.size:
+            self.samples.append(value)
+            return
+        slot = self._rng.randrange(self.count)
+        if slot < self.size:
+            self.samples[slot] = value
+
+    def percentile(self, fraction: float) -> Optional[float]:
+        """Nearest-rank percentile (0.5 → p50) or None before the first sample."""
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples)
+        index = int(fraction * len(ordered) - 1e-9)  # ceil(p·n) - 1, the nearest rank
+        return ordered[max(0, min(len(ordered) - 1, index))]
+
+
+def _format_latency(seconds: float) -> str:
+    if seconds < 0.001:
+        return "<1 ms"
+    if seconds < 1:
+        return "%d ms" % round(seconds * 1000)
+    return "%.1f s" % seconds
+
+
+def _latency_text(reservoir: LatencyReservoir) -> str:
+    p50 = reservoir.percentile(0.50)
+    p99 = reservoir.percentile(0.99)
+    if p50 is None or p99 is None:
+        return ""
+    return "p50 %s, p99 %s" % (_format_latency(p50), _format_latency(p99))
+
+
+def _times(count: int, text: str) -> str:
+    return text if count == 1 else "%d × %s" % (count, text)
+
+
+class HttpStats:
+    """HTTP/1 exchanges of one forward."""
+
+    def __init__(self) -> None:
+        self.exchanges = 0
+        self.incomplete = 0
+        self.unanswered = 0
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.statuses = _TopCounter()
+        self.routes = _TopCounter()  # "GET /api/users/:id"
+        self.server_errors = _TopCounter()  # (status, path)
+        self.upgrades = _TopCounter()
+        self.latency = LatencyReservoir()
+        self.bursts = 0
+        self.worst_burst = 0  # most 5xx seen within SNIFF_BURST_WINDOW_S
+        self._recent_5xx: Any = collections.deque(maxlen=SNIFF_BURST_COUNT)
+        self._in_burst = False
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, HttpExchange):
+            self._record_exchange(event, now)
+        elif isinstance(event, HttpUpgraded):
+            self.upgrades.add(event.protocol)
+        elif isinstance(event, HttpRequestUnanswered):
+            self.unanswered += 1
+
+    def _record_exchange(self, event: HttpExchange, now: float) -> None:
+        self.exchanges += 1
+        self.incomplete += not event.complete
+        self.request_bytes += event.request_bytes
+        self.response_bytes += event.response_bytes
+        self.statuses.add(event.status)
+        self.routes.add("%s %s" % (event.method, event.path))
+        if event.latency_s is not None:
+            self.latency.add(event.latency_s)
+        if event.status >= 500:
+            self.server_errors.add((event.status, event.path))
+            self._note_server_error(now)
+
+    def _note_server_error(self, now: float) -> None:
+        recent = self._recent_5xx
+        recent.append(now)
+        in_burst = len(recent) == recent.maxlen and now - recent[0] <= SNIFF_BURST_WINDOW_S
+        if in_burst and not self._in_burst:
+            self.bursts += 1
+        if in_burst:
+            self.worst_burst = max(self.worst_burst, len(recent))
+        self._in_burst = in_burst
+
+    def summary_line(self) -> Optional[str]:
+        if not (self.exchanges or self.unanswered or len(self.upgrades)):
+            return None
+        parts = ["%s requests" % format(self.exchanges, ",")]
+        errors = [(s, n) for s, n in self.statuses.most_common(len(self.statuses)) if s != "other"]
+        parts += ["%d × %d" % (n, s) for s, n in errors if s >= 400][:3]
+        latency = _latency_text(self.latency)
+        if latency:
+            parts.append(latency)
+        for protocol, count in self.upgrades.most_common(2):
+            parts.append("%s upgrade%s" % (_times(count, protocol), "s" if count > 1 else ""))
+        line = "HTTP: " + ", ".join(parts)
+        top = self.routes.most_common(1)
+        if top:
+            line += "; top: %s" % top[0][0]
+        return line
+
+    def problems(self) -> List[str]:
+        found = []
+        for (status, path), count in self.server_errors.most_common(5):
+            found.append("%d × HTTP %d from %s" % (count, status, path))
+        if self.bursts:
+            found.append(
+                "HTTP 5xx burst: %d server errors within %s (%d burst%s)"
+                % (
+                    self.worst_burst,
+                    format_go_duration(SNIFF_BURST_WINDOW_S),
+                    self.bursts,
+                    "s" if self.bursts > 1 else "",
+                )
+            )
+        if self.unanswered:
+            found.append("%d HTTP request(s) never answered (connection closed)" % self.unanswered)
+        if self.incomplete:
+            found.append("%d HTTP response(s) cut off by a closed connection" % self.incomplete)
+        return found
+
+
+class Http2Stats:
+    """HTTP/2 (and gRPC) streams of one forward."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+        self.grpc_streams = 0
+        self.statuses = _TopCounter()
+        self.routes = _TopCounter()
+        self.resets = _TopCounter()  # (direction label, error)
+        self.goaways = _TopCounter()  # (error, debug)
+        self.grpc_errors = _TopCounter()  # (code, path, message)
+        self.server_errors = _TopCounter()  # (status, path)
+        self.latency = LatencyReservoir()
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, Http2Stream):
+            self.streams += 1
+            self.grpc_streams += event.grpc
+            if event.status:
+                self.statuses.add(event.status)
+            if event.status >= 500:
+                self.server_errors.add((event.status, event.path))
+            if event.path:
+                self.routes.add(("%s %s" % (event.method, event.path)).strip())
+            if event.latency_s is not None:
+                self.latency.add(event.latency_s)
+        elif isinstance(event, Http2Reset):
+            self.resets.add(event.error)
+        elif isinstance(event, Http2GoAway):
+            self.goaways.add((event.error, event.debug))
+        elif isinstance(event, GrpcStatus) and event.code != 0:
+            self.grpc_errors.add((event.code, event.path, event.message))
+
+    def summary_line(self) -> Optional[str]:
+        if not (self.streams or len(self.resets) or len(self.goaways)):
+            return None
+        label = "gRPC" if self.grpc_streams and self.grpc_streams == self.streams else "HTTP/2"
+        parts = ["%s streams" % format(self.streams, ",")]
+        if self.grpc_streams and label != "gRPC":
+            parts[0] += " (%d gRPC)" % self.grpc_streams
+        parts += [
+            "%d × %s" % (n, s) for s, n in self.statuses.most_common(8) if s != "other" and s >= 400
+        ][:3]
+        if self.grpc_errors.total:
+            parts.append(
+                "%d gRPC error%s"
+                % (self.grpc_errors.total, "s" if self.grpc_errors.total > 1 else "")
+            )
+        latency = _latency_text(self.latency)
+        if latency:
+            parts.append(latency)
+        parts += [_times(n, "RST_STREAM " + error) for error, n in self.resets.most_common(2)]
+        parts += ["GOAWAY " + error for (error, _), _n in self.goaways.most_common(1)]
+        line = "%s: %s" % (label, ", ".join(parts))
+        top = self.routes.most_common(1)
+        if top:
+            line += "; top: %s" % top[0][0]
+        return line
+
+    def problems(self) -> List[str]:
+        found = []
+        for (code, path, message), count in self.grpc_errors.most_common(5):
+            name = GRPC_STATUS_NAMES.get(code, str(code))
+            detail = ": " + message if message else ""
+            found.append("%s from %s%s" % (_times(count, "gRPC " + name), path or "?", detail))
+        for (status, path), count in self.server_errors.most_common(3):
+            found.append("%d × HTTP/2 %d from %s" % (count, status, path))
+        for error, count in self.resets.most_common(3):
+            if error not in ("NO_ERROR", "CANCEL"):
+                found.append(_times(count, "HTTP/2 RST_STREAM " + error))
+        for (error, debug), count in self.goaways.most_common(3):
+            if error != "NO_ERROR":
+                text = "HTTP/2 GOAWAY %s%s" % (error, " (%s)" % debug if debug else "")
+                found.append(_times(count, text))
+        return found
+
+
+class TlsStats:
+    """TLS handshakes of one forward (what the ClientHello/ServerHello said in the clear)."""
+
+    def __init__(self) -> None:
+        self.client_hellos = 0
+        self.server_hellos = 0
+        self.offered_versions = _TopCounter()
+        self.chosen_versions = _TopCounter()
+        self.snis = _TopCounter()
+        self.offered_alpn = _TopCounter()
+        self.chosen_alpn = _TopCounter()
+        self.alerts = _TopCounter()  # (sender, level, description)
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, TlsClientHello):
+            self.client_hellos += 1
+            self.offered_versions.add(event.version)
+            self.snis.add(event.sni)
+            self.offered_alpn.add(",".join(event.alpn))
+        elif isinstance(event, TlsServerHello):
+            self.server_hellos += 1
+            self.chosen_versions.add(event.version)
+            self.chosen_alpn.add(event.alpn)
+        elif isinstance(event, TlsAlert):
+            sender = "server" if event.direction is _S2C else "client"
+            self.alerts.add((sender, event.level, event.description))
+
+    def summary_line(self) -> Optional[str]:
+        if not (self.client_hellos or self.server_hellos):
+            return None
+        versions = self.chosen_versions if self.server_hellos else self.offered_versions
+        alpn = self.chosen_alpn if self.server_hellos else self.offered_alpn
+        line = versions.most_common(1)[0][0]
+        sni = self.snis.most_common(1)
+        if sni and sni[0][0]:
+            line += " SNI=" + sni[0][0]
+        if alpn.most_common(1) and alpn.most_common(1)[0][0]:
+            line += " ALPN=" + alpn.most_common(1)[0][0]
+        if self.client_hellos > 1:
+            line += " (%s handshakes)" % format(self.client_hellos, ",")
+        if len(self.snis) > 1:
+            line += ", %d server names" % len(self.snis)
+        return line
+
+    def problems(self) -> List[str]:
+        found = []
+        for (sender, level, description), count in self.alerts.most_common(5):
+            if description != "close_notify":
+                text = "TLS alert from %s: %s%s" % (
+                    sender,
+                    description,
+                    "" if level == "fatal" else " (%s)" % level,
+                )
+                found.append(_times(count, text))
+        if self.client_hellos > self.server_hellos and not self.alerts.total:
+            missing = self.client_hellos - self.server_hellos
+            found.append("%d TLS ClientHello(s) got no ServerHello" % missing)
+        return found
+
+
+class PostgresStats:
+    def __init__(self) -> None:
+        self.startups = 0
+        self.users = _TopCounter()
+        self.databases = _TopCounter()
+        self.encryption = _TopCounter()  # "SSL accepted", "SSL refused", …
+        self.server_version = ""
+        self.queries = 0
+        self.latency = LatencyReservoir()
+        self.errors = _TopCounter()  # (code, message)
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, PostgresStartup):
+            self.startups += 1
+            self.users.add(event.user)
+            self.databases.add(event.database)
+        elif isinstance(event, PostgresEncryptionAnswered):
+            outcome = "accepted" if event.accepted else "refused"
+            self.encryption.add("%s %s" % (event.request, outcome))
+        elif isinstance(event, PostgresServerVersion):
+            self.server_version = event.version
+        elif isinstance(event, PostgresQueryDone):
+            self.queries += 1
+            if event.latency_s is not None:
+                self.latency.add(event.latency_s)
+        elif isinstance(event, PostgresError):
+            self.errors.add((event.code, event.message))
+
+    def summary_line(self) -> Optional[str]:
+        if not (self.startups or self.encryption.total or self.queries or self.errors.total):
+            return None
+        parts = []
+        if self.startups:
+            parts.append(
+                "user=%s db=%s"
+                % (self.users.most_common(1)[0][0], self.databases.most_common(1)[0][0])
+            )
+        elif self.encryption.counts.get("SSL accepted"):
+            parts.append("TLS via SSLRequest (user and database encrypted)")
+        if self.queries:
+            parts.append("%s queries" % format(self.queries, ","))
+        latency = _latency_text(self.latency)
+        if latency:
+            parts.append(latency)
+        if self.errors.total:
+            (code, message), _ = self.errors.most_common(1)[0]
+            plural = "s" if self.errors.total > 1 else ""
+            parts.append("%d error%s: %s %s" % (self.errors.total, plural, code, message))
+        name = "Postgres %s" % self.server_version if self.server_version else "Postgres"
+        return "%s: %s" % (name, ", ".join(parts))
+
+    def problems(self) -> List[str]:
+        return [
+            _times(count, "Postgres %s %s" % (code, message))
+            for (code, message), count in self.errors.most_common(5)
+        ]
+
+
+class RedisStats:
+    def __init__(self) -> None:
+        self.commands = _TopCounter()
+        self.errors = _TopCounter()  # prefix
+        self.first_error: Dict[str, str] = {}
+        self.latency = LatencyReservoir()
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, RedisCommand):
+            self.commands.add(event.name)
+        elif isinstance(event, RedisReply):
+            if event.latency_s is not None:
+                self.latency.add(event.latency_s)
+        elif isinstance(event, RedisError):
+            self.errors.add(event.prefix)
+            if len(self.first_error) < SNIFF_TOP_KEYS:
+                self.first_error.setdefault(event.prefix, event.message)
+
+    def summary_line(self) -> Optional[str]:
+        if not (self.commands.total or self.errors.total):
+            return None
+        parts = ["%s commands" % format(self.commands.total, ",")]
+        if self.errors.total:
+            prefixes = ", ".join(p for p, _ in self.errors.most_common(3))
+            plural = "s" if self.errors.total > 1 else ""
+            parts.append("%d error%s (%s)" % (self.errors.total, plural, prefixes))
+        latency = _latency_text(self.latency)
+        if latency:
+            parts.append(latency)
+        line = "Redis: " + ", ".join(parts)
+        top = self.commands.most_common(3)
+        if top:
+            line += "; top: " + ", ".join(name for name, _ in top)
+        return line
+
+    def problems(self) -> List[str]:
+        found = []
+        for prefix, count in self.errors.most_common(5):
+            message = self.first_error.get(prefix, "")
+            found.append(_times(count, "Redis %s" % (message or prefix)))
+        return found
+
+
+class MysqlStats:
+    def __init__(self) -> None:
+        self.server_version = ""
+        self.logins = 0
+        self.users = _TopCounter()
+        self.databases = _TopCounter()
+        self.ssl_logins = 0
+        self.commands = _TopCounter()
+        self.errors = _TopCounter()  # (code, message)
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, MysqlGreeting):
+            self.server_version = event.server_version
+        elif isinstance(event, MysqlLogin):
+            self.logins += 1
+            self.ssl_logins += event.ssl_requested
+            if not event.ssl_requested:
+                self.users.add(event.user)
+                self.databases.add(event.database)
+        elif isinstance(event, MysqlCommand):
+            self.commands.add(event.name)
+        elif isinstance(event, MysqlError):
+            self.errors.add((event.code, event.message))
+
+    def summary_line(self) -> Optional[str]:
+        if not (self.server_version or self.logins or self.commands.total or self.errors.total):
+            return None
+        parts = []
+        if len(self.users):
+            user, _ = self.users.most_common(1)[0]
+            database, _ = self.databases.most_common(1)[0]
+            parts.append("user=%s%s" % (user, " db=%s" % database if database else ""))
+        if self.ssl_logins:
+            parts.append("%d TLS login%s" % (self.ssl_logins, "s" if self.ssl_logins > 1 else ""))
+        queries = self.commands.counts.get("Query", 0) + self.commands.counts.get("StmtExecute", 0)
+        parts.append("%s queries" % format(queries, ","))
+        if self.errors.total:
+            (code, message), _ = self.errors.most_common(1)[0]
+            plural = "s" if self.errors.total > 1 else ""
+            parts.append("%d error%s: %d %s" % (self.errors.total, plural, code, message))
+        name = "MySQL %s" % self.server_version if self.server_version else "MySQL"
+        return "%s: %s" % (name, ", ".join(parts))
+
+    def problems(self) -> List[str]:
+        return [
+            _times(count, "MySQL %d %s" % (code, message))
+            for (code, message), count in self.errors.most_common(5)
+        ]
+
+
+class ProtocolStats:
+    """Everything the sniffers of one forward learned; updated per event, read by the view.
+
+    No merge step: every sniffer of the forward writes into the same object.
+    """
+
+    def __init__(self) -> None:
+        self.http = HttpStats()
+        self.http2 = Http2Stats()
+        self.tls = TlsStats()
+        self.postgres = PostgresStats()
+        self.redis = RedisStats()
+        self.mysql = MysqlStats()
+        self.connections = _TopCounter()  # ProtocolKind → connections sniffed
+        self.gave_up = _TopCounter()  # (kind, reason)
+        self._routes = {
+            HttpExchange: self.http,
+            HttpUpgraded: self.http,
+            HttpRequestUnanswered: self.http,
+            Http2Stream: self.http2,
+            Http2Reset: self.http2,
+            Http2GoAway: self.http2,
+            GrpcStatus: self.http2,
+            TlsClientHello: self.tls,
+            TlsServerHello: self.tls,
+            TlsAlert: self.tls,
+            PostgresEncryptionAnswered: self.postgres,
+            PostgresStartup: self.postgres,
+            PostgresServerVersion: self.postgres,
+            PostgresError: self.postgres,
+            PostgresQueryDone: self.postgres,
+            RedisCommand: self.redis,
+            RedisError: self.redis,
+            RedisReply: self.redis,
+            MysqlGreeting: self.mysql,
+            MysqlLogin: self.mysql,
+            MysqlCommand: self.mysql,
+            MysqlError: self.mysql,
+        }
+
+    def count_connection(self, kind: ProtocolKind) -> None:
+        self.connections.add(kind)
+
+    def record(self, event: SniffEvent, now: float) -> None:
+        if isinstance(event, ProtocolGaveUp):
+            self.gave_up.add((event.kind, event.reason))
+            return
+        self._routes[type(event)].record(event, now)
+
+    def _parts(self) -> List[Any]:
+        return [self.http, self.http2, self.tls, self.postgres, self.redis, self.mysql]
+
+    def summary_lines(self) -> List[str]:
+        """Short human lines for the live view and the closing summary."""
+        lines = [line for line in (part.summary_line() for part in self._parts()) if line]
+        if self.gave_up.total:
+            (kind, reason), _ = self.gave_up.most_common(1)[0]
+            lines.append(
+                "not understood: %d connection(s) (%s: %s)"
+                % (self.gave_up.total, kind.value, reason)
+            )
+        return lines
+
+    def problems(self) -> List[str]:
+        """Things worth a warning: 5xx, TLS alerts, auth failures, gRPC errors, resets."""
+        found: List[str] = []
+        for part in self._parts():
+            found.extend(part.problems())
+        return found
+
+
+# ---- detection (mitmproxy's next_layer: cheap predicates over the first bytes) ----
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_PG_SSL_REQUEST = 80877103
+_PG_GSSENC_REQUEST = 80877104
+_PG_CANCEL_REQUEST = 80877102
+_HTTP1_REQUEST_START = re.compile(rb"[A-Z][A-Z-]{1,19} (/|\*|[a-zA-Z][a-zA-Z0-9+.-]*://|[^ /]+:\d)")
+_HTTP1_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\r?\n")
+_RESP_ARRAY_START = re.compile(rb"\*[0-9]{1,9}\r\n[$*]")
+_REDIS_INLINE = re.compile(rb"(?i)(PING|AUTH|HELLO|INFO|SELECT|ECHO|QUIT|COMMAND)( |\r?\n)")
+#: Ports that only break ties between equally plausible guesses.
+_PORT_HINTS = {
+    6379: ProtocolKind.REDIS,
+    5432: ProtocolKind.POSTGRES,
+    3306: ProtocolKind.MYSQL,
+}
+
+
+def starts_like_tls_record(data: bytes) -> bool:
+    """A TLS handshake record header (mitmproxy's check): type 22, version 3.0-3.3."""
+    return len(data) > 2 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x03
+
+
+def starts_like_http2_preface(data: bytes) -> bool:
+    return data.startswith(HTTP2_PREFACE)
+
+
+def starts_like_http1_request(data: bytes) -> bool:
+    """An HTTP/1 request line: a method token, a space, then a target that looks like one."""
+    return bool(_HTTP1_REQUEST_START.match(data) or _HTTP1_REQUEST_LINE.match(data))
+
+
+def starts_like_postgres(data: bytes) -> bool:
+    """A StartupMessage (protocol 3.x), SSLRequest, GSSENCRequest or CancelRequest."""
+    if len(data) < 8:
+        return False
+    length, code = struct.unpack_from(">II", data)
+    if code in (_PG_SSL_REQUEST, _PG_GSSENC_REQUEST):
+        return length == 8
+    if code == _PG_CANCEL_REQUEST:
+        return length == 16
+    return code >> 16 == 3 and 8 < length <= SNIFF_MAX_PG_STARTUP_BYTES
+
+
+def starts_like_resp(data: bytes) -> bool:
+    """A RESP array of bulk strings (how every Redis client sends commands)."""
+    return bool(_RESP_ARRAY_START.match(data))
+
+
+def starts_like_redis_inline(data: bytes) -> bool:
+    """An inline command a person types (redis-cli over telnet, health checks)."""
+    return bool(_REDIS_INLINE.match(data))
+
+
+def starts_like_mysql_greeting(data: bytes) -> bool:
+    """The server speaks first: packet length, sequence 0, protocol 10, a version digit."""
+    if len(data) < 6:
+        return False
+    length = int.from_bytes(data[0:3], "little")
+    return 8 < length < 1024 and data[3] == 0 and data[4] == 10 and 0x30 <= data[5] <= 0x39
+
+
+def _could_still_become(data: bytes, magic: bytes) -> bool:
+    return len(data) < len(magic) and magic.startswith(data)
+
+
+def _detect_client_first(data: bytes) -> Optional[ProtocolKind]:
+    """Protocols where the client speaks first; None if `data` could still be one of them."""
+    if starts_like_tls_record(data):
+        return ProtocolKind.TLS
+    if starts_like_http2_preface(data):
+        return ProtocolKind.HTTP2
+    if starts_like_postgres(data):
+        return ProtocolKind.POSTGRES
+    if starts_like_resp(data):
+        return ProtocolKind.REDIS
+    if starts_like_http1_request(data):
+        return ProtocolKind.HTTP1
+    if starts_like_redis_inline(data):
+        return ProtocolKind.REDIS
+    return None
+
+
+def _client_needs_more(data: bytes) -> bool:
+    """Could more bytes still turn this prefix into something we recognise?"""
+    if len(data) < 8 or _could_still_become(data, HTTP2_PREFACE):
+        return True
+    first_line_done = b"\n" in data
+    return not first_line_done and (data[:1].isalpha() or data[:1] == b"*")
+
+
+def detect_protocol(
+    client_prefix: bytes, server_prefix: bytes, remote_port: int
+) -> Optional[ProtocolKind]:
+    """Which sniffer fits this connection; None while more bytes are needed.
+
+    Bounded: once a side has sent SNIFF_DETECT_MAX_BYTES, or both sides spoke without a match,
+    the answer is UNKNOWN. The port only breaks ties (an inline Redis command vs. nothing).
+    """
+    # 1) the client spoke first: most protocols
+    if client_prefix:
+        kind = _detect_client_first(client_prefix)
+        if kind is not None:
+            return kind
+    # 2) the server spoke first: MySQL's greeting
+    if server_prefix and not client_prefix:
+        if starts_like_mysql_greeting(server_prefix):
+            return ProtocolKind.MYSQL
+        if len(server_prefix) < 6 and remote_port == 3306:
+            return None
+        return ProtocolKind.UNKNOWN
+    if server_prefix and starts_like_mysql_greeting(server_prefix):
+        return ProtocolKind.MYSQL
+    # 3) unrecognised so far: wait for more, within bounds
+    too_long = max(len(client_prefix), len(server_prefix)) >= SNIFF_DETECT_MAX_BYTES
+    if too_long or (client_prefix and server_prefix):
+        return ProtocolKind.UNKNOWN
+    if not client_prefix or _client_needs_more(client_prefix):
+        return None
+    # 4) the port breaks the tie for a complete but unrecognised first line
+    hinted = _PORT_HINTS.get(remote_port)
+    if hinted is ProtocolKind.REDIS and client_prefix[:1].isalpha():
+        return hinted
+    return ProtocolKind.UNKNOWN
+
+
+# ---- HTTP/1.x ----
+
+
+class _H1State(enum.Enum):
+    HEAD = "head"
+    BODY = "body"  # Content-Length: `remaining` bytes left
+    CHUNK_SIZE = "chunk size line"
+    CHUNK_DATA = "chunk data"
+    CHUNK_END = "chunk CRLF"
+    TRAILERS = "trailers"
+    UNTIL_EOF = "body until EOF"
+    PAUSED = "waiting for the upgrade answer"
+    DONE = "done"
+
+
+class _H1Side:
+    """One direction's reader state."""
+
+    __slots__ = ("message_bytes", "paused", "reasm", "remaining", "started", "state")
+
+    def __init__(self) -> None:
+        self.state = _H1State.HEAD
+        self.remaining = 0
+        self.message_bytes = 0
+        self.started: Optional[float] = None
+        self.reasm = _Reassembler()
+        self.paused = bytearray()
+
+
+class _H1Request:
+    __slots__ = ("method", "path", "request_bytes", "started", "upgrade")
+
+    def __init__(self, method: str, path: str, started: float, upgrade: str) -> None:
+        self.method = method
+        self.path = path
+        self.started = started
+        self.upgrade = upgrade
+        self.request_bytes = 0
+
+
+_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)")
+_STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) (\d{3})(?: .*)?")
+_ID_SEGMENT = re.compile(
+    r"(?<=/)(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|[0-9a-fA-F]{16,}|[A-Za-z0-9_-]{22,})(?=/|$)"
+)
+
+
+def normalize_path(target: str) -> str:
+    """A route-like path for counting: no query, ids folded ("/users/42" → "/users/:id")."""
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    path = _ID_SEGMENT.sub(":id", path)
+    return _text(path.encode("latin-1", "replace")) or "/"
+
+
+def _parse_head(head: bytes) -> Tuple[str, Dict[str, str]]:
+    """Start line and lower-cased headers (repeats joined by ","), as h11 reads them."""
+    lines = head.decode("latin-1").split("\n")
+    headers: Dict[str, str] = {}
+    for raw in lines[1:]:
+        line = raw.rstrip("\r")
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise _GiveUp("malformed HTTP header line")
+        key = name.lower()
+        value = value.strip()
+        headers[key] = headers[key] + "," + value if key in headers else value
+    return lines[0].rstrip("\r"), headers
+
+
+def _content_length(headers: Dict[str, str]) -> Optional[int]:
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    values = {value.strip() for value in raw.split(",")}
+    if len(values) != 1 or not next(iter(values)).isdigit():
+        raise _GiveUp("invalid Content-Length %r" % _text(raw.encode("latin-1"), 40))
+    return int(values.pop())
+
+
+def _is_chunked(headers: Dict[str, str]) -> bool:
+    codings = headers.get("transfer-encoding", "")
+    return codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+
+class Http1Sniffer(Sniffer):
+    """HTTP/1.0 and 1.1: requests and responses paired in order (pipelining), bodies skipped
+    by Content-Length or chunk framing, 1xx interim answers, 101/CONNECT end the parsing.
+
+    A body costs one subtraction per chunk; only header blocks are copied.
+    """
+
+    kind = ProtocolKind.HTTP1
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self._client = _H1Side()
+        self._server = _H1Side()
+        self._pending: Any = collections.deque()
+        self._status = 0  # the response being read
+        self._readers: Dict[_H1State, Callable[[_H1Side, Any, int, float], int]] = {
+            _H1State.HEAD: self._read_head,
+            _H1State.BODY: self._read_body,
+            _H1State.CHUNK_SIZE: self._read_chunk_size,
+            _H1State.CHUNK_DATA: self._read_chunk_data,
+            _H1State.CHUNK_END: self._read_chunk_end,
+            _H1State.TRAILERS: self._read_trailer_line,
+            _H1State.UNTIL_EOF: self._read_until_eof,
+            _H1State.PAUSED: self._read_while_paused,
+        }
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        side = self._client if direction is _C2S else self._server
+        size = len(data)
+        if side.state is _H1State.BODY and size < side.remaining:  # hot path
+            side.remaining -= size
+            side.message_bytes += size
+            return
+        position = 0
+        while position < size and self.active and side.state is not _H1State.DONE:
+            position = self._readers[side.state](side, data, position, now)
+
+    # -- readers: (side, data, position, now) -> new position --
+
+    def _read_head(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        if not side.reasm.buf:
+            while position < len(data) and data[position] in (13, 10):  # RFC 9112 §2.2
+                position += 1
+            if position == len(data):
+                return position
+            if data[position] < 0x21:  # h11: "obviously invalid", e.g. TLS where HTTP was due
+                raise _GiveUp("not HTTP/1 (byte 0x%02x starts a message)" % data[position])
+            if side.started is None:
+                side.started = now
+        head, end = side.reasm.take_until(
+            data, position, _HEAD_END, SNIFF_MAX_HEADER_BYTES, "HTTP header block"
+        )
+        side.message_bytes += end - position
+        if head is not None:
+            if side is self._client:
+                self._on_request_head(head, now)
+            else:
+                self._on_response_head(head, now)
+        return end
+
+    def _read_body(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        taken = min(side.remaining, len(data) - position)
+        side.remaining -= taken
+        side.message_bytes += taken
+        if side.remaining == 0:
+            self._end_message(side, now)
+        return position + taken
+
+    def _read_chunk_size(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        line, end = side.reasm.take_until(
+            data, position, _LINE_END, SNIFF_MAX_CHUNK_LINE_BYTES, "chunk size line"
+        )
+        side.message_bytes += end - position
+        if line is not None:
+            digits = line.split(b";", 1)[0].strip()
+            if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
+                raise _GiveUp("invalid chunk size line")
+            side.remaining = int(digits, 16)
+            side.state = _H1State.CHUNK_DATA if side.remaining else _H1State.TRAILERS
+        return end
+
+    def _read_chunk_data(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        taken = min(side.remaining, len(data) - position)
+        side.remaining -= taken
+        side.message_bytes += taken
+        if side.remaining == 0:
+            side.state = _H1State.CHUNK_END
+        return position + taken
+
+    def _read_chunk_end(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        line, end = side.reasm.take_until(data, position, _LINE_END, 2, "chunk terminator")
+        side.message_bytes += end - position
+        if line is not None:
+            if line.strip():
+                raise _GiveUp("chunk data longer than its size")
+            side.state = _H1State.CHUNK_SIZE
+        return end
+
+    def _read_trailer_line(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        line, end = side.reasm.take_until(
+            data, position, _LINE_END, SNIFF_MAX_HEADER_BYTES, "chunked trailer line"
+        )
+        side.message_bytes += end - position
+        if line is not None:
+            side.remaining += len(line)
+            if side.remaining > SNIFF_MAX_HEADER_BYTES:
+                raise _GiveUp("chunked trailers over %d bytes" % SNIFF_MAX_HEADER_BYTES)
+            if not line.strip():
+                self._end_message(side, now)
+        return end
+
+    def _read_until_eof(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        side.message_bytes += len(data) - position
+        return len(data)
+
+    def _read_while_paused(self, side: _H1Side, data: Any, position: int, now: float) -> int:
+        """Client bytes after an Upgrade/CONNECT request wait for the server's answer."""
+        if len(side.paused) + len(data) - position > SNIFF_MAX_HEADER_BYTES:
+            raise _GiveUp(
+                "client sent over %d bytes before the upgrade answer" % SNIFF_MAX_HEADER_BYTES
+            )
+        side.paused += data[position:]
+        return len(data)
+
+    # -- message boundaries --
+
+    def _on_request_head(self, head: bytes, now: float) -> None:
+        start_line, headers = _parse_head(head)
+        match = _REQUEST_LINE.fullmatch(start_line)
+        if not match:
+            raise _GiveUp("not an HTTP/1 request line")
+        if len(self._pending) >= SNIFF_MAX_PENDING_REQUESTS:
+            raise _GiveUp("over %d pipelined requests" % SNIFF_MAX_PENDING_REQUESTS)
+        method = match.group(1)
+        upgrade = "tunnel" if method == "CONNECT" else headers.get("upgrade", "")
+        started = self._client.started if self._client.started is not None else now
+        self._pending.append(_H1Request(method, normalize_path(match.group(2)), started, upgrade))
+        length = _content_length(headers)
+        if _is_chunked(headers):
+            self._client.state = _H1State.CHUNK_SIZE
+        elif length:
+            self._client.state = _H1State.BODY
+            self._client.remaining = length
+        else:
+            self._end_message(self._client, now)
+
+    def _on_response_head(self, head: bytes, now: float) -> None:
+        start_line, headers = _parse_head(head)
+        match = _STATUS_LINE.fullmatch(start_line)
+        if not match:
+            raise _GiveUp("not an HTTP/1 status line")
+        if not self._pending:
+            raise _GiveUp("HTTP response without a request")
+        status = int(match.group(3))
+        request = self._pending[0]
+        side = self._server
+        if 100 <= status < 200 and status != 101:  # interim: the final answer is still due
+            side.started = None
+            return
+        if status == 101 or (request.method == "CONNECT" and 200 <= status < 300):
+            self._emit_exchange(request, status, now, complete=True)
+            protocol = headers.get("upgrade", "") or request.upgrade or "unknown"
+            self._emit(HttpUpgraded(_text(protocol.encode("latin-1"), 40), request.path), now)
+            self._finish()  # what follows is another protocol
+            return
+        length = _content_length(headers)
+        side.remaining = 0
+        if request.method == "HEAD" or status in (204, 304):
+            self._end_message(side, now, status)
+        elif _is_chunked(headers):
+            side.state = _H1State.CHUNK_SIZE
+        elif length is not None:
+            side.state = _H1State.BODY
+            side.remaining = length
+            if not length:
+                self._end_message(side, now, status)
+        else:
+            side.state = _H1State.UNTIL_EOF
+        self._status = status
+
+    def _end_message(self, side: _H1Side, now: float, status: int = 0) -> None:
+        if side is self._client:
+            self._pending[-1].request_bytes = side.message_bytes
+            paused = bool(self._pending[-1].upgrade)
+            self._reset(side, _H1State.PAUSED if paused else _H1State.HEAD)
+            return
+        request = self._pending.popleft()
+        self._emit_exchange(request, status or self._status, now, complete=True)
+        self._reset(side, _H1State.HEAD)
+        if request.upgrade and self._client.state is _H1State.PAUSED:
+            self._resume_client(now)
+
+    def _resume_client(self, now: float) -> None:
+        """The upgrade was refused: what the client sent meanwhile is HTTP after all."""
+        held = bytes(self._client.paused)
+        self._client.paused.clear()
+        self._client.state = _H1State.HEAD
+        if held:
+            self._receive(_C2S, held, now)
+
+    def _reset(self, side: _H1Side, state: _H1State) -> None:
+        side.state = state
+        side.remaining = 0
+        side.message_bytes = 0
+        side.started = None
+
+    def _emit_exchange(self, request: _H1Request, status: int, now: float, complete: bool) -> None:
+        first_byte = self._server.started
+        latency = None if first_byte is None else max(0.0, first_byte - request.started)
+        exchange = HttpExchange(
+            request.method,
+            request.path,
+            status,
+            latency,
+            request.request_bytes,
+            self._server.message_bytes,
+            complete,
+        )
+        self._emit(exchange, now)
+
+    def _receive_eof(self, direction: Direction, now: float) -> None:
+        if direction is _C2S:
+            return
+        side = self._server
+        if side.state is _H1State.UNTIL_EOF:
+            self._end_message(side, now)
+        elif side.state is not _H1State.HEAD and self._pending:  # cut off mid-body
+            self._emit_exchange(self._pending.popleft(), self._status, now, complete=False)
+        for request in self._pending:
+            self._emit(HttpRequestUnanswered(request.method, request.path), now)
+        self._pending.clear()
+        self._finish()
+
+
+# ---- TLS ----
+
+TLS_VERSION_NAMES = {
+    0x0300: "SSL 3.0",
+    0x0301: "TLS 1.0",
+    0x0302: "TLS 1.1",
+    0x0303: "TLS 1.2",
+    0x0304: "TLS 1.3",
+}
+#: RFC 8446 §6 / IANA TLS Alert registry.
+TLS_ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    22: "record_overflow",
+    40: "handshake_failure",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+_TLS_CHANGE_CIPHER_SPEC, _TLS_ALERT, _TLS_HANDSHAKE, _TLS_APPLICATION_DATA = 20, 21, 22, 23
+_TLS_EXT_SNI, _TLS_EXT_ALPN, _TLS_EXT_SUPPORTED_VERSIONS = 0, 16, 43
+#: ServerHello.random of a HelloRetryRequest (RFC 8446 §4.1.3).
+_TLS_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+
+def _tls_version_name(code: int) -> str:
+    return TLS_VERSION_NAMES.get(code, "0x%04x" % code)
+
+
+def _is_grease(code: int) -> bool:
+    return code & 0x0F0F == 0x0A0A
+
+
+def _tls_extensions(cursor: _Cursor) -> Dict[int, bytes]:
+    found: Dict[int, bytes] = {}
+    if not cursor.remaining():
+        return found
+    block = _Cursor(cursor.vector(2))
+    while block.remaining():
+        ext_type = block.uint(2)
+        found[ext_type] = block.vector(2)
+    return found
+
+
+def _alpn_names(raw: bytes) -> Tuple[str, ...]:
+    cursor = _Cursor(_Cursor(raw).vector(2))
+    names = []
+    while cursor.remaining():
+        names.append(_text(cursor.vector(1), 40))
+    return tuple(names)
+
+
+def _sni_name(raw: bytes) -> str:
+    cursor = _Cursor(_Cursor(raw).vector(2))
+    while cursor.remaining():
+        name_type = cursor.uint(1)
+        name = cursor.vector(2)
+        if name_type == 0:
+            return _text(name)
+    return ""
+
+
+def parse_client_hello(body: bytes) -> TlsClientHello:
+    """A ClientHello handshake body (after the 4-byte handshake header)."""
+    cursor = _Cursor(body)
+    version = cursor.uint(2)
+    cursor.take(32)  # random
+    cursor.vector(1)  # legacy_session_id
+    cursor.vector(2)  # cipher_suites
+    cursor.vector(1)  # legacy_compression_methods
+    extensions = _tls_extensions(cursor)
+    if _TLS_EXT_SUPPORTED_VERSIONS in extensions:
+        offered = _Cursor(_Cursor(extensions[_TLS_EXT_SUPPORTED_VERSIONS]).vector(1))
+        versions = [offered.uint(2) for _ in range(offered.remaining() // 2)]
+        real = [code for code in versions if not _is_grease(code)]
+        version = max(real) if real else version
+    sni = _sni_name(extensions[_TLS_EXT_SNI]) if _TLS_EXT_SNI in extensions else ""
+    alpn = _alpn_names(extensions[_TLS_EXT_ALPN]) if _TLS_EXT_ALPN in extensions else ()
+    return TlsClientHello(_tls_version_name(version), sni, alpn)
+
+
+def parse_server_hello(body: bytes) -> Tuple[TlsServerHello, bool]:
+    """A ServerHello body → (event, is a HelloRetryRequest)."""
+    cursor = _Cursor(body)
+    version = cursor.uint(2)
+    random_bytes = cursor.take(32)
+    cursor.vector(1)
+    cipher = cursor.uint(2)
+    cursor.uint(1)
+    extensions = _tls_extensions(cursor)
+    if _TLS_EXT_SUPPORTED_VERSIONS in extensions:
+        version = _Cursor(extensions[_TLS_EXT_SUPPORTED_VERSIONS]).uint(2)
+    alpn = _alpn_names(extensions[_TLS_EXT_ALPN]) if _TLS_EXT_ALPN in extensions else ()
+    event = TlsServerHello(_tls_version_name(version), alpn[0] if alpn else "", "0x%04x" % cipher)
+    return event, random_bytes == _TLS_HRR_RANDOM
+
+
+class _TlsSide:
+    __slots__ = ("encrypted", "handshake", "hello_seen", "reasm", "record_type", "remaining")
+
+    def __init__(self) -> None:
+        self.reasm = _Reassembler()
+        self.record_type = 0
+        self.remaining = 0  # body bytes of the current record (0: a header is next)
+        self.handshake = bytearray()
+        self.hello_seen = False
+        self.encrypted = False  # sent ChangeCipherSpec or application data
+
+
+class TlsSniffer(Sniffer):
+    """ClientHello (versions, SNI, ALPN), ServerHello (chosen version, ALPN, cipher) and alerts
+    sent in the clear. Once both sides are encrypted nothing more can be learned: the sniffer
+    stops, so a long TLS stream costs nothing after the handshake.
+
+    Alerts are reported only from 2-byte alert records: an encrypted alert always carries an
+    authentication tag, so it is never mistaken for one (and never guessed at).
+    """
+
+    kind = ProtocolKind.TLS
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self._sides = {_C2S: _TlsSide(), _S2C: _TlsSide()}
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        side = self._sides[direction]
+        position = 0
+        while position < len(data) and self.active:
+            if side.remaining and not self._keeps(side):
+                taken = min(side.remaining, len(data) - position)
+                side.remaining -= taken
+                position += taken
+            elif side.remaining:
+                body, position = side.reasm.take_exact(data, position, side.remaining)
+                if body is not None:
+                    side.remaining = 0
+                    self._on_record(direction, side, body, now)
+            else:
+                header, position = side.reasm.take_exact(data, position, 5)
+                if header is not None:
+                    self._on_record_header(direction, side, header, now)
+
+    def _keeps(self, side: _TlsSide) -> bool:
+        if side.record_type == _TLS_HANDSHAKE:
+            return not side.hello_seen and not side.encrypted
+        return side.record_type == _TLS_ALERT and side.remaining == 2
+
+    def _on_record_header(
+        self, direction: Direction, side: _TlsSide, header: bytes, now: float
+    ) -> None:
+        record_type, major, _minor, length = struct.unpack(">BBBH", header)
+        if major != 3 or not 20 <= record_type <= 24 or length > SNIFF_MAX_TLS_RECORD_BYTES:
+            raise _GiveUp("not a TLS record")
+        side.record_type = record_type
+        side.remaining = length
+        if record_type in (_TLS_CHANGE_CIPHER_SPEC, _TLS_APPLICATION_DATA):
+            side.encrypted = True
+            self._maybe_finish()
+        if length == 0 and record_type == _TLS_HANDSHAKE:
+            raise _GiveUp("empty TLS handshake record")
+
+    def _on_record(self, direction: Direction, side: _TlsSide, body: bytes, now: float) -> None:
+        if side.record_type == _TLS_ALERT:
+            level = {1: "warning", 2: "fatal"}.get(body[0], str(body[0]))
+            description = TLS_ALERT_NAMES.get(body[1], "alert %d" % body[1])
+            self._emit(TlsAlert(level, description, direction), now)
+            return
+        side.handshake += body
+        if len(side.handshake) > SNIFF_MAX_TLS_HANDSHAKE_BYTES:
+            raise _GiveUp("TLS handshake message over %d bytes" % SNIFF_MAX_TLS_HANDSHAKE_BYTES)
+        while len(side.handshake) >= 4 and not side.hello_seen:
+            msg_type = side.handshake[0]
+            length = int.from_bytes(side.handshake[1:4], "big")
+            if len(side.handshake) < 4 + length:
+                return
+            message = bytes(side.handshake[4 : 4 + length])
+            del side.handshake[: 4 + length]
+            self._on_handshake_message(direction, side, msg_type, message, now)
+        if side.hello_seen:
+            side.handshake = bytearray()
+
+    def _on_handshake_message(
+        self, direction: Direction, side: _TlsSide, msg_type: int, message: bytes, now: float
+    ) -> None:
+        if direction is _C2S and msg_type == 1:
+            side.hello_seen = True
+            self._emit(parse_client_hello(message), now)
+        elif direction is _S2C and msg_type == 2:
+            event, retry = parse_server_hello(message)
+            if retry:
+                self._sides[_C2S].hello_seen = False  # a second ClientHello follows
+                return
+            side.hello_seen = True
+            self._emit(event, now)
+        else:
+            raise _GiveUp("unexpected TLS handshake message %d" % msg_type)
+
+    def _maybe_finish(self) -> None:
+        if self._sides[_C2S].encrypted and self._sides[_S2C].encrypted:
+            self._finish()
+
+
+# ---- PostgreSQL ----
+
+
+class _PgState(enum.Enum):
+    STARTUP = "startup"  # untyped messages: length + body
+    ANSWER = "answer"  # one byte: the server's answer to SSLRequest / GSSENCRequest
+    HEADER = "header"  # typed messages: type byte + length
+    KEEP = "keep"  # a message body we parse (prefix only, bounded)
+    SKIP = "skip"  # a message body (or the rest of it) skipped by length
+    TLS = "tls"  # encrypted after SSLRequest 'S': handed to a TlsSniffer
+
+
+class _PgSide:
+    __slots__ = ("kept", "msg_type", "reasm", "remaining", "state")
+
+    def __init__(self, state: _PgState) -> None:
+        self.state = state
+        self.reasm = _Reassembler()
+        self.msg_type = 0
+        self.remaining = 0
+        self.kept = 0
+
+
+_PG_HEADER = struct.Struct(">BI")
+_PG_KEEP = {_C2S: frozenset(), _S2C: frozenset(b"ES")}  # ErrorResponse, ParameterStatus
+_PG_QUERY, _PG_EXECUTE, _PG_SYNC, _PG_READY = ord("Q"), ord("E"), ord("S"), ord("Z")
+
+
+class PostgresSniffer(Sniffer):
+    """Startup (SSLRequest/GSSENCRequest and the answer, user/database/application_name),
+    ErrorResponse (severity, SQLSTATE, message), ParameterStatus server_version, and queries:
+    each simple 'Q' or extended-protocol Sync is timed until its ReadyForQuery.
+
+    After 'S' to an SSLRequest both directions go to a TlsSniffer (SNI/ALPN/alerts); every
+    other message costs one header unpack, bodies are skipped by length.
+    """
+
+    kind = ProtocolKind.POSTGRES
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self._sides = {_C2S: _PgSide(_PgState.STARTUP), _S2C: _PgSide(_PgState.HEADER)}
+        self._request = ""  # "SSL" / "GSSENC" while its answer is due
+        self._ssl_requested = False
+        self._in_flight: Any = collections.deque(maxlen=SNIFF_MAX_PENDING_REQUESTS)
+        self._tls: Optional[TlsSniffer] = None
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        side = self._sides[direction]
+        position = 0
+        while position < len(data) and self.active:
+            if side.state is _PgState.TLS:
+                self._feed_tls(direction, data[position:], now)
+                return
+            if side.state is _PgState.HEADER:
+                position = self._skip_whole_messages(direction, side, data, position, now)
+            elif side.state is _PgState.SKIP:
+                taken = min(side.remaining, len(data) - position)
+                side.remaining -= taken
+                position += taken
+                if not side.remaining:
+                    side.state = _PgState.HEADER
+            else:
+                position = self._read_unit(direction, side, data, position, now)
+
+    def _skip_whole_messages(
+        self, direction: Direction, side: _PgSide, data: Any, position: int, now: float
+    ) -> int:
+        """The fast path: messages whose body we don't need, straight out of the chunk."""
+        keep = _PG_KEEP[direction]
+        size = len(data)
+        while not side.reasm.buf and position + 5 <= size:
+            msg_type, length = _PG_HEADER.unpack_from(data, position)
+            if msg_type in keep:
+                break
+            if length < 4:
+                raise _GiveUp("invalid Postgres message length")
+            self._on_message_type(direction, msg_type, now)
+            position += 1 + length
+            if position > size:
+                side.remaining = position - size
+                side.state = _PgState.SKIP
+                return size
+        if position < size:
+            return self._read_unit(direction, side, data, position, now)
+        return position
+
+    def _read_unit(
+        self, direction: Direction, side: _PgSide, data: Any, position: int, now: float
+    ) -> int:
+        if side.state is _PgState.ANSWER:
+            answer, position = side.reasm.take_exact(data, position, 1)
+            self._on_answer(answer or b"?", now)
+        elif side.state is _PgState.HEADER:
+            header, position = side.reasm.take_exact(data, position, 5)
+            if header is not None:
+                self._on_header(direction, side, header, now)
+        elif side.state is _PgState.KEEP:
+            body, position = side.reasm.take_exact(data, position, side.kept)
+            if body is not None:
+                side.state = _PgState.SKIP if side.remaining else _PgState.HEADER
+                self._on_body(direction, side.msg_type, body, now)
+        else:  # STARTUP: length first, then the whole (bounded) message
+            position = self._read_startup(side, data, position, now)
+        return position
+
+    def _on_header(self, direction: Direction, side: _PgSide, header: bytes, now: float) -> None:
+        msg_type, length = _PG_HEADER.unpack(header)
+        if length < 4:
+            raise _GiveUp("invalid Postgres message length")
+        self._on_message_type(direction, msg_type, now)
+        body = length - 4
+        if msg_type in _PG_KEEP[direction] and body:
+            side.msg_type = msg_type
+            side.kept = min(body, SNIFF_MAX_MESSAGE_BYTES)
+            side.remaining = body - side.kept
+            side.state = _PgState.KEEP
+        elif body:
+            side.remaining = body
+            side.state = _PgState.SKIP
+
+    def _read_startup(self, side: _PgSide, data: Any, position: int, now: float) -> int:
+        if not side.kept:
+            header, position = side.reasm.take_exact(data, position, 4)
+            if header is None:
+                return position
+            length = int.from_bytes(header, "big")
+            if not 8 <= length <= SNIFF_MAX_PG_STARTUP_BYTES:
+                raise _GiveUp("invalid Postgres startup length %d" % length)
+            side.kept = length - 4
+        body, position = side.reasm.take_exact(data, position, side.kept)
+        if body is not None:
+            side.kept = 0
+            self._on_startup(body, now)
+        return position
+
+    def _on_startup(self, body: bytes, now: float) -> None:
+        code = int.from_bytes(body[:4], "big")
+        if code in (_PG_SSL_REQUEST, _PG_GSSENC_REQUEST):
+            self._request = "SSL" if code == _PG_SSL_REQUEST else "GSSENC"
+            self._ssl_requested = self._ssl_requested or code == _PG_SSL_REQUEST
+            self._sides[_S2C].state = _PgState.ANSWER
+            return
+        if code == _PG_CANCEL_REQUEST:
+            self._finish()
+            return
+        if code >> 16 != 3:
+            raise _GiveUp("unsupported Postgres protocol %d.%d" % (code >> 16, code & 0xFFFF))
+        fields = body[4:].split(b"\0")
+        params = dict(zip(fields[0::2], fields[1::2]))
+        user = _text(params.get(b"user", b""))
+        startup = PostgresStartup(
+            user,
+            _text(params.get(b"database", b"")) or user,
+            _text(params.get(b"application_name", b"")),
+            self._ssl_requested,
+        )
+        self._emit(startup, now)
+        self._sides[_C2S].state = _PgState.HEADER
+
+    def _on_answer(self, answer: bytes, now: float) -> None:
+        accepted = answer in (b"S", b"G")
+        self._emit(PostgresEncryptionAnswered(self._request, accepted), now)
+        if answer == b"S":
+            self._tls = TlsSniffer(self.stats)
+            self._sides[_C2S].state = self._sides[_S2C].state = _PgState.TLS
+        elif answer == b"G":
+            self._finish()  # GSSAPI encryption: nothing readable follows
+        elif answer == b"N":
+            self._sides[_S2C].state = _PgState.HEADER
+        else:
+            raise _GiveUp("unexpected answer %r to %sRequest" % (answer, self._request))
+
+    def _feed_tls(self, direction: Direction, data: Any, now: float) -> None:
+        assert self._tls is not None
+        self._tls.feed(direction, data, now)
+        if not self._tls.active:
+            self._finish()
+
+    def _on_message_type(self, direction: Direction, msg_type: int, now: float) -> None:
+        if direction is _C2S:
+            if msg_type in (_PG_QUERY, _PG_SYNC):
+                self._in_flight.append(now)
+        elif msg_type == _PG_READY and self._in_flight:
+            self._emit(PostgresQueryDone(now - self._in_flight.popleft()), now)
+
+    def _on_body(self, direction: Direction, msg_type: int, body: bytes, now: float) -> None:
+        if msg_type == ord("E"):
+            fields = {item[:1]: item[1:] for item in body.split(b"\0") if item}
+            severity = fields.get(b"V") or fields.get(b"S") or b"ERROR"
+            error = PostgresError(
+                _text(severity), _text(fields.get(b"C", b"")), _text(fields.get(b"M", b""))
+            )
+            self._emit(error, now)
+        elif msg_type == ord("S"):
+            name, _, rest = body.partition(b"\0")
+            if name == b"server_version":
+                self._emit(PostgresServerVersion(_text(rest.rstrip(b"\0"), 40)), now)
+
+    def _receive_eof(self, direction: Direction, now: float) -> None:
+        if self._tls is not None:
+            self._tls.feed(direction, b"", now)
+
+
+# ---- Redis (RESP2/RESP3) ----
+
+_RESP_AGGREGATES = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
+_RESP_BLOBS = frozenset(b"$!=")
+_RESP_SIMPLE = frozenset(b"+:,#(_")
+_RESP_ATTRIBUTE, _RESP_PUSH, _RESP_ERROR, _RESP_BLOB_ERROR = ord("|"), ord(">"), ord("-"), ord("!")
+#: Commands after which replies no longer answer commands one for one (pub/sub, MONITOR).
+_REDIS_UNPAIRED = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"})
+#: A bulk string length beyond Redis's own proto-max-bulk-len ceiling (512 MiB default).
+_RESP_MAX_BULK = 2**32
+
+
+class _RespSide:
+    """One direction's RESP framing: a stack of open aggregates, the bulk being skipped."""
+
+    __slots__ = ("index", "keep", "name", "push", "reasm", "skip", "skip_after", "stack")
+
+    def __init__(self) -> None:
+        self.reasm = _Reassembler()
+        self.stack: List[List[int]] = []  # [elements left, type byte]
+        self.index = 0  # element index inside the top-level aggregate
+        self.skip = 0  # blob bytes (+ CRLF) still to skip
+        self.keep = 0  # blob bytes to keep (a command name, a blob error)
+        self.skip_after = 0
+        self.name = b""
+        self.push = False
+
+
+class RedisSniffer(Sniffer):
+    """Commands (arrays of bulk strings, or inline) → uppercased names; replies framed fully
+    (RESP3 maps, sets, pushes, attributes) so '-ERR'/'-WRONGTYPE' are found at any depth and
+    each reply is timed against its command. Values are skipped by length, never copied.
+    """
+
+    kind = ProtocolKind.REDIS
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self._sides = {_C2S: _RespSide(), _S2C: _RespSide()}
+        self._in_flight: Any = collections.deque(maxlen=SNIFF_MAX_PENDING_REQUESTS)
+        self._paired = True
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        side = self._sides[direction]
+        position = 0
+        size = len(data)
+        while position < size and self.active:
+            if side.skip:
+                taken = min(side.skip, size - position)
+                side.skip -= taken
+                position += taken
+                if not side.skip:
+                    self._value_done(direction, side, now)
+            elif side.keep:
+                blob, position = side.reasm.take_exact(data, position, side.keep)
+                if blob is not None:
+                    side.keep = 0
+                    side.name = blob
+                    side.skip = side.skip_after
+            else:
+                line, position = side.reasm.take_until(
+                    data, position, _LINE_END, SNIFF_MAX_RESP_LINE_BYTES, "RESP line"
+                )
+                if line is not None:
+                    self._on_line(direction, side, line.rstrip(b"\r\n"), now)
+
+    def _on_line(self, direction: Direction, side: _RespSide, line: bytes, now: float) -> None:
+        if direction is _C2S and not side.stack:
+            if not line:
+                return  # redis ignores empty inline lines
+            if line[0] != ord("*"):  # an inline command: "PING", "GET key"
+                side.name = line.split(None, 1)[0][:SNIFF_MAX_NAME_BYTES]
+                self._value_done(direction, side, now)
+                return
+        if not line:
+            raise _GiveUp("empty RESP line")
+        kind = line[0]
+        if kind in _RESP_AGGREGATES:
+            self._open_aggregate(direction, side, kind, _resp_number(line), now)
+        elif kind in _RESP_BLOBS:
+            self._open_blob(direction, side, kind, _resp_number(line), now)
+        elif kind == _RESP_ERROR:
+            self._on_error(line[1:], now)
+            self._value_done(direction, side, now)
+        elif kind in _RESP_SIMPLE and direction is _S2C:
+            self._value_done(direction, side, now)
+        else:
+            raise _GiveUp("not RESP (line starts with %r)" % line[:1])
+
+    def _open_aggregate(
+        self, direction: Direction, side: _RespSide, kind: int, count: int, now: float
+    ) -> None:
+        if not side.stack:
+            side.index = 0
+            side.name = b""
+            side.push = kind == _RESP_PUSH
+        elements = count * _RESP_AGGREGATES[kind]
+        if elements <= 0:  # empty or null aggregate: a complete value
+            self._value_done(direction, side, now)
+            return
+        if len(side.stack) >= SNIFF_MAX_RESP_DEPTH:
+            raise _GiveUp("RESP nested deeper than %d" % SNIFF_MAX_RESP_DEPTH)
+        side.stack.append([elements, kind])
+
+    def _open_blob(
+        self, direction: Direction, side: _RespSide, kind: int, length: int, now: float
+    ) -> None:
+        if length < 0:  # null bulk string
+            self._value_done(direction, side, now)
+            return
+        if length > _RESP_MAX_BULK:
+            raise _GiveUp("RESP bulk string of %d bytes" % length)
+        is_command_name = direction is _C2S and len(side.stack) == 1 and side.index == 0
+        if is_command_name or kind == _RESP_BLOB_ERROR:
+            side.keep = min(length, SNIFF_MAX_NAME_BYTES)
+            side.skip_after = length - side.keep + 2
+            if kind == _RESP_BLOB_ERROR:
+                side.name = b"!"  # marks the kept blob as an error text
+            if not side.keep:
+                side.skip = side.skip_after
+        else:
+            side.skip = length + 2
+
+    def _value_done(self, direction: Direction, side: _RespSide, now: float) -> None:
+        if side.name[:1] == b"!" and direction is _S2C:
+            self._on_error(side.name[1:], now)
+            side.name = b""
+        stack = side.stack
+        while stack:
+            entry = stack[-1]
+            entry[0] -= 1
+            if entry[0] > 0:
+                if len(stack) == 1:
+                    side.index += 1
+                return
+            stack.pop()
+            if entry[1] == _RESP_ATTRIBUTE:
+                return  # an attribute decorates the next value; it is not one itself
+        if direction is _C2S:
+            self._on_command(side.name.decode("latin-1").upper(), now)
+        elif not side.push:
+            self._on_reply(now)
+
+    def _on_command(self, name: str, now: float) -> None:
+        if not name:
+            raise _GiveUp("RESP command without a name")
+        self._emit(RedisCommand(_text(name.encode("latin-1"), SNIFF_MAX_NAME_BYTES)), now)
+        if name in _REDIS_UNPAIRED:
+            self._paired = False
+        if self._paired:
+            self._in_flight.append(now)
+
+    def _on_reply(self, now: float) -> None:
+        if self._paired and self._in_flight:
+            self._emit(RedisReply(now - self._in_flight.popleft()), now)
+
+    def _on_error(self, text: bytes, now: float) -> None:
+        prefix = text.split(None, 1)[0] if text.strip() else b"ERR"
+        self._emit(RedisError(_text(prefix, 32), _text(text)), now)
+
+
+def _resp_number(line: bytes) -> int:
+    try:
+        return int(line[1:])
+    except ValueError:
+        raise _GiveUp("invalid RESP length %r" % line[:20]) from None
+
+
+# ---- MySQL ----
+
+
+class _MyPhase(enum.Enum):
+    GREETING = "greeting"  # the server speaks first
+    LOGIN = "login"  # the client's HandshakeResponse (or SSLRequest)
+    AUTH = "auth"  # auth switch / more data until OK or ERR
+    COMMAND = "command"
+    TLS = "tls"
+
+
+class _MySide:
+    __slots__ = ("first", "kept", "reasm", "remaining", "seq")
+
+    def __init__(self) -> None:
+        self.reasm = _Reassembler()
+        self.remaining = 0  # payload bytes left to skip
+        self.kept = 0  # payload bytes to keep (0: a header is next)
+        self.seq = 0
+        self.first = -1
+
+
+_MYSQL_COMMANDS = {
+    0x01: "Quit",
+    0x02: "InitDB",
+    0x03: "Query",
+    0x04: "FieldList",
+    0x0E: "Ping",
+    0x11: "ChangeUser",
+    0x16: "StmtPrepare",
+    0x17: "StmtExecute",
+    0x19: "StmtClose",
+    0x1F: "ResetConnection",
+}
+_MYSQL_CONNECT_WITH_DB = 0x08
+_MYSQL_COMPRESS = 0x20
+_MYSQL_PROTOCOL_41 = 0x200
+_MYSQL_SSL = 0x800
+_MYSQL_SECURE_CONNECTION = 0x8000
+_MYSQL_PLUGIN_AUTH_LENENC = 0x200000
+_MYSQL_ERR, _MYSQL_OK = 0xFF, 0x00
+
+
+def _mysql_lenenc(cursor: _Cursor) -> int:
+    first = cursor.uint(1)
+    if first < 0xFB:
+        return first
+    sizes = {0xFC: 2, 0xFD: 3, 0xFE: 8}
+    if first not in sizes:
+        raise _GiveUp("invalid MySQL length-encoded integer")
+    return cursor.uint(sizes[first], "little")
+
+
+class MysqlSniffer(Sniffer):
+    """Server greeting (version), the client's login (user, database; SSLRequest → TLS),
+    ERR packets (code, SQLSTATE, message) and commands by name. Every packet costs one header
+    unpack and one peek at its first byte; only login, greeting and ERR payloads are copied.
+    """
+
+    kind = ProtocolKind.MYSQL
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self._sides = {_C2S: _MySide(), _S2C: _MySide()}
+        self._phase = _MyPhase.GREETING
+        self._compressed = False
+        self._tls: Optional[TlsSniffer] = None
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        side = self._sides[direction]
+        position = 0
+        size = len(data)
+        while position < size and self.active:
+            if self._phase is _MyPhase.TLS:
+                self._feed_tls(direction, data[position:], now)
+                return
+            if side.kept:  # the payload prefix we parse comes before the rest we skip
+                payload, position = side.reasm.take_exact(data, position, side.kept)
+                if payload is not None:
+                    side.kept = 0
+                    self._on_payload(direction, side, payload, now)
+            elif side.remaining:
+                taken = min(side.remaining, size - position)
+                side.remaining -= taken
+                position += taken
+            else:
+                header, position = side.reasm.take_exact(data, position, 5)
+                if header is not None:
+                    self._on_packet_start(direction, side, header, now)
+
+    def _on_packet_start(
+        self, direction: Direction, side: _MySide, header: bytes, now: float
+    ) -> None:
+        """Header plus the first payload byte (every packet has one after the handshake)."""
+        length = int.from_bytes(header[0:3], "little")
+        if length == 0:
+            raise _GiveUp("empty MySQL packet")
+        side.seq = header[3]
+        side.first = header[4]
+        wanted = self._wanted(direction, side.seq, side.first, now)
+        side.kept = min(length - 1, SNIFF_MAX_MESSAGE_BYTES) if wanted else 0
+        side.remaining = length - 1 - side.kept
+        if wanted and not side.kept:
+            self._on_payload(direction, side, b"", now)
+
+    def _wanted(self, direction: Direction, seq: int, first: int, now: float) -> bool:
+        """Does this packet's payload matter? Counts commands on the way."""
+        phase = self._phase
+        if direction is _S2C:
+            if phase is _MyPhase.AUTH and first == _MYSQL_OK:
+                self._phase = _MyPhase.COMMAND
+                if self._compressed:
+                    self._finish()  # compressed packets from here on
+                return False
+            return phase is _MyPhase.GREETING or first == _MYSQL_ERR
+        if phase is _MyPhase.LOGIN:
+            return True
+        if phase is _MyPhase.COMMAND and seq == 0:
+            name = _MYSQL_COMMANDS.get(first, "0x%02x" % first)
+            self._emit(MysqlCommand(name), now)
+        if phase is _MyPhase.GREETING:
+            raise _GiveUp("MySQL client spoke before the server greeting")
+        return False
+
+    def _on_payload(self, direction: Direction, side: _MySide, rest: bytes, now: float) -> None:
+        payload = bytes([side.first]) + rest
+        if direction is _S2C and side.first == _MYSQL_ERR:
+            self._on_error(payload, now)
+        elif direction is _S2C:
+            self._on_greeting(payload, now)
+        else:
+            self._on_login(payload, now)
+
+    def _on_greeting(self, payload: bytes, now: float) -> None:
+        if payload[0] != 10:
+            raise _GiveUp("unsupported MySQL protocol %d" % payload[0])
+        version = _Cursor(payload, 1).cstring()
+        self._emit(MysqlGreeting(_text(version, 60)), now)
+        self._phase = _MyPhase.LOGIN
+
+    def _on_login(self, payload: bytes, now: float) -> None:
+        cursor = _Cursor(payload)
+        caps = cursor.uint(4, "little")
+        if not caps & _MYSQL_PROTOCOL_41:
+            raise _GiveUp("pre-4.1 MySQL client protocol")
+        cursor.take(28)  # max packet size, charset, filler
+        if not cursor.remaining() and caps & _MYSQL_SSL:
+            self._emit(MysqlLogin("", "", True), now)
+            self._phase = _MyPhase.TLS
+            self._tls = TlsSniffer(self.stats)
+            return
+        user = cursor.cstring()
+        if caps & _MYSQL_PLUGIN_AUTH_LENENC:
+            cursor.take(_mysql_lenenc(cursor))
+        elif caps & _MYSQL_SECURE_CONNECTION:
+            cursor.vector(1)
+        else:
+            cursor.cstring()
+        database = cursor.cstring() if caps & _MYSQL_CONNECT_WITH_DB and cursor.remaining() else b""
+        self._emit(MysqlLogin(_text(user), _text(database), False), now)
+        self._compressed = bool(caps & _MYSQL_COMPRESS)
+        self._phase = _MyPhase.AUTH
+
+    def _on_error(self, payload: bytes, now: float) -> None:
+        cursor = _Cursor(payload, 1)
+        code = cursor.uint(2, "little")
+        sqlstate = b""
+        if cursor.remaining() and payload[cursor.pos] == ord("#"):
+            cursor.take(1)
+            sqlstate = cursor.take(5)
+        message = payload[cursor.pos :]
+        self._emit(MysqlError(code, _text(sqlstate, 5), _text(message)), now)
+        if self._phase in (_MyPhase.GREETING, _MyPhase.AUTH):
+            self._finish()  # the server closes after refusing a connection or a login
+
+    def _feed_tls(self, direction: Direction, data: Any, now: float) -> None:
+        assert self._tls is not None
+        self._tls.feed(direction, data, now)
+        if not self._tls.active:
+            self._finish()
+
+    def _receive_eof(self, direction: Direction, now: float) -> None:
+        if self._tls is not None:
+            self._tls.feed(direction, b"", now)
+
+
+# ---- HPACK (RFC 7541): just enough to read :method/:path/:status/content-type/grpc-* ----
+
+#: RFC 7541 Appendix A: the static table ("name=value"; index 1 first).
+_HPACK_STATIC_TEXT = (
+    ":authority|:method=GET|:method=POST|:path=/|:path=/index.html|:scheme=http|:scheme=https|"
+    ":status=200|:status=204|:status=206|:status=304|:status=400|:status=404|:status=500|"
+    "accept-charset|accept-encoding=gzip, deflate|accept-language|accept-ranges|accept|"
+    "access-control-allow-origin|age|allow|authorization|cache-control|content-disposition|"
+    "content-encoding|content-language|content-length|content-location|content-range|"
+    "content-type|cookie|date|etag|expect|expires|from|host|if-match|if-modified-since|"
+    "if-none-match|if-range|if-unmodified-since|last-modified|link|location|max-forwards|"
+    "proxy-authenticate|proxy-authorization|range|referer|refresh|retry-after|server|"
+    "set-cookie|strict-transport-security|transfer-encoding|user-agent|vary|via|"
+    "www-authenticate"
+)
+_HPACK_STATIC = tuple(
+    (name.encode(), value.encode())
+    for name, _, value in (entry.partition("=") for entry in _HPACK_STATIC_TEXT.split("|"))
+)
+#: RFC 7541 Appendix B: Huffman code length of symbols 0-256 (256 is EOS). The code is
+#: canonical (codes are consecutive in (length, symbol) order), so lengths define it fully.
+_HPACK_HUFFMAN_LENGTHS = (
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30,
+    28, 28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6,
+    5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5,
+    7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, 20, 22, 20, 20, 22,
+    22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23,
+    22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22,
+    21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26,
+    26, 27, 27, 26, 24, 25, 19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20,
+    24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27,
+    27, 28, 27, 27, 27, 27, 27, 26, 30,
+)  # fmt: skip
+
+
+def _huffman_decoding_table() -> Tuple[List[int], List[int], List[int], List[int]]:
+    """Canonical-code tables per length: first code, count, offset into symbols, symbols."""
+    symbols = sorted(range(257), key=lambda s: (_HPACK_HUFFMAN_LENGTHS[s], s))
+    first = [0] * 31
+    count = [0] * 31
+    offset = [0] * 31
+    code = 0
+    previous = 0
+    for index, symbol in enumerate(symbols):
+        length = _HPACK_HUFFMAN_LENGTHS[symbol]
+        code <<= length - previous
+        if count[length] == 0:
+            first[length] = code
+            offset[length] = index
+        count[length] += 1
+        code += 1
+        previous = length
+    return first, count, offset, symbols
+
+
+_HUFFMAN_TABLE: Optional[Tuple[List[int], List[int], List[int], List[int]]] = None
+
+
+def huffman_decode(data: bytes) -> bytes:
+    """RFC 7541 §5.2 Huffman-decoded string; padding must be ≤ 7 one-bits."""
+    global _HUFFMAN_TABLE
+    if _HUFFMAN_TABLE is None:
+        _HUFFMAN_TABLE = _huffman_decoding_table()
+    first, count, offset, symbols = _HUFFMAN_TABLE
+    out = bytearray()
+    code = length = 0
+    for byte in data:
+        for shift in range(7, -1, -1):
+            code = (code << 1) | ((byte >> shift) & 1)
+            length += 1
+            index = code - first[length]
+            if 0 <= index < count[length]:
+                symbol = symbols[offset[length] + index]
+                if symbol == 256:
+                    raise _GiveUp("HPACK Huffman EOS in a string")
+                out.append(symbol)
+                code = length = 0
+            elif length >= 30:
+                raise _GiveUp("invalid HPACK Huffman code")
+    if length > 7 or code != (1 << length) - 1:
+        raise _GiveUp("invalid HPACK Huffman padding")
+    return bytes(out)
+
+
+class HpackDecoder:
+    """One direction's HPACK state: static + dynamic table (bounded) + Huffman strings."""
+
+    def __init__(self, max_table_bytes: int = SNIFF_HPACK_TABLE_BYTES) -> None:
+        self._entries: Any = collections.deque()  # newest first
+        self._size = 0
+        self._max = max_table_bytes
+
+    def decode(self, block: bytes) -> List[Tuple[bytes, bytes]]:
+        cursor = _Cursor(block)
+        headers = []
+        while cursor.remaining():
+            byte = block[cursor.pos]
+            if byte & 0x80:  # indexed field
+                headers.append(self._lookup(self._integer(cursor, 7)))
+            elif byte & 0x40:  # literal, added to the table
+                field = self._literal(cursor, 6)
+                self._add(field)
+                headers.append(field)
+            elif byte & 0x20:  # dynamic table size update
+                size = self._integer(cursor, 5)
+                if size > SNIFF_HPACK_MAX_TABLE_BYTES:
+                    raise _GiveUp("HPACK table size %d over our bound" % size)
+                self._max = size
+                self._evict()
+            else:  # literal without indexing / never indexed
+                headers.append(self._literal(cursor, 4))
+        return headers
+
+    def _integer(self, cursor: _Cursor, prefix_bits: int) -> int:
+        mask = (1 << prefix_bits) - 1
+        value = cursor.uint(1) & mask
+        if value < mask:
+            return value
+        shift = 0
+        while True:
+            byte = cursor.uint(1)
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+            if shift > 28:
+                raise _GiveUp("HPACK integer too large")
+
+    def _string(self, cursor: _Cursor) -> bytes:
+        huffman = cursor.data[cursor.pos] & 0x80 if cursor.remaining() else 0
+        raw = cursor.take(self._integer(cursor, 7))
+        return huffman_decode(raw) if huffman else raw
+
+    def _literal(self, cursor: _Cursor, prefix_bits: int) -> Tuple[bytes, bytes]:
+        index = self._integer(cursor, prefix_bits)
+        name = self._lookup(index)[0] if index else self._string(cursor)
+        return name, self._string(cursor)
+
+    def _lookup(self, index: int) -> Tuple[bytes, bytes]:
+        if 1 <= index <= len(_HPACK_STATIC):
+            return _HPACK_STATIC[index - 1]
+        dynamic = index - len(_HPACK_STATIC) - 1
+        if 0 <= dynamic < len(self._entries):
+            return self._entries[dynamic]
+        raise _GiveUp("HPACK index %d out of range" % index)
+
+    def _add(self, field: Tuple[bytes, bytes]) -> None:
+        self._entries.appendleft(field)
+        self._size += len(field[0]) + len(field[1]) + 32
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._size > self._max and self._entries:
+            name, value = self._entries.pop()
+            self._size -= len(name) + len(value) + 32
+
+
+# ---- HTTP/2 and gRPC ----
+
+H2_ERROR_NAMES = {
+    0x0: "NO_ERROR",
+    0x1: "PROTOCOL_ERROR",
+    0x2: "INTERNAL_ERROR",
+    0x3: "FLOW_CONTROL_ERROR",
+    0x4: "SETTINGS_TIMEOUT",
+    0x5: "STREAM_CLOSED",
+    0x6: "FRAME_SIZE_ERROR",
+    0x7: "REFUSED_STREAM",
+    0x8: "CANCEL",
+    0x9: "COMPRESSION_ERROR",
+    0xA: "CONNECT_ERROR",
+    0xB: "ENHANCE_YOUR_CALM",
+    0xC: "INADEQUATE_SECURITY",
+    0xD: "HTTP_1_1_REQUIRED",
+}
+GRPC_STATUS_NAMES = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+_H2_DATA, _H2_HEADERS, _H2_RST_STREAM, _H2_PUSH_PROMISE, _H2_GOAWAY, _H2_CONTINUATION = (
+    0,
+    1,
+    3,
+    5,
+    7,
+    9,
+)
+_H2_END_STREAM, _H2_END_HEADERS, _H2_PADDED, _H2_PRIORITY = 0x1, 0x4, 0x8, 0x20
+_H2_FRAME_HEADER = struct.Struct(">HBBBI")  # length as 16 + 8 bits, type, flags, stream id
+_H2_KEPT_TYPES = frozenset(
+    {_H2_HEADERS, _H2_RST_STREAM, _H2_PUSH_PROMISE, _H2_GOAWAY, _H2_CONTINUATION}
+)
+
+
+def _h2_error_name(code: int) -> str:
+    return H2_ERROR_NAMES.get(code, "0x%x" % code)
+
+
+class _H2Stream:
+    __slots__ = (
+        "first_response",
+        "grpc",
+        "grpc_message",
+        "grpc_status",
+        "method",
+        "path",
+        "request_bytes",
+        "response_bytes",
+        "started",
+        "status",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first_response: Optional[float] = None
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.method = ""
+        self.path = ""
+        self.status = 0
+        self.grpc = False
+        self.grpc_status: Optional[int] = None
+        self.grpc_message = ""
+
+
+class _H2Side:
+    __slots__ = (
+        "block",
+        "block_flags",
+        "block_stream",
+        "flags",
+        "frame_type",
+        "hpack",
+        "hpack_ok",
+        "kept",
+        "preface_due",
+        "reasm",
+        "remaining",
+        "stream_id",
+    )
+
+    def __init__(self, preface_due: bool) -> None:
+        self.reasm = _Reassembler()
+        self.preface_due = preface_due
+        self.frame_type = 0
+        self.flags = 0
+        self.stream_id = 0
+        self.kept = 0
+        self.remaining = 0
+        self.hpack = HpackDecoder()
+        self.hpack_ok = True
+        self.block = bytearray()  # a header block spread over HEADERS + CONTINUATION
+        self.block_flags = 0
+        self.block_stream = 0
+
+
+class Http2Sniffer(Sniffer):
+    """HTTP/2 frames: streams opened/ended, DATA bytes, RST_STREAM and GOAWAY error codes;
+    HPACK-decoded :method/:path/:status and gRPC's content-type and grpc-status trailers.
+
+    DATA costs one 9-byte header unpack per frame; only header blocks are copied (bounded),
+    and if one is over the bound HPACK is abandoned for that direction, framing goes on.
+    """
+
+    kind = ProtocolKind.HTTP2
+
+    def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
+        super().__init__(stats)
+        self._sides = {_C2S: _H2Side(True), _S2C: _H2Side(False)}
+        self._streams: Dict[int, _H2Stream] = {}
+
+    def _receive(self, direction: Direction, data: Any, now: float) -> None:
+        side = self._sides[direction]
+        position = 0
+        size = len(data)
+        while position < size and self.active:
+            if side.kept:  # the payload prefix we parse comes before the rest we skip
+                payload, position = side.reasm.take_exact(data, position, side.kept)
+                if payload is not None:
+                    side.kept = 0
+                    self._on_frame(direction, side, payload, now)
+            elif side.remaining:
+                taken = min(side.remaining, size - position)
+                side.remaining -= taken
+                position += taken
+            elif side.preface_due:
+                preface, position = side.reasm.take_exact(data, position, len(HTTP2_PREFACE))
+                if preface is not None:
+                    if preface != HTTP2_PREFACE:
+                        raise _GiveUp("no HTTP/2 client preface")
+                    side.preface_due = False
+            else:
+                header, position = side.reasm.take_exact(data, position, 9)
+                if header is not None:
+                    self._on_frame_header(direction, side, header, now)
+
+    def _on_frame_header(
+        self, direction: Direction, side: _H2Side, header: bytes, now: float
+    ) -> None:
+        high, low, frame_type, flags, stream_id = _H2_FRAME_HEADER.unpack(header)
+        length = high << 8 | low
+        side.frame_type, side.flags, side.stream_id = frame_type, flags, stream_id & 0x7FFFFFFF
+        if frame_type == _H2_DATA:
+            stream = self._streams.get(side.stream_id)
+            if stream is not None:
+                if direction is _C2S:
+                    stream.request_bytes += length
+                else:
+                    stream.response_bytes += length
+            side.remaining = length
+            if flags & _H2_END_STREAM:
+                self._maybe_end_stream(direction, side.stream_id, now)
+            return
+        if frame_type in _H2_KEPT_TYPES:
+            limit = SNIFF_MAX_H2_HEADER_BLOCK_BYTES
+            if frame_type == _H2_GOAWAY:
+                limit = 8 + SNIFF_MAX_H2_DEBUG_BYTES
+            side.kept = min(length, limit)
+            side.remaining = length - side.kept
+            if frame_type not in (_H2_GOAWAY, _H2_RST_STREAM) and side.remaining:
+                side.hpack_ok = False  # a header block we cannot keep: HPACK state is lost
+            if not side.kept:
+                self._on_frame(direction, side, b"", now)
+            return
+        side.remaining = length  # SETTINGS, PING, WINDOW_UPDATE, PRIORITY: skipped
+
+    def _on_frame(self, direction: Direction, side: _H2Side, payload: bytes, now: float) -> None:
+        frame_type = side.frame_type
+        if frame_type == _H2_RST_STREAM:
+            code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else -1
+            error = _h2_error_name(code)
+            self._emit(Http2Reset(side.stream_id, error, direction), now)
+            self._end_stream(side.stream_id, now, error)
+        elif frame_type == _H2_GOAWAY:
+            cursor = _Cursor(payload)
+            last_stream = cursor.uint(4) & 0x7FFFFFFF
+            error = _h2_error_name(cursor.uint(4))
+            debug = _text(payload[8:], 80)
+            self._emit(Http2GoAway(last_stream, error, debug, direction), now)
+        elif frame_type in (_H2_HEADERS, _H2_PUSH_PROMISE):
+            self._on_headers_frame(direction, side, payload, now)
+        elif frame_type == _H2_CONTINUATION:
+            self._on_continuation(direction, side, payload, now)
+
+    def _on_headers_frame(
+        self, direction: Direction, side: _H2Side, payload: bytes, now: float
+    ) -> None:
+        flags = side.flags
+        cursor = _Cursor(payload)
+        pad = cursor.uint(1) if flags & _H2_PADDED else 0
+        if side.frame_type == _H2_PUSH_PROMISE:
+            cursor.take(4)  # promised stream id: pushed streams are not followed
+        elif flags & _H2_PRIORITY:
+            cursor.take(5)
+        fragment = payload[cursor.pos : len(payload) - pad] if pad else payload[cursor.pos :]
+        if side.frame_type == _H2_HEADERS:
+            self._on_stream_headers_start(direction, side.stream_id, now)
+        side.block = bytearray(fragment)
+        side.block_flags = flags if side.frame_type == _H2_HEADERS else flags & ~_H2_END_STREAM
+        side.block_stream = side.stream_id if side.frame_type == _H2_HEADERS else 0
+        if flags & _H2_END_HEADERS:
+            self._on_header_block(direction, side, now)
+
+    def _on_continuation(
+        self, direction: Direction, side: _H2Side, payload: bytes, now: float
+    ) -> None:
+        side.block += payload
+        if len(side.block) > SNIFF_MAX_H2_HEADER_BLOCK_BYTES:
+            side.hpack_ok = False
+            side.block = bytearray()
+        if side.flags & _H2_END_HEADERS:
+            self._on_header_block(direction, side, now)
+
+    def _on_stream_headers_start(self, direction: Direction, stream_id: int, now: float) -> None:
+        stream = self._streams.get(stream_id)
+        if direction is _C2S and stream is None and stream_id % 2 == 1:
+            if len(self._streams) < SNIFF_MAX_H2_STREAMS:
+                self._streams[stream_id] = _H2Stream(now)
+        elif direction is _S2C and stream is not None and stream.first_response is None:
+            stream.first_response = now
+
+    def _on_header_block(self, direction: Direction, side: _H2Side, now: float) -> None:
+        block, side.block = bytes(side.block), bytearray()
+        stream = self._streams.get(side.block_stream)
+        if side.hpack_ok:
+            try:
+                headers = side.hpack.decode(block)
+            except _GiveUp:
+                side.hpack_ok = False  # framing goes on without names
+                headers = []
+            if stream is not None:
+                self._apply_headers(direction, stream, headers)
+        if side.block_flags & _H2_END_STREAM:
+            self._maybe_end_stream(direction, side.block_stream, now)
+
+    def _apply_headers(
+        self, direction: Direction, stream: _H2Stream, headers: List[Tuple[bytes, bytes]]
+    ) -> None:
+        for name, value in headers:
+            if name == b":method":
+                stream.method = _text(value, 16)
+            elif name == b":path":
+                stream.path = normalize_path(value.decode("latin-1"))
+            elif name == b":status" and value.isdigit():
+                stream.status = int(value)
+            elif name == b"content-type" and value.startswith(b"application/grpc"):
+                stream.grpc = True
+            elif name == b"grpc-status" and value.isdigit() and direction is _S2C:
+                stream.grpc_status = int(value)
+            elif name == b"grpc-message" and direction is _S2C:
+                stream.grpc_message = _text(_percent_decode(value))
+
+    def _maybe_end_stream(self, direction: Direction, stream_id: int, now: float) -> None:
+        """END_STREAM from the server completes the exchange (the client's only half-closes)."""
+        if direction is _S2C:
+            self._end_stream(stream_id, now, "")
+
+    def _end_stream(self, stream_id: int, now: float, reset: str) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        latency = None if stream.first_response is None else stream.first_response - stream.started
+        event = Http2Stream(
+            stream_id,
+            stream.method,
+            stream.path,
+            stream.status,
+            stream.grpc,
+            latency,
+            stream.request_bytes,
+            stream.response_bytes,
+            reset,
+        )
+        self._emit(event, now)
+        if stream.grpc and stream.grpc_status is not None:
+            self._emit(GrpcStatus(stream.path, stream.grpc_status, stream.grpc_message), now)
+
+    def _receive_eof(self, direction: Direction, now: float) -> None:
+        if direction is _S2C:
+            for stream_id in list(self._streams):
+                self._end_stream(stream_id, now, "connection closed")
+
+
+def _percent_decode(value: bytes) -> bytes:
+    """grpc-message is percent-encoded (gRPC over HTTP/2 spec)."""
+    import urllib.parse
+
+    return urllib.parse.unquote_to_bytes(value)
+
+
+# ---- registry (bottle's server_names: beside the classes it names) ----
+
+SNIFFERS: Dict[ProtocolKind, type] = {
+    ProtocolKind.HTTP1: Http1Sniffer,
+    ProtocolKind.HTTP2: Http2Sniffer,
+    ProtocolKind.TLS: TlsSniffer,
+    ProtocolKind.POSTGRES: PostgresSniffer,
+    ProtocolKind.REDIS: RedisSniffer,
+    ProtocolKind.MYSQL: MysqlSniffer,
+    ProtocolKind.UNKNOWN: NullSniffer,
+}
+
+
+def sniffer_for(kind: ProtocolKind, stats: ProtocolStats) -> Sniffer:
+    """A fresh sniffer for one connection of `kind`, reporting into the forward's stats."""
+    return SNIFFERS.get(kind, NullSniffer)(stats)
+
 
 # ==== §11 wait arguments =======================================================================
 
@@ -3322,8 +6060,10 @@ def event_line(event: Dict[str, Any], now: float) -> str:
 
 # ==== §13 Kubectl runner =======================================================================
 
+import functools  # noqa: E402 - the I/O half of the module starts here
 import shutil  # noqa: E402
 import signal  # noqa: E402
+import time  # noqa: E402
 
 
 class Stream(enum.Enum):
@@ -3421,6 +6161,14 @@ class _ChildLifeline:
     def _bind_to_parent(self) -> None:
         if self._prctl is not None:
             self._prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    async def close(self) -> None:
+        """Kill the group and reap the watchdog, so no child is left behind or unreaped."""
+        watchdog = self._watchdog
+        self.kill_group_now()
+        if watchdog is not None:
+            await watchdog.wait()
+        self._watchdog = None
 
     def kill_group_now(self) -> None:
         """Synchronous last resort: kill every child (and the watchdog) at once."""
@@ -3605,7 +6353,7 @@ class KubectlRunner:
         """Stop every child this runner started, then the lifeline."""
         await asyncio.gather(*(child.stop(grace) for child in self._live), return_exceptions=True)
         self._live = []
-        self._lifeline.kill_group_now()
+        await self._lifeline.close()
 
     def kill_all_now(self) -> None:
         self._lifeline.kill_group_now()
@@ -3635,9 +6383,12 @@ class TargetResolver:
     still starting. Failed and Succeeded pods fail at once, with kubectl's message.
     """
 
-    def __init__(self, runner: KubectlRunner, namespace: str) -> None:
+    def __init__(
+        self, runner: KubectlRunner, namespace: str, poll_interval: float = RESOLVE_POLL_INTERVAL_S
+    ) -> None:
         self.runner = runner
         self.namespace = namespace
+        self.poll_interval = poll_interval
 
     def _ns(self) -> List[str]:
         return ["-n", self.namespace] if self.namespace else []
@@ -3666,38 +6417,44 @@ class TargetResolver:
         specs: Sequence[PortSpec],
         timeout: float,
         exclude: Any = frozenset(),
+        require_ready: bool = False,
     ) -> Resolution:
-        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping."""
-        loop = asyncio.get_event_loop()
+        """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping.
+
+        require_ready (for failover): also wait until the pick is Ready and not being deleted,
+        so traffic is not moved to a pod that cannot serve it yet.
+        """
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         obj = await self.get_object(ref)
         selector = None if obj.get("kind") == "Pod" else selector_for(obj)
-        while True:
+        if selector is None:  # a pod target was just read: the first look reuses it
+            pod = obj if pod_name(obj) not in exclude else None
+        else:
             pod = await self._candidate(obj, selector, exclude)
+        while True:
             if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
                 raise VibeError(pod_not_running_message(pod))
-            if pod is not None and pod_phase(pod) == "Running":
+            if pod is not None and is_pod_usable(pod, require_ready):
                 forwards = resolve_forwards(ref, obj, pod, specs)
                 return Resolution(ref, pod_name(pod), pod, tuple(forwards), obj)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                if pod is None:
-                    raise VibeError("timed out waiting for the condition")
-                raise VibeError(pod_not_running_message(pod))
-            await asyncio.sleep(min(RESOLVE_POLL_INTERVAL_S, remaining))
+                raise _no_usable_pod(pod)
+            await asyncio.sleep(min(self.poll_interval, remaining))
+            pod = await self._candidate(obj, selector, exclude)
 
     async def _candidate(
         self, obj: Dict[str, Any], selector: Optional[str], exclude: Any
     ) -> Optional[Dict[str, Any]]:
         """The pod kubectl would pick now: the pod itself, or the best of the selector's."""
         if selector is None:
-            if pod_name(obj) in exclude:
-                return None
-            fresh = await self.get_object(
-                ResourceRef(ResourceKind.POD, pod_name(obj), pod_name(obj))
-            )
-            return fresh
-        return choose_pod(await self.list_pods(selector), exclude)
+            return None if pod_name(obj) in exclude else await self.pod(pod_name(obj))
+        pods = await self.list_pods(selector)
+        # An evicted or finished pod ranks like a Pending one in ActivePods; kubectl would pick it
+        # and fail. While a live pod exists, it is the better answer.
+        live = [pod for pod in pods if pod_phase(pod) not in POD_TERMINAL_PHASES]
+        return choose_pod(live or pods, exclude)
 
     async def pod(self, name: str) -> Dict[str, Any]:
         return await self.get_object(ResourceRef(ResourceKind.POD, name, name))
@@ -3711,6 +6468,26 @@ class TargetResolver:
         events = list(listed.get("items") or [])
         events.sort(key=event_time)
         return events
+
+
+def is_pod_usable(pod: Dict[str, Any], require_ready: bool) -> bool:
+    """Running (kubectl's only check), and with require_ready also Ready and not deleting."""
+    if pod_phase(pod) != "Running":
+        return False
+    if not require_ready:
+        return True
+    return is_pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _no_usable_pod(pod: Optional[Dict[str, Any]]) -> VibeError:
+    """The error at the deadline: kubectl's own words for its two cases, ours for not Ready."""
+    if pod is None:
+        return VibeError("timed out waiting for the condition")
+    if pod_phase(pod) != "Running":
+        return VibeError(pod_not_running_message(pod))
+    return VibeError(
+        "timed out waiting for the condition: pod %s is Running but not Ready" % pod_name(pod)
+    )
 
 
 # ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------
@@ -3971,6 +6748,7 @@ class Supervisor(UpstreamSource):
         self._stopped = asyncio.Event()
         self._tasks: List[Any] = []
         self.uptime = UptimeClock()
+        self._last_loss: Optional[Tuple[float, str, str]] = None
 
     def __repr__(self) -> str:
         return "<Supervisor %s %s pod=%s>" % (self.label, self.state.value, self.pod_name)
@@ -4133,6 +6911,8 @@ class Supervisor(UpstreamSource):
     # -- tunnels and pods changing under us --------------------------------------------------------
 
     def _tunnel_changed(self, tunnel: Tunnel) -> None:
+        if self._stopped.is_set():
+            return  # our own shutdown stops the tunnels: not a loss
         if tunnel.state is TunnelState.READY:
             if tunnel is self.active:
                 self._active_ready.set()
@@ -4152,9 +6932,11 @@ class Supervisor(UpstreamSource):
         cause = tunnel.cause or ErrorCause.OTHER
         summary = cause_summary(cause, tunnel.remote_ports)
         self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
+        self._last_loss = (_monotonic(), tunnel.pod_name, summary)
         self._cut_links_of(tunnel, summary)
         detail = (": " + tunnel.error) if tunnel.error else ""
         self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
+        self._tasks.append(asyncio.ensure_future(self._correlate_with_events(tunnel.pod_name)))
         standby_ready = self.standby is not None and self.standby.state is TunnelState.READY
         if not standby_ready or self._needs_resolve:
             self.state = ForwardState.RECONNECTING
@@ -4175,9 +6957,44 @@ class Supervisor(UpstreamSource):
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
 
+    def _blame_recent_loss_on_pod_death(self, pod_name: str) -> None:
+        """A deleted pod's runtime resets its live streams a moment before the watch says it is
+        gone; that loss was the pod's death, not the app resetting connections."""
+        if self._last_loss is None:
+            return
+        when, lost_pod, summary = self._last_loss
+        gone = cause_summary(ErrorCause.POD_GONE, ())
+        if (
+            lost_pod != pod_name
+            or _monotonic() - when > POD_DEATH_BLAME_WINDOW_S
+            or summary == gone
+        ):
+            return
+        self._last_loss = None
+        _move_count(self.reconnects, summary, gone)
+        for proxy in self.proxies:
+            _move_count(proxy.stats.causes, "reset: " + summary, "reset: " + gone)
+
+    async def _correlate_with_events(self, pod_name: str) -> None:
+        """A tunnel died: the pod's latest Warning event often says why (OOMKilled, BackOff)."""
+        try:
+            events = await self.resolver.pod_events(pod_name)
+        except VibeError:
+            return
+        warnings = [event for event in events if event.get("type") == "Warning"]
+        if not warnings:
+            return
+        latest = warnings[-1]
+        note = "event %s: %s" % (latest.get("reason", "?"), latest.get("message", "").strip())
+        if note not in self.pod_notes:
+            self.pod_notes.append(note)
+            del self.pod_notes[:-POD_NOTES_KEPT]
+            self.emit(EventKind.POD, "pod %s: %s" % (pod_name, note), pod=pod_name)
+
     def _mark_pod_gone(self, pod_name: str) -> None:
         if pod_name != self.pod_name or pod_name in self.dead_pods:
             return
+        self._blame_recent_loss_on_pod_death(pod_name)
         self.dead_pods.add(pod_name)
         self._needs_resolve = True
         for tunnel in (self.active, self.standby):
@@ -4188,15 +7005,15 @@ class Supervisor(UpstreamSource):
     async def _re_resolve(self) -> None:
         previous = self.pod_name
         self.state = ForwardState.RECONNECTING
+        self.uptime.down(_monotonic())
         self.reason = "pod %s is gone; waiting for a Ready replacement" % previous
         resolution = await self.resolver.resolve(
             self.resolution.ref,
             self.specs,
             self.pod_running_timeout,
             exclude=frozenset(self.dead_pods),
+            require_ready=self.resolution.ref.kind is not ResourceKind.POD,
         )
-        if not is_pod_ready(resolution.pod) and resolution.ref.kind is not ResourceKind.POD:
-            raise VibeError("pod %s is not Ready yet" % resolution.pod_name)
         self.resolution = resolution
         self._needs_resolve = False
         for tunnel in (self.active, self.standby):
@@ -4272,6 +7089,12 @@ class Supervisor(UpstreamSource):
             task.cancel()
         tunnels = [tunnel for tunnel in (self.active, self.standby) if tunnel is not None]
         await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
+
+
+def _move_count(counts: Dict[str, int], old: str, new: str) -> None:
+    moved = counts.pop(old, 0)
+    if moved:
+        counts[new] = counts.get(new, 0) + moved
 
 
 class UptimeClock:
@@ -4493,6 +7316,8 @@ class Link:
 
     def from_client(self, nbytes: int) -> None:
         view = self.forward.relay.view[:nbytes]
+        if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
+            self.observer = None  # nothing more to learn: inspection costs nothing from here
         if self.state is not LinkState.OPEN:
             self.pending += view
             if len(self.pending) > LINK_PENDING_MAX_BYTES:
@@ -4503,8 +7328,6 @@ class Link:
             self.replay += view
             if len(self.replay) > LINK_REPLAY_MAX_BYTES:
                 self.replay = None
-        if self.observer is not None:
-            self.observer.feed(DIRECTION_UP, view)
         self.forward.send(self.upstream, view)
 
     def from_upstream(self, nbytes: int) -> None:
@@ -4513,8 +7336,8 @@ class Link:
         if self.down_bytes == 0:
             self.replay = None  # the pod answered: from now on this link lives or dies with it
         self.down_bytes += nbytes
-        if self.observer is not None:
-            self.observer.feed(DIRECTION_DOWN, view)
+        if self.observer is not None and not self.observer.feed(DIRECTION_DOWN, view):
+            self.observer = None
         self.forward.send(self.client, view)
 
     # -- half-close and endings ------------------------------------------------------------------
@@ -4530,7 +7353,10 @@ class Link:
     def upstream_finished(self) -> None:
         self.upstream_eof = True
         if self.down_bytes == 0 and self.replay is not None:
-            return  # maybe the tunnel died under us: upstream_lost decides, after a verdict
+            # Maybe the tunnel died under us: close our side so upstream_lost runs and decides,
+            # after a verdict, between replaying the request elsewhere and a plain close.
+            self.upstream.close()
+            return
         if self.observer is not None:
             self.observer.feed(DIRECTION_DOWN, b"")
         if self.client.can_write_eof():
@@ -4755,13 +7581,14 @@ class ForwardProxy:
 
     # -- listening, with kubectl's all/any semantics ---------------------------------------------
 
-    async def listen(self, addresses: Sequence[str], port: int, require_all: bool) -> List[str]:
-        """Bind `port` (0 = random, then reused) on each address; return kubectl-style errors.
-
-        require_all=False is kubectl's "localhost" mode: one address binding is enough.
-        """
+    async def listen(
+        self, addresses: Sequence[str], port: int, port_ok: Callable[[Dict[str, bool]], bool]
+    ) -> List[str]:
+        """Bind `port` (0 = random, then reused) on each address; kubectl-style errors if
+        port_ok (client-go's all/any rules over address → bound) says the port failed."""
         loop = asyncio.get_running_loop()
         errors = []
+        bound: Dict[str, bool] = {}
         for address in addresses:
             try:
                 server = await loop.create_server(
@@ -4769,12 +7596,14 @@ class ForwardProxy:
                 )
             except OSError as exc:
                 errors.append(_listen_error_text(address, self.port or port, exc))
+                bound[address] = False
                 continue
+            bound[address] = True
             self._servers.append(server)
             self.addresses.append(address)
             if not self.port:
                 self.port = server.sockets[0].getsockname()[1]
-        if errors and (require_all or not self._servers):
+        if not port_ok(bound):
             await self.close(0)
             return errors
         return []
@@ -4838,7 +7667,7 @@ class ForwardProxy:
                 link.client.abort()
             if link.upstream is not None:
                 link.upstream.abort()
-            link.finish(LinkOutcome.RESET, "session ended")
+            link.finish(LinkOutcome.CLOSED)  # idle keep-alives at Ctrl-C are not a problem
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -4846,6 +7675,10 @@ class ForwardProxy:
 
 #: Python 3.12+ transports queue a view of a partially-written buffer instead of copying it.
 _TRANSPORT_KEEPS_VIEWS = sys.version_info >= (3, 12)
+
+
+def every_address_bound(bound: Dict[str, bool]) -> bool:
+    return all(bound.values())
 
 
 def _listen_error_text(address: str, port: int, exc: OSError) -> str:
@@ -4864,8 +7697,9 @@ def _listen_error_text(address: str, port: int, exc: OSError) -> str:
 class StaticForward:
     """A forward to a fixed address: the data path alone, for benchmarks and tests."""
 
-    def __init__(self, proxy: ForwardProxy) -> None:
+    def __init__(self, proxy: ForwardProxy, inspection: Optional[ForwardInspection]) -> None:
         self.proxy = proxy
+        self.inspection = inspection
 
     @property
     def port(self) -> int:
@@ -4887,21 +7721,658 @@ async def open_static_forward(
     inspect: bool = False,
 ) -> StaticForward:
     """Listen on address:port and relay every connection to `upstream` (no kubectl involved)."""
-    factory = _make_inspector_factory() if inspect else None
+    inspection = ForwardInspection(upstream[1]) if inspect else None
     proxy = ForwardProxy(
         StaticUpstream(*upstream),
         0,
         RelayBuffer(RELAY_BUFFER_BYTES),
         wait_timeout=5.0,
-        inspector_factory=factory,
+        inspector_factory=inspection.new_link if inspection is not None else None,
     )
-    errors = await proxy.listen([address], port, require_all=True)
+    errors = await proxy.listen([address], port, every_address_bound)
     if errors:
         raise VibeError(errors[0])
-    return StaticForward(proxy)
+    return StaticForward(proxy, inspection)
+
+
+# ---- Inspection: the sniffers (§10) as an optional observer of each link -----------------------
+
+DIRECTION_UP = Direction.CLIENT_TO_SERVER
+DIRECTION_DOWN = Direction.SERVER_TO_CLIENT
+
+
+class ForwardInspection:
+    """Protocol recognition for one forward: one ProtocolStats shared by all its links."""
+
+    def __init__(self, remote_port: int = 0) -> None:
+        self.stats = ProtocolStats()
+        self.remote_port = remote_port  # a tie-breaker hint for detection only
+
+    def new_link(self, key: int) -> LinkInspector:
+        return LinkInspector(self.stats, self.remote_port)
+
+    def summary_lines(self) -> List[str]:
+        return self.stats.summary_lines()
+
+    def problems(self) -> List[str]:
+        return self.stats.problems()
+
+
+class LinkInspector:
+    """Detects a link's protocol from its first bytes, then feeds the matching sniffer.
+
+    feed() returns False once there is nothing more to learn, so the link drops it and the
+    relay pays nothing more for inspection. Until detection, the first bytes of each side are
+    kept (bounded); the sniffer then gets them side by side, the first speaker first.
+    """
+
+    __slots__ = ("_first", "_prefixes", "remote_port", "sniffer", "stats")
+
+    def __init__(self, stats: ProtocolStats, remote_port: int) -> None:
+        self.stats = stats
+        self.remote_port = remote_port
+        self.sniffer: Optional[Sniffer] = None
+        self._prefixes = {DIRECTION_UP: bytearray(), DIRECTION_DOWN: bytearray()}
+        self._first: Optional[Direction] = None
+
+    def feed(self, direction: Direction, data: Any) -> bool:
+        now = time.monotonic()
+        if self.sniffer is not None:
+            self.sniffer.feed(direction, data, now)
+            return self.sniffer.active
+        if self._first is None:
+            self._first = direction
+        prefix = self._prefixes[direction]
+        room = SNIFF_DETECT_MAX_BYTES - len(prefix)
+        prefix += data[:room]
+        up, down = self._prefixes[DIRECTION_UP], self._prefixes[DIRECTION_DOWN]
+        kind = detect_protocol(bytes(up), bytes(down), self.remote_port)
+        if kind is None and 0 < len(data) <= room:
+            return True  # undecided: wait for more bytes
+        leftover = bytes(data[room:]) if len(data) > room else b""
+        sniffer = self._start(kind or ProtocolKind.UNKNOWN, now)
+        if leftover:
+            sniffer.feed(direction, leftover, now)
+        if not len(data):
+            sniffer.feed(direction, b"", now)
+        return sniffer.active
+
+    def _start(self, kind: ProtocolKind, now: float) -> Sniffer:
+        sniffer = self.sniffer = sniffer_for(kind, self.stats)
+        first = self._first or DIRECTION_UP
+        second = DIRECTION_DOWN if first is DIRECTION_UP else DIRECTION_UP
+        for side in (first, second):
+            if self._prefixes[side]:
+                sniffer.feed(side, bytes(self._prefixes[side]), now)
+        self._prefixes = {}
+        return sniffer
+
+    def close(self, outcome: LinkOutcome, cause: str) -> None:
+        if self.sniffer is not None:
+            self.sniffer.close(time.monotonic())
 
 
 # ==== §16 port-forward session =================================================================
+
+#
+# One PortForwardSession per command: it binds the user's ports, runs a Supervisor per target,
+# fans SessionEvents out to one sink (live view, kubectl-compatible lines, or JSON lines), and
+# prints the closing summary. Signals end it gracefully; kubectl's Ctrl-C exit code is 0.
+
+
+class OutputMode(enum.Enum):
+    LIVE = "live"  # a terminal: the live view
+    PLAIN = "plain"  # piped or --no-live: kubectl's own lines, plus marked event lines
+    JSON = "json"  # -o json: one JSON object per event
+
+
+def choose_output_mode(output: str, live: Optional[bool], stdout_is_tty: bool) -> OutputMode:
+    if output == "json":
+        return OutputMode.JSON
+    if live is False or not stdout_is_tty:
+        return OutputMode.PLAIN
+    return OutputMode.LIVE
+
+
+class ActivityHistory:
+    """Bytes per second over the last minute, sampled from the counters once a second."""
+
+    def __init__(self, seconds: int = ACTIVITY_WINDOW_S) -> None:
+        import collections
+
+        self.samples: Any = collections.deque([0] * seconds, maxlen=seconds)
+
+    def add(self, delta: int) -> None:
+        self.samples.append(max(0, delta))
+
+    @property
+    def rate(self) -> int:
+        return self.samples[-1]
+
+
+@dataclass
+class ForwardView:
+    """Everything the display and the summary need about one local port."""
+
+    proxy: ForwardProxy
+    supervisor: Supervisor
+    key: int
+    history: ActivityHistory
+    inspection: Optional[ForwardInspection] = None
+    up_rate: int = 0
+    down_rate: int = 0
+    _last_up: int = 0
+    _last_down: int = 0
+
+    def sample(self) -> None:
+        """Once a second: fold the counters into rates and the activity history."""
+        stats = self.proxy.stats
+        self.up_rate = stats.bytes_up - self._last_up
+        self.down_rate = stats.bytes_down - self._last_down
+        self._last_up, self._last_down = stats.bytes_up, stats.bytes_down
+        self.history.add(self.up_rate + self.down_rate)
+
+    @property
+    def remote_port(self) -> int:
+        return self.supervisor.resolution.forwards[self.key].remote_port
+
+    @property
+    def local_text(self) -> str:
+        host = self.proxy.addresses[0] if self.proxy.addresses else "?"
+        return "%s:%d" % ("[%s]" % host if ":" in host else host, self.proxy.port)
+
+    def protocol_lines(self) -> List[str]:
+        return self.inspection.summary_lines() if self.inspection is not None else []
+
+    def protocol_problems(self) -> List[str]:
+        return self.inspection.problems() if self.inspection is not None else []
+
+    def forwarding_lines(self) -> List[str]:
+        """kubectl's exact lines, one per bound address."""
+        lines = []
+        for address in self.proxy.addresses:
+            host = "[%s]" % address if ":" in address else address
+            lines.append("Forwarding from %s:%d -> %d" % (host, self.proxy.port, self.remote_port))
+        return lines
+
+
+_SPARK_LEVELS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(samples: Sequence[int], width: int) -> str:
+    """Fold samples into `width` buckets and draw each as one of 9 block heights."""
+    values = list(samples)
+    if width <= 0 or not values:
+        return ""
+    per = max(1, -(-len(values) // width))
+    buckets = [sum(values[i : i + per]) for i in range(0, len(values), per)][-width:]
+    peak = max(buckets)
+    if peak == 0:
+        return _SPARK_LEVELS[0] * len(buckets)
+    top = len(_SPARK_LEVELS) - 1
+    return "".join(_SPARK_LEVELS[-(-value * top // peak)] for value in buckets)
+
+
+def human_rate(bytes_per_s: float) -> str:
+    return human_bytes(bytes_per_s) + "/s"
+
+
+class PlainSink:
+    """kubectl-compatible stdout lines; vibe's own events marked `[vibe]` on stderr."""
+
+    def __init__(self, out: Any, err: Any) -> None:
+        self.out = out
+        self.err = err
+
+    def __call__(self, event: SessionEvent) -> None:
+        if event.kind is EventKind.FORWARDING:
+            self._line(self.out, event.message)
+        elif event.kind is EventKind.CONNECTION:
+            self._line(self.out, "Handling connection for %s" % dict(event.data).get("port"))
+        elif event.kind is EventKind.LISTEN_FAILED:
+            self._line(self.err, event.message)
+        else:
+            text = "[vibe] %s %s: %s" % (event.target, event.kind.value, event.message)
+            self._line(self.err, text)
+
+    @staticmethod
+    def _line(stream: Any, text: str) -> None:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+class JsonSink:
+    """One JSON object per event, on stdout, flushed at once (for scripts and log shippers)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def __call__(self, event: SessionEvent) -> None:
+        record = {"time": _iso_time(event.time), **event.as_dict()}
+        self.out.write(json.dumps(record, default=str) + "\n")
+        self.out.flush()
+
+
+def _iso_time(wall: float) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_STATE_STYLE = {
+    ForwardState.STARTING: ("yellow", "starting"),
+    ForwardState.READY: ("green", "ready"),
+    ForwardState.RECONNECTING: ("yellow", "reconnecting"),
+    ForwardState.FAILED: ("red", "failed"),
+    ForwardState.STOPPED: ("dim", "stopped"),
+}
+
+
+class LiveScreen:
+    """Rewrites only the terminal lines that changed since the last frame.
+
+    rich's own Live redraws every line on every refresh; an idle forward changes one number a
+    second, so diffing keeps an idle view to a few dozen bytes a second.
+    """
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.lines: List[str] = []
+        self.bytes_written = 0
+
+    def show(self, lines: List[str]) -> None:
+        if len(lines) != len(self.lines):
+            parts = ["\x1b[%dF" % len(self.lines)] if self.lines else ["\x1b[?25l"]
+            parts.append("\x1b[J" + "\n".join(lines) + "\n")
+        else:
+            parts = []
+            height = len(lines)
+            for index, (old, new) in enumerate(zip(self.lines, lines)):
+                if old != new:
+                    up = height - index
+                    parts.append("\x1b[%dF%s\x1b[K\x1b[%dE" % (up, new, up))
+        self.lines = lines
+        self._write("".join(parts))
+
+    def clear(self) -> None:
+        if self.lines:
+            self._write("\x1b[%dF\x1b[J" % len(self.lines))
+        self._write("\x1b[?25h")
+        self.lines = []
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self.bytes_written += len(text)
+
+
+class LiveView:
+    """The terminal view: one row per forward, reconnect reasons and recent events below."""
+
+    def __init__(self, views: List[ForwardView], out: Any, started: float) -> None:
+        import collections
+
+        self.views = views
+        self.screen = LiveScreen(out)
+        self.events: Any = collections.deque(maxlen=LIVE_EVENTS_SHOWN)
+        self.started = started
+        self.frame = 0
+        self._state_since: Dict[int, Tuple[ForwardState, float]] = {}
+
+    def __call__(self, event: SessionEvent) -> None:
+        if event.kind not in (EventKind.CONNECTION, EventKind.FORWARDING):
+            self.events.append(event)
+
+    def render_lines(self, now: float, width: int) -> List[str]:
+        """The whole view as terminal lines (ANSI styled unless NO_COLOR is set)."""
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        console = Console(
+            file=buffer,
+            width=width,
+            force_terminal=True,
+            no_color=bool(os.environ.get("NO_COLOR")),
+            highlight=False,
+            emoji=False,
+        )
+        console.print(self._table(now))
+        for line in self._footer_lines():
+            console.print(line, overflow="ellipsis", no_wrap=True)
+        return buffer.getvalue().rstrip("\n").split("\n")
+
+    def _table(self, now: float) -> Any:
+        from rich.table import Table
+
+        title = "kubectl vibe port-forward · %s · Ctrl-C to stop" % human_duration(
+            now - self.started
+        )
+        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        for name in ("status", "for", "local → target", "↑ up", "↓ down", "conns", "activity 60s"):
+            table.add_column(name, no_wrap=True, overflow="ellipsis")
+        for view in self.views:
+            table.add_row(*self._row(view, now))
+        return table
+
+    def _row(self, view: ForwardView, now: float) -> List[str]:
+        supervisor, stats = view.supervisor, view.proxy.stats
+        color, label = _STATE_STYLE[supervisor.state]
+        moving = view.history.rate > 0 or supervisor.state is not ForwardState.READY
+        mark = _SPINNER[self.frame % len(_SPINNER)] if moving else "●"
+        if supervisor.state is ForwardState.RECONNECTING:
+            label = "reconnecting #%d" % max(1, supervisor.attempt)
+        state, since = self._state_since.get(view.key, (None, now))
+        if state is not supervisor.state:
+            self._state_since[view.key] = (supervisor.state, now)
+            since = now
+        target = "%s (%s) :%d" % (supervisor.label, supervisor.pod_name, view.remote_port)
+        failed = stats.failed + stats.reset
+        conns = "%d/%d" % (stats.active, stats.opened) + (" [red]✗%d[/]" % failed if failed else "")
+        return [
+            "[%s]%s %s[/]" % (color, mark, label),
+            human_duration(now - since),
+            "%s → %s" % (view.local_text, target),
+            "%s %s" % (human_bytes(stats.bytes_up), _dim_rate(view.up_rate)),
+            "%s %s" % (human_bytes(stats.bytes_down), _dim_rate(view.down_rate)),
+            conns,
+            "[cyan]%s[/]" % sparkline(view.history.samples, 20),
+        ]
+
+    def _footer_lines(self) -> List[str]:
+        import time
+
+        lines = []
+        for view in self.views:
+            supervisor = view.supervisor
+            if supervisor.state is ForwardState.RECONNECTING and supervisor.reason:
+                lines.append(
+                    "[yellow]  ↻ %s: %s[/]" % (supervisor.label, _escape(supervisor.reason))
+                )
+            lines.extend("[dim]  %s[/]" % _escape(line) for line in view.protocol_lines())
+        for event in self.events:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+            lines.append("[dim]%s[/] %s %s" % (stamp, event.target, _escape(event.message)))
+        return lines
+
+
+def _dim_rate(rate: float) -> str:
+    return "[dim]%s[/]" % human_rate(rate) if rate else ""
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def build_summary(views: List[ForwardView], duration: float, now: float) -> List[str]:
+    """The closing "vibe" summary: usage, performance, problems and next steps, as plain lines."""
+    lines = ["kubectl vibe port-forward: %s" % human_duration(duration)]
+    problems: List[str] = []
+    steps: List[str] = []
+    for view in views:
+        lines.extend(_summary_of_forward(view, duration, now))
+        problems.extend(_problems_of_forward(view))
+        steps.extend(_next_steps_for(view))
+    if problems:
+        lines.append("problems:")
+        lines.extend("  - " + problem for problem in problems)
+    if steps:
+        lines.append("next steps:")
+        lines.extend("  - " + step for step in dict.fromkeys(steps))
+    return lines
+
+
+def _summary_of_forward(view: ForwardView, duration: float, now: float) -> List[str]:
+    supervisor, stats = view.supervisor, view.proxy.stats
+    started = supervisor.uptime.started
+    uptime = supervisor.uptime.percent(now, started) if started is not None else 0.0
+    pods = ", ".join(sorted({supervisor.pod_name, *supervisor.dead_pods}))
+    average = (stats.bytes_up + stats.bytes_down) / duration if duration > 0 else 0.0
+    moved = (", %d moved to a new tunnel" % stats.replayed) if stats.replayed else ""
+    lines = [
+        "  %s → %s :%d (pod %s)" % (view.local_text, supervisor.label, view.remote_port, pods),
+        "    ↑ %s  ↓ %s  avg %s · %d connections: %d closed, %d failed, %d reset%s"
+        % (
+            human_bytes(stats.bytes_up),
+            human_bytes(stats.bytes_down),
+            human_rate(average),
+            stats.opened,
+            stats.closed,
+            stats.failed,
+            stats.reset,
+            moved,
+        ),
+        "    uptime %.1f%% · reconnects %d%s"
+        % (uptime, sum(supervisor.reconnects.values()), _counts_text(supervisor.reconnects)),
+    ]
+    lines.extend("    " + line for line in view.protocol_lines())
+    return lines
+
+
+def _counts_text(counts: Dict[str, int]) -> str:
+    if not counts:
+        return ""
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    return " (%s)" % ", ".join("%s ×%d" % (name, count) for name, count in ordered)
+
+
+def _problems_of_forward(view: ForwardView) -> List[str]:
+    stats, supervisor = view.proxy.stats, view.supervisor
+    problems = ["%d connections %s" % (n, cause) for cause, n in sorted(stats.causes.items())]
+    problems.extend("pod %s" % note for note in supervisor.pod_notes)
+    problems.extend(view.protocol_problems())
+    return problems
+
+
+def _next_steps_for(view: ForwardView) -> List[str]:
+    supervisor, stats = view.supervisor, view.proxy.stats
+    namespace = supervisor.resolver.namespace
+    steps = []
+    if supervisor.pod_notes or supervisor.reconnects:
+        steps.append("kubectl describe pod %s -n %s" % (supervisor.pod_name, namespace))
+    if supervisor.pod_notes:
+        steps.append("kubectl logs %s -n %s --previous" % (supervisor.pod_name, namespace))
+    if any("nothing listening" in cause for cause in stats.causes):
+        steps.append(
+            "check that the container listens on port %d (kubectl exec %s -n %s -- ss -ltn)"
+            % (view.remote_port, supervisor.pod_name, namespace)
+        )
+    return steps
+
+
+class PortForwardSession:
+    """Binds the user's ports, supervises the tunnels, shows what happens, ends cleanly."""
+
+    def __init__(
+        self, options: PortForwardOptions, runner: KubectlRunner, resolver: TargetResolver
+    ) -> None:
+        assert options.resolution is not None
+        self.options = options
+        self.runner = runner
+        self.mode = choose_output_mode(options.output, options.live, _stdout_is_tty())
+        self.views: List[ForwardView] = []
+        self.live: Optional[LiveView] = None
+        self.sink: EventSink = self._make_sink()
+        self.supervisor = Supervisor(
+            runner,
+            resolver,
+            options.resolution,
+            options.ports,
+            pod_running_timeout=options.pod_running_timeout,
+            emit=self.sink,
+        )
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._started = _monotonic()
+
+    def _make_sink(self) -> EventSink:
+        if self.mode is OutputMode.JSON:
+            return JsonSink(sys.stdout)
+        if self.mode is OutputMode.PLAIN:
+            return PlainSink(sys.stdout, sys.stderr)
+        self.live = LiveView(self.views, sys.stdout, _monotonic())
+        return self.live
+
+    async def run(self) -> int:
+        self._install_signal_handlers()
+        await self._listen()
+        supervising = asyncio.ensure_future(self.supervisor.run())
+        ticking = asyncio.ensure_future(self._tick())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        announcing = asyncio.ensure_future(self._announce_when_ready())
+        await asyncio.wait([supervising, stopped], return_when=asyncio.FIRST_COMPLETED)
+        await self._shutdown(ticking, supervising, stopped, announcing)
+        if self.supervisor.fatal is not None:
+            raise self.supervisor.fatal
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(signum, self._on_signal)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_signal(self) -> None:
+        self._signals += 1  # a second Ctrl-C skips the grace period
+        self._stop.set()
+
+    async def _listen(self) -> None:
+        """Bind every forward's port; kubectl's messages when some or all of them fail."""
+        relay = RelayBuffer(RELAY_BUFFER_BYTES)
+        listen = self.options.listen
+        failed = []
+        for key, forward in enumerate(self.supervisor.resolution.forwards):
+            inspection = ForwardInspection(forward.remote_port) if self.options.inspect else None
+            proxy = ForwardProxy(
+                self.supervisor,
+                key,
+                relay,
+                wait_timeout=self.options.pod_running_timeout,
+                inspector_factory=inspection.new_link if inspection else None,
+                on_accept=self._accepted,
+            )
+            errors = await proxy.listen(listen.addresses, forward.local_port, listen.port_ok)
+            if errors:
+                failed.append(forward)
+                self.supervisor.emit(
+                    EventKind.LISTEN_FAILED,
+                    "Unable to listen on port %d: Listeners failed to create with the following "
+                    "errors: [%s]" % (forward.local_port, " ".join(errors)),
+                )
+                continue
+            self.supervisor.proxies.append(proxy)
+            view = ForwardView(proxy, self.supervisor, key, ActivityHistory(), inspection)
+            self.views.append(view)
+        if not self.views:
+            pairs = " ".join("{%d %d}" % (f.local_port, f.remote_port) for f in failed)
+            raise VibeError("unable to listen on any of the requested ports: [%s]" % pairs)
+
+    def _accepted(self, proxy: ForwardProxy) -> None:
+        if self.mode is not OutputMode.LIVE:
+            self.supervisor.emit(EventKind.CONNECTION, "connection", port=proxy.port)
+
+    async def _announce_when_ready(self) -> None:
+        """kubectl's `Forwarding from` lines once the first tunnel is ready: scripts wait for
+        them before they connect."""
+        await self.supervisor.wait_ready()
+        for view in self.views:
+            for line in view.forwarding_lines():
+                self.supervisor.emit(
+                    EventKind.FORWARDING, line, port=view.proxy.port, remote_port=view.remote_port
+                )
+
+    async def _tick(self) -> None:
+        """Once a second: rates and sparklines; in a terminal, redraw when something changed."""
+        period = LIVE_REFRESH_S if self.live is not None else 1.0
+        last_sample = _monotonic()
+        while True:
+            await asyncio.sleep(period)
+            now = _monotonic()
+            if now - last_sample >= 1.0:
+                last_sample = now
+                for view in self.views:
+                    view.sample()
+            if self.live is not None:
+                self.live.frame += 1
+                width = shutil.get_terminal_size((120, 24)).columns
+                self.live.screen.show(self.live.render_lines(now, width))
+
+    async def _shutdown(self, *tasks: Any) -> None:
+        grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
+        await asyncio.gather(*(view.proxy.close(grace) for view in self.views))
+        await self.supervisor.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.runner.close()
+        self._print_summary()
+
+    def _print_summary(self) -> None:
+        now = _monotonic()
+        lines = build_summary(self.views, now - self._started, now)
+        if self.mode is OutputMode.JSON:
+            data = tuple(self._summary_data().items())
+            self.sink(SessionEvent(_wall_clock(), EventKind.STOPPED, self.supervisor.label,
+                                   "\n".join(lines), data))  # fmt: skip
+            return
+        if self.live is not None:
+            self.live.screen.clear()
+            _write_lines(sys.stdout, lines)
+            return
+        _write_lines(sys.stderr, lines)
+
+    def _summary_data(self) -> Dict[str, Any]:
+        forwards = []
+        for view in self.views:
+            stats = view.proxy.stats
+            forwards.append(
+                {
+                    "local": view.local_text,
+                    "remote_port": view.remote_port,
+                    "bytes_up": stats.bytes_up,
+                    "bytes_down": stats.bytes_down,
+                    "connections": stats.opened,
+                    "closed": stats.closed,
+                    "failed": stats.failed,
+                    "reset": stats.reset,
+                    "replayed": stats.replayed,
+                    "causes": dict(stats.causes),
+                    "protocols": view.protocol_lines(),
+                }
+            )
+        return {"forwards": forwards, "reconnects": dict(self.supervisor.reconnects)}
+
+
+def _stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_lines(stream: Any, lines: List[str]) -> None:
+    stream.write("\n".join(lines) + "\n")
+    stream.flush()
+
+
+async def run_port_forward(flags: ParsedFlags, prog: str) -> int:
+    """`kubectl vibe port-forward`: Complete → Validate → Run, like kubectl's own command."""
+    options = PortForwardOptions.from_flags(flags)
+    options.validate()
+    runner = KubectlRunner(find_kubectl(), flags.globals_argv)
+    try:
+        await options.complete(runner)
+        resolver = TargetResolver(runner, options.namespace)
+        return await PortForwardSession(options, runner, resolver).run()
+    finally:
+        await runner.close()
+
 
 # ==== §17 wait session =========================================================================
 
@@ -5798,14 +9269,14 @@ async def run_version(flags: ParsedFlags, prog: str) -> int:
     return 0
 
 
-def _command_handlers() -> Dict[str, Callable[[ParsedFlags, str], Any]]:
-    """Each command's run step: async (flags, prog) -> exit code."""
-    return {
-        "port-forward": run_port_forward,
-        "wait": run_wait,
-        "version": run_version,
-        "completion": run_completion,
-    }
+#: Each command's run step, by name: async (flags, prog) -> exit code. Names, not objects, so the
+#: table can sit here while the commands' sections are defined wherever the data flow puts them.
+COMMAND_RUNNERS: Dict[str, str] = {
+    "port-forward": "run_port_forward",
+    "wait": "run_wait",
+    "version": "run_version",
+    "completion": "run_completion",
+}
 
 
 def dispatch(argv: Sequence[str], prog: str) -> int:
@@ -5827,7 +9298,7 @@ def dispatch(argv: Sequence[str], prog: str) -> int:
     if flags.get("help"):
         sys.stdout.write(render_help(command, prog))
         return 0
-    handler = _command_handlers()[command.name]
+    handler = globals()[COMMAND_RUNNERS[command.name]]
     return asyncio.run(handler(flags, prog))
 
 

@@ -294,3 +294,97 @@ def test_the_summary_counts_bytes_and_connections(vibe: Vibe) -> None:
     os.kill(proc.proc.pid, signal.SIGINT)
     assert proc.wait() == 0
     assert "3 connections: 3 closed, 0 failed, 0 reset" in proc.err
+
+
+def _read_pty(master: int, seconds: float) -> bytes:
+    import select
+
+    chunks = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunks.append(os.read(master, 65536))
+            except OSError:
+                break
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_the_live_view_in_a_terminal_shows_state_ports_bytes_and_activity(
+    cluster: SimCluster, kubectl_bin: str, transport: str
+) -> None:
+    import pty
+    import re
+    import subprocess
+
+    env = Vibe(cluster, kubectl_bin, transport).env
+    env.update(COLUMNS="160", LINES="30", TERM="xterm-256color")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, MODULE, "pf", "svc/web", "18181:80"],
+        env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        _read_pty(master, 3.0)
+        for _ in range(5):
+            http_get(18181, "/bytes/200000")
+        screen = _read_pty(master, 2.0).decode("utf-8", "replace")
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+        assert "ready" in plain and "127.0.0.1:18181 → svc/web (web-" in plain
+        assert ":8080" in plain and "0/5" in plain  # no active connection, 5 in total
+        assert re.search(r"9\d\d(\.\d)? KiB", plain)  # ~977 KiB came down
+        assert re.search(r"HTTP: 5 requests", plain)
+        idle = _read_pty(master, 4.0)
+        assert len(idle) < 4 * 512, "an idle live view writes at most ~0.5 KiB/s"
+        os.killpg(proc.pid, signal.SIGINT)
+        summary = _read_pty(master, 3.0).decode("utf-8", "replace")
+        assert proc.wait(10) == 0
+        assert "5 connections: 5 closed, 0 failed, 0 reset" in summary
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        os.close(master)
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_a_restarted_container_is_correlated_with_its_events_and_in_the_summary(
+    vibe: Vibe, cluster: SimCluster
+) -> None:
+    proc = vibe.start("pf", "deploy/web", ":8080", "--no-live")
+    port = int(proc.wait_line(FORWARDING).group(1))
+    pod = http_get(port).getheader("X-Pod")
+
+    cluster.restart_container(pod, reason="OOMKilled", exit_code=137)
+    proc.wait_line(r"pod %s: .*OOMKilled" % pod, stream="stderr", timeout=20)
+    assert http_get(port, timeout=30).status == 200
+
+    os.kill(proc.proc.pid, signal.SIGINT)
+    assert proc.wait() == 0
+    assert "OOMKilled" in proc.err.split("problems:")[-1]
+    assert "kubectl logs %s -n default --previous" % pod in proc.err
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_connections_cut_by_a_pod_deletion_are_blamed_on_the_pod(
+    vibe: Vibe, cluster: SimCluster
+) -> None:
+    proc = vibe.start("pf", "svc/web", ":9000", "--no-live")
+    port = int(proc.wait_line(FORWARDING).group(1))
+    holder = socket.create_connection(("127.0.0.1", port), timeout=10)
+    holder.sendall(b"ping")
+    assert holder.recv(4) == b"ping"
+    pod = [p for p in cluster.pods("web") if cluster.active_streams(p)][0]
+
+    cluster.delete_pod(pod)
+    proc.wait_line(r"now forwarding to pod", stream="stderr", timeout=30)
+    holder.close()
+    os.kill(proc.proc.pid, signal.SIGINT)
+    assert proc.wait() == 0
+
+    problems = proc.err.split("problems:")[-1]
+    assert "1 connections reset: the pod (or its sandbox) is gone" in problems
+    assert "reconnects 1 (the pod (or its sandbox) is gone" in proc.err
