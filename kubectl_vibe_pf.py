@@ -5644,7 +5644,8 @@ def _pod_status(pod: Dict[str, Any]) -> StatusReport:
     if failure == "Unschedulable":
         problems.append("PodScheduled=False Unschedulable")
     if phase == "Running" and _condition_is(pod, "Ready"):
-        return StatusReport(ResourceStatus.CURRENT, "Pod is Ready", tuple(problems))
+        # Ready now, but a container that keeps being OOMKilled still fails fast.
+        return StatusReport(ResourceStatus.CURRENT, "Pod is Ready", tuple(problems), failure)
     ready = find_condition(pod, "Ready")
     message = "%s, %s" % (phase, _condition_text(ready, "Ready"))
     if problems:
