@@ -2969,7 +2969,9 @@ def detect_protocol(
     Bounded: once a side has sent SNIFF_DETECT_MAX_BYTES, or both sides spoke without a match,
     the answer is UNKNOWN. The port only breaks ties (an inline Redis command vs. nothing).
     """
-    # 1) the client spoke first: most protocols
+    # 1) the client spoke first: most protocols ("PRI * HTTP" is not HTTP/1 yet: h2's preface)
+    if _could_still_become(client_prefix, HTTP2_PREFACE) and client_prefix:
+        return None
     if client_prefix:
         kind = _detect_client_first(client_prefix)
         if kind is not None:
