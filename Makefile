@@ -1,5 +1,5 @@
 # kubectl-vibe: every entry point bootstraps its own virtualenv(s) from scratch.
-#   make demo    build the executable and run it through real kubectl
+#   make demo    build the executable; port-forward through kubectl on a simulated cluster
 #   make test    the whole suite on the newest Python, the fast subset on Python 3.9
 #   make build   the four krew archives, SHA256SUMS (dist/) and plugin.yaml's sha256 values
 #   make lint    ruff check + ruff format --check
@@ -15,6 +15,7 @@ VENV := .venv
 VENV_OLDEST := .venv-py39
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 DEMO_ROOT := build/out/demo
 
 .PHONY: help demo test test-newest test-oldest build lint format clean
@@ -64,9 +65,10 @@ demo: $(VENV)/.installed
 	rm -rf $(DEMO_ROOT)/bin $(DEMO_ROOT)/store && mkdir -p $(DEMO_ROOT)/bin $(DEMO_ROOT)/store
 	tar -xzf $(DEMO_ROOT)/dist/kubectl-vibe_*.tar.gz -C $(DEMO_ROOT)/store
 	ln -s ../store/kubectl-vibe $(DEMO_ROOT)/bin/kubectl-vibe
-	# ==== DEMO HOOK (lead): once the simulated cluster and port-forward land, replace the
-	# ==== command below with the real demo (start the simulated cluster, `kubectl vibe pf ...`).
 	PATH="$(CURDIR)/$(DEMO_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" kubectl vibe version
+	# The simulated cluster (web, db, cache), bounded traffic, a pod deletion and an OOM kill,
+	# and `kubectl vibe port-forward svc/web` through kubectl. Ctrl-C prints the summary.
+	PATH="$(CURDIR)/$(DEMO_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf dist build/out build/stage .pytest_cache

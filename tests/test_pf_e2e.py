@@ -377,7 +377,7 @@ def test_connections_cut_by_a_pod_deletion_are_blamed_on_the_pod(
     holder = socket.create_connection(("127.0.0.1", port), timeout=10)
     holder.sendall(b"ping")
     assert holder.recv(4) == b"ping"
-    pod = [p for p in cluster.pods("web") if cluster.active_streams(p)][0]
+    pod = next(p for p in cluster.pods("web") if cluster.active_streams(p))
 
     cluster.delete_pod(pod)
     proc.wait_line(r"now forwarding to pod", stream="stderr", timeout=30)

@@ -54,7 +54,7 @@ def stop(proc: Optional[subprocess.Popen]) -> None:
         proc.wait(5)
 
 
-def start_cluster(workdir: str) -> "tuple[subprocess.Popen, str, str]":
+def start_cluster(workdir: str) -> tuple[subprocess.Popen, str, str]:
     kubeconfig = os.path.join(workdir, "kubeconfig")
     sim = start(
         [sys.executable, os.path.join(REPO, "tests", "simcluster.py"), "demo",
