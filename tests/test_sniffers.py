@@ -1,0 +1,396 @@
+"""§10 protocol sniffers: sans-IO, so every test feeds bytes and reads events (no sockets).
+
+Every sniffer is fed four ways (style.md "What to absorb" 15): whole, one byte at a time, in
+odd-sized pieces, with trailing data, and over its limit; garbage must never raise. Bytes are
+real where it matters: psql and PyMySQL captures, h2-encoded gRPC frames (HPACK with Huffman and
+dynamic-table references), and live TLS handshakes from Python's ssl module over MemoryBIOs.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import struct
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+import pytest
+
+import kubectl_vibe_pf as k
+from kubectl_vibe_pf import Direction, ProtocolKind
+
+C2S = Direction.CLIENT_TO_SERVER
+S2C = Direction.SERVER_TO_CLIENT
+CERT = Path(__file__).parent / "data" / "sniff-test-cert.pem"
+Script = Sequence[Tuple[Direction, bytes, float]]
+#: None: each step whole; 1: one byte at a time; 7: odd pieces that split every header.
+CHUNKINGS = [None, 1, 7]
+
+
+def feed_like_proxy(sniffer: k.Sniffer, direction: Direction, data: bytes, now: float,
+                    chunk: Optional[int]) -> None:
+    """Feed as the proxy does: memoryviews over one reused buffer, scribbled over afterwards
+    (a sniffer that kept a reference instead of a copy would then read garbage)."""
+    size = chunk or max(1, len(data))
+    buffer = bytearray(size)
+    for start in range(0, len(data), size):
+        piece = data[start : start + size]
+        buffer[: len(piece)] = piece
+        sniffer.feed(direction, memoryview(buffer)[: len(piece)], now)
+        buffer[: len(piece)] = b"\xa5" * len(piece)
+
+
+def run(kind_or_class: Any, script: Script, chunk: Optional[int] = None,
+        eof: bool = False) -> k.Sniffer:
+    stats = k.ProtocolStats()
+    cls = k.SNIFFERS[kind_or_class] if isinstance(kind_or_class, ProtocolKind) else kind_or_class
+    sniffer = cls(stats)
+    for direction, data, now in script:
+        feed_like_proxy(sniffer, direction, data, now, chunk)
+    if eof:
+        sniffer.close(script[-1][2] if script else 0.0)
+    return sniffer
+
+
+def events(sniffer: k.Sniffer) -> List[Any]:
+    return list(sniffer.events)
+
+
+def gave_up(sniffer: k.Sniffer) -> List[str]:
+    return [e.reason for e in sniffer.events if isinstance(e, k.ProtocolGaveUp)]
+
+
+# ---- real captures (see module docstring) ----------------------------------------------------
+
+H2_FLIGHTS = [
+    (C2S, bytes.fromhex(
+        "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a00002a040000000000000100001000000200"
+        "00000100040000ffff000500004000000800000000000300000064000600010000"
+    )),
+    (S2C, bytes.fromhex(
+        "00002a04000000000000010000100000020000000000040000ffff000500004000000800000000000300"
+        "000064000600010000000000040100000000"
+    )),
+    (C2S, bytes.fromhex(
+        "000000040100000000"
+    )),
+    (C2S, bytes.fromhex(
+        "00003c010400000001838644956272d141fc1eca245f15852a4b631b87eb1968a0ff41899ac29525b2e3"
+        "6003615f8b1d75d0620d263d4c4d65644082497f864d833505b11f00000c00010000000100000000070a"
+        "05776f726c64"
+    )),
+    (S2C, bytes.fromhex(
+        "00000e010400000001885f8b1d75d0620d263d4c4d6564000012000000000001000000000d0a0b48656c"
+        "6c6f20776f726c6400000c01050000000140889acac8b21234da8f8107"
+    )),
+    (C2S, bytes.fromhex(
+        "0000060104000000038386c1c0bfbe00000c00010000000300000000070a05776f726c64"
+    )),
+    (S2C, bytes.fromhex(
+        "00000201040000000388bf000012000000000003000000000d0a0b48656c6c6f20776f726c6400002001"
+        "05000000037e820b5f40899acac8b5254207317f90b6b426c28e95087aaa2912a16cb0f67f"
+    )),
+    (C2S, bytes.fromhex(
+        "0000060104000000058386c1c0bfbe"
+    )),
+    (C2S, bytes.fromhex(
+        "00000403000000000500000008"
+    )),
+    (S2C, bytes.fromhex(
+        "0000080700000000000000000500000000"
+    )),
+]
+PG_CLIENT_0 = bytes.fromhex(
+    "0000000804d2162f00000038000300007573657200626164006461746162617365006f72646572730061"
+    "70706c69636174696f6e5f6e616d65007073716c0000700000000a77726f6e6700"
+)
+PG_CLIENT_1 = bytes.fromhex(
+    "0000000804d2162f00000038000300007573657200617070006461746162617365006f72646572730061"
+    "70706c69636174696f6e5f6e616d65007073716c0000510000000d73656c6563742031005800000004"
+)
+MY_CLIENT_0 = bytes.fromhex(
+    "8c0000010da23a00ffffff002d00000000000000000000000000000000000000000000006170700014bf"
+    "f6ee7a3f40fe7b6b61ccd674c4fcce55c1f5e66f7264657273006d7973716c5f6e61746976655f706173"
+    "73776f726400350c5f636c69656e745f6e616d650770796d7973716c0f5f636c69656e745f7665727369"
+    "6f6e05312e322e34045f7069640436333739"
+)
+MY_CLIENT_1 = bytes.fromhex(
+    "8c0000010da23a00ffffff002d00000000000000000000000000000000000000000000006170700014f7"
+    "c0c34f7ddf026c28f840d5a3d40591171b43a66f7264657273006d7973716c5f6e61746976655f706173"
+    "73776f726400350c5f636c69656e745f6e616d650770796d7973716c0f5f636c69656e745f7665727369"
+    "6f6e05312e322e34045f70696404363337391200000003534554204e414d455320757466386d6234"
+)
+MY_GREETING = bytes.fromhex(
+    "4a0000000a382e302e3336002a0000006162636465666768000fa2ff02003b0015000000000000000000"
+    "00696a6b6c6d6e6f7071727374006d7973716c5f6e61746976655f70617373776f726400"
+)
+
+
+# ---- detection ---------------------------------------------------------------------------------
+
+PG_SSL_REQUEST = struct.pack(">II", 8, 80877103)
+CLIENT_HELLO_START = bytes.fromhex("160301020001")
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "port", "expected"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"", 80, ProtocolKind.HTTP1),
+        (b"POST /api/orders", b"", 8080, ProtocolKind.HTTP1),
+        (b"OPTIONS * HTTP/1.1\r\n", b"", 80, ProtocolKind.HTTP1),
+        (b"G", b"", 80, None),
+        (k.HTTP2_PREFACE, b"", 80, ProtocolKind.HTTP2),
+        (k.HTTP2_PREFACE[:10], b"", 80, None),
+        (CLIENT_HELLO_START, b"", 443, ProtocolKind.TLS),
+        (CLIENT_HELLO_START[:2], b"", 443, None),
+        (PG_SSL_REQUEST, b"", 5432, ProtocolKind.POSTGRES),
+        (PG_CLIENT_1[8:], b"", 5432, ProtocolKind.POSTGRES),
+        (b"*1\r\n$4\r\nPING\r\n", b"", 6379, ProtocolKind.REDIS),
+        (b"PING\r\n", b"", 6379, ProtocolKind.REDIS),
+        (b"get foo\r\n", b"", 6379, ProtocolKind.REDIS),
+        (b"get foo\r\n", b"", 9000, ProtocolKind.UNKNOWN),
+        (b"", MY_GREETING, 3306, ProtocolKind.MYSQL),
+        (b"", MY_GREETING[:3], 3306, None),
+        (b"", b"SSH-2.0-OpenSSH_9.6\r\n", 22, ProtocolKind.UNKNOWN),
+        (b"", b"", 80, None),
+        (b"howdy", b"", 9999, None),
+        (b"howdy world\n", b"", 9999, ProtocolKind.UNKNOWN),
+        (b"howdy", b"220 smtp.example ESMTP\r\n", 25, ProtocolKind.UNKNOWN),
+        (b"a" * k.SNIFF_DETECT_MAX_BYTES, b"", 80, ProtocolKind.UNKNOWN),
+        (b"\x00\x01\x02\x03\x04\x05\x06\x07\x08", b"", 80, ProtocolKind.UNKNOWN),
+    ],
+)
+def test_detect_protocol_table(client: bytes, server: bytes, port: int, expected: Any) -> None:
+    assert k.detect_protocol(client, server, port) == expected
+
+
+def test_detect_protocol_answers_for_any_prefix_and_is_bounded() -> None:
+    for seed in range(300):
+        rng = random.Random(seed)
+        client = rng.randbytes(rng.randrange(0, 64))
+        server = rng.randbytes(rng.choice([0, 0, 5, 40]))
+        kind = k.detect_protocol(client, server, rng.choice([80, 3306, 6379]))
+        assert kind is None or isinstance(kind, ProtocolKind)
+    big = random.Random(1).randbytes(k.SNIFF_DETECT_MAX_BYTES)
+    assert k.detect_protocol(b"GET" + big, b"", 80) is not None
+
+
+def test_every_kind_has_a_sniffer_and_unknown_is_inert() -> None:
+    stats = k.ProtocolStats()
+    for kind in ProtocolKind:
+        assert isinstance(k.sniffer_for(kind, stats), k.Sniffer)
+    null = k.sniffer_for(ProtocolKind.UNKNOWN, stats)
+    null.feed(C2S, b"anything", 1.0)
+    assert not null.active and events(null) == []
+    assert stats.connections.counts[ProtocolKind.UNKNOWN] == 2  # one per sniffer made
+
+
+# ---- HTTP/1 ------------------------------------------------------------------------------------
+
+GET_USERS = b"GET /api/users/42?x=1 HTTP/1.1\r\nHost: api\r\n\r\n"
+OK_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+)
+POST_ORDERS = b"POST /api/orders HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http1_pairs_keep_alive_requests_with_length_and_chunked_bodies(chunk: Any) -> None:
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [
+            (C2S, GET_USERS, 10.0),
+            (S2C, OK_LENGTH, 10.012),
+            (C2S, POST_ORDERS, 11.0),
+            (S2C, CHUNKED, 11.5),
+        ],
+        chunk,
+    )
+    assert events(sniffer) == [
+        k.HttpExchange("GET", "/api/users/:id", 200, pytest.approx(0.012), len(GET_USERS),
+                       len(OK_LENGTH)),
+        k.HttpExchange("POST", "/api/orders", 200, 0.5, len(POST_ORDERS), len(CHUNKED)),
+    ]
+    assert sniffer.active
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http1_pipelined_requests_are_answered_in_order(chunk: Any) -> None:
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [(C2S, GET_USERS + POST_ORDERS, 1.0), (S2C, UNAVAILABLE + OK_LENGTH, 2.0)],
+        chunk,
+    )
+    assert [(e.method, e.status) for e in events(sniffer)] == [("GET", 503), ("POST", 200)]
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http1_head_204_and_304_responses_have_no_body(chunk: Any) -> None:
+    head = b"HEAD /big HTTP/1.1\r\n\r\n"
+    get = b"GET /x HTTP/1.1\r\n\r\n"
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [
+            (C2S, head + get + get, 1.0),
+            (S2C, b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n", 1.1),
+            (S2C, b"HTTP/1.1 204 No Content\r\n\r\n", 1.2),
+            (S2C, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 1.3),
+        ],
+        chunk,
+    )
+    assert [(e.method, e.status) for e in events(sniffer)] == [
+        ("HEAD", 200), ("GET", 204), ("GET", 304)
+    ]
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http1_interim_100_continue_is_not_the_answer(chunk: Any) -> None:
+    head = b"PUT /upload HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    final = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [(C2S, head, 1.0), (S2C, interim, 1.1), (C2S, b"data", 1.2), (S2C, final, 1.5)],
+        chunk,
+    )
+    assert events(sniffer) == [
+        k.HttpExchange("PUT", "/upload", 201, 0.5, len(head) + 4, len(interim) + len(final)),
+    ]
+
+
+def test_http1_websocket_upgrade_stops_parsing() -> None:
+    upgrade = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [(C2S, upgrade, 1.0), (S2C, switching + b"\x81\x05hello", 1.1), (C2S, b"\x81\x85", 1.2)],
+    )
+    assert events(sniffer) == [
+        k.HttpExchange("GET", "/ws", 101, pytest.approx(0.1), len(upgrade), len(switching)),
+        k.HttpUpgraded("websocket", "/ws"),
+    ]
+    assert not sniffer.active and not gave_up(sniffer)
+
+
+def test_http1_refused_upgrade_replays_what_the_client_sent_meanwhile() -> None:
+    upgrade = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [
+            (C2S, upgrade + b"GET /next HTTP/1.1\r\n\r\n", 1.0),
+            (S2C, b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n" + OK_LENGTH, 2.0),
+        ],
+    )
+    assert [(e.path, e.status) for e in events(sniffer)] == [("/ws", 426), ("/next", 200)]
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http1_response_without_length_ends_at_eof(chunk: Any) -> None:
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [(C2S, b"GET / HTTP/1.0\r\n\r\n", 1.0), (S2C, b"HTTP/1.0 200 OK\r\n\r\nbody...", 1.2)],
+        chunk,
+        eof=True,
+    )
+    assert events(sniffer) == [k.HttpExchange("GET", "/", 200, pytest.approx(0.2), 18, 26)]
+    assert not sniffer.active
+
+
+def test_http1_reports_cut_off_responses_and_unanswered_requests_at_eof() -> None:
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [
+            (C2S, GET_USERS + POST_ORDERS, 1.0),
+            (S2C, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 100\r\n\r\npartial", 1.3),
+        ],
+        eof=True,
+    )
+    assert events(sniffer) == [
+        k.HttpExchange("GET", "/api/users/:id", 502, pytest.approx(0.3), len(GET_USERS), 56,
+                       complete=False),
+        k.HttpRequestUnanswered("POST", "/api/orders"),
+    ]
+    problems = sniffer.stats.problems()
+    assert "1 × HTTP 502 from /api/users/:id" in problems
+    assert "1 HTTP request(s) never answered (connection closed)" in problems
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http1_trailing_partial_message_emits_nothing_yet(chunk: Any) -> None:
+    sniffer = run(
+        ProtocolKind.HTTP1,
+        [(C2S, GET_USERS + b"GET /next HT", 1.0), (S2C, OK_LENGTH + b"HTTP/1.1 2", 2.0)],
+        chunk,
+    )
+    assert [e.path for e in events(sniffer)] == ["/api/users/:id"]
+    assert sniffer.active
+
+
+@pytest.mark.parametrize("chunk", [None, 1000])
+def test_http1_header_block_over_the_limit_gives_up_quietly(chunk: Any) -> None:
+    huge = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * k.SNIFF_MAX_HEADER_BYTES + b"\r\n\r\n"
+    sniffer = run(ProtocolKind.HTTP1, [(C2S, huge, 1.0), (S2C, OK_LENGTH, 2.0)], chunk)
+    assert gave_up(sniffer) == ["HTTP header block over %d bytes" % k.SNIFF_MAX_HEADER_BYTES]
+    assert not sniffer.active and len(sniffer.events) == 1
+
+
+def test_http1_header_block_just_under_the_limit_is_fine() -> None:
+    head = b"GET / HTTP/1.1\r\nX-Big: "
+    big = head + b"a" * (k.SNIFF_MAX_HEADER_BYTES - len(head) - 4) + b"\r\n\r\n"
+    assert len(big) == k.SNIFF_MAX_HEADER_BYTES
+    sniffer = run(ProtocolKind.HTTP1, [(C2S, big, 1.0), (S2C, OK_LENGTH, 2.0)], 1)
+    assert [e.status for e in events(sniffer)] == [200]
+
+
+@pytest.mark.parametrize(
+    ("client", "reason"),
+    [
+        (b"\x16\x03\x01\x00\x10hello", "not HTTP/1 (byte 0x16 starts a message)"),
+        (b"HELLO\r\n\r\n", "not an HTTP/1 request line"),
+        (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", "malformed HTTP header line"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", "invalid Content-Length '1, 2'"),
+    ],
+)
+def test_http1_garbage_gives_up_with_a_reason(client: bytes, reason: str) -> None:
+    sniffer = run(ProtocolKind.HTTP1, [(C2S, client, 1.0)])
+    assert gave_up(sniffer) == [reason]
+    sniffer.feed(C2S, GET_USERS, 2.0)  # a no-op from now on
+    assert len(sniffer.events) == 1
+
+
+def test_http1_large_bodies_are_counted_not_kept() -> None:
+    body_size = 5 * 1024 * 1024
+    stats = k.ProtocolStats()
+    sniffer = k.Http1Sniffer(stats)
+    sniffer.feed(C2S, GET_USERS, 1.0)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % body_size
+    sniffer.feed(S2C, head, 1.1)
+    chunk = memoryview(bytes(64 * 1024))
+    for _ in range(body_size // len(chunk)):
+        sniffer.feed(S2C, chunk, 1.2)
+        assert not sniffer._server.reasm.buf  # nothing of the body is buffered
+    assert events(sniffer)[0].response_bytes == body_size + len(head)
+    assert stats.http.response_bytes == events(sniffer)[0].response_bytes
+
+
+def test_http1_chunked_body_with_bad_chunk_size_gives_up() -> None:
+    bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    sniffer = run(ProtocolKind.HTTP1, [(C2S, GET_USERS, 1.0), (S2C, bad, 1.1)])
+    assert gave_up(sniffer) == ["invalid chunk size line"]
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/api/users/42?x=1", "/api/users/:id"),
+        ("/orders/3fa85f64-5717-4562-b3fc-2c963f66afa6/items", "/orders/:id/items"),
+        ("http://api.internal/v1/things", "/v1/things"),
+        ("/static/app.js", "/static/app.js"),
+        ("*", "*"),
+    ],
+)
+def test_paths_are_folded_into_routes(target: str, path: str) -> None:
+    assert k.normalize_path(target) == path
