@@ -26,6 +26,10 @@ STRICT = os.environ.get("CI") == "true"
 REFERENCE_PATHS = ("direct", "relay:streams", "relay:protocol")
 
 
+# The quick run drives real kubectl against the simulated cluster (end to end, live view, failover).
+e2e = pytest.mark.e2e
+
+
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
@@ -46,6 +50,7 @@ def ran(row: Dict[str, Any]) -> bool:
     return not row["skipped"]
 
 
+@e2e
 def test_no_row_errors_and_every_row_that_ran_is_verified(quick_result: Dict[str, Any]) -> None:
     for row in quick_result["rows"]:
         assert row["error"] is None, row
@@ -53,6 +58,7 @@ def test_no_row_errors_and_every_row_that_ran_is_verified(quick_result: Dict[str
             assert row["verified"] is True, row
 
 
+@e2e
 def test_under_ci_every_row_runs(quick_result: Dict[str, Any]) -> None:
     skipped = [
         (r["section"], r["path"], r["skipped"]) for r in quick_result["rows"] if r["skipped"]
@@ -64,6 +70,7 @@ def test_under_ci_every_row_runs(quick_result: Dict[str, Any]) -> None:
         assert all(reason for _, _, reason in skipped)
 
 
+@e2e
 @pytest.mark.parametrize("path", REFERENCE_PATHS)
 def test_reference_paths_carry_bulk_and_ping_pong(quick_result: Dict[str, Any], path: str) -> None:
     bulk = {r["path"]: r for r in rows(quick_result, "bulk")}
@@ -73,6 +80,7 @@ def test_reference_paths_carry_bulk_and_ping_pong(quick_result: Dict[str, Any], 
     assert latency[path]["verified"] is True
 
 
+@e2e
 def test_every_concurrent_connection_is_byte_exact(quick_result: Dict[str, Any]) -> None:
     conns = quick_result["sizes"]["conns"]
     measured = [r for r in rows(quick_result, "concurrency") if ran(r)]
@@ -81,6 +89,7 @@ def test_every_concurrent_connection_is_byte_exact(quick_result: Dict[str, Any])
         assert row["values"]["byte_exact"] == conns, row
 
 
+@e2e
 def test_plugin_rows_run_once_the_static_forward_exists(quick_result: Dict[str, Any]) -> None:
     if bench_mod.plugin_missing():
         pytest.skip(bench_mod.plugin_missing())
@@ -89,10 +98,31 @@ def test_plugin_rows_run_once_the_static_forward_exists(quick_result: Dict[str, 
         assert {"plugin", "plugin:sniff"} <= paths, section
 
 
+@e2e
 def test_startup_rows_say_which_executable_ran(quick_result: Dict[str, Any]) -> None:
     startup = {r["path"]: r for r in rows(quick_result, "startup")}
     assert set(startup) == {"python3 -c pass", "kubectl-vibe --version", "kubectl-vibe --help"}
     assert startup["kubectl-vibe --version"]["values"]["label"]
+
+
+@e2e
+def test_end_to_end_rows_verify_bytes_through_both_kubectl_paths(
+    quick_result: Dict[str, Any],
+) -> None:
+    e2e_rows = {r["path"]: r for r in rows(quick_result, "e2e") if ran(r)}
+    if not e2e_rows:
+        pytest.skip("no simulated cluster on this branch")
+    assert set(e2e_rows) == {"kubectl port-forward", "kubectl vibe pf"}
+    for row in e2e_rows.values():
+        assert row["verified"] is True and row["values"]["up_mbps"] > 0
+
+
+@e2e
+def test_failover_serves_from_the_replacement_pod(quick_result: Dict[str, Any]) -> None:
+    failover = [r for r in rows(quick_result, "failover") if ran(r)]
+    if not failover:
+        pytest.skip("no simulated cluster on this branch")
+    assert failover[0]["values"]["served_by_new_pod"] > 0
 
 
 # ---- the checks the benchmark relies on -------------------------------------------------------
