@@ -261,6 +261,7 @@ def measure_e2e(
     try:
         values: Dict[str, Any] = {}
         ok = True
+        cpu0 = process_cpu(proc.pid)
         for name, fn in (
             ("up", lambda: upload_sha256(ports[9001], n, digest)),
             ("down", lambda: download_http(ports[8080], n)),
@@ -271,6 +272,11 @@ def measure_e2e(
                 ok = ok and good
                 best = min(best, elapsed)
             values[name + "_mbps"] = n / best / 1e6
+        mine, kubectl = (c1 - c0 for c1, c0 in zip(process_cpu(proc.pid), cpu0))
+        moved_gib = 2 * repeats * n / (1 << 30)
+        values["kubectl_cpu_s_per_gib"] = (kubectl if vibe else mine) / moved_gib
+        if vibe:  # the plugin is the process kubectl exec'd; kubectl port-forward its child
+            values["plugin_cpu_s_per_gib"] = mine / moved_gib
         samples = echo_ping_pong(ports[9000], pings)
         samples.sort()
         values["p50_us"] = samples[len(samples) // 2]
@@ -279,6 +285,20 @@ def measure_e2e(
         return values
     finally:
         cluster.stop_proc(proc)
+
+
+def process_cpu(pid: int) -> Tuple[float, float]:
+    """(CPU seconds of the process itself, of its descendants)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    kids = 0.0
+    for child in proc.children(recursive=True):
+        try:
+            kids += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return sum(proc.cpu_times()[:2]), kids
 
 
 def read_pty(master: int, seconds: float, until: Optional[bytes] = None) -> bytes:
