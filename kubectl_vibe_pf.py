@@ -1724,6 +1724,7 @@ class ErrorCause(enum.Enum):
     STUCK_TUNNEL = "stuck-tunnel"
     FORBIDDEN = "forbidden"
     UNREACHABLE = "unreachable"
+    POD_NOT_READY = "pod-not-ready"  # never from kubectl's text: the pod watch saw it
     OTHER = "other"
 
 
@@ -1788,6 +1789,10 @@ _CAUSE_TEXT: Dict[ErrorCause, Tuple[str, str]] = {
     ErrorCause.UNREACHABLE: (
         "the API server is unreachable",
         "check the network/VPN and the kubeconfig context (kubectl cluster-info)",
+    ),
+    ErrorCause.POD_NOT_READY: (
+        "the pod stopped being Ready (its container is restarting or failing its probe)",
+        "a Ready pod of the same target is used meanwhile; check kubectl describe pod",
     ),
     ErrorCause.OTHER: ("kubectl reported an unexpected error", "see the message above"),
 }
@@ -7069,7 +7074,8 @@ class Supervisor(UpstreamSource):
         now = asyncio.get_running_loop().time()
         for link in tunnel.links_cut_by_failure(now):
             link.forward.stats.reclassify_as_reset(reason)
-        tunnel.recent_ends.clear()
+        if tunnel.recent_ends is not None:
+            tunnel.recent_ends.clear()
         for proxy in self.proxies:
             for link in list(proxy.links):
                 if link.lease is not None and link.lease.tunnel is tunnel and link.down_bytes:
@@ -7078,14 +7084,25 @@ class Supervisor(UpstreamSource):
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
 
-    def _retire(self, tunnel: Tunnel) -> None:
-        """Stop a tunnel on purpose: no new links go to it, and its exit is not a loss."""
+    def _retire(self, tunnel: Tunnel, cause: Optional[ErrorCause] = None) -> None:
+        """Stop a tunnel on purpose: no new links go to it, and its exit is not a loss.
+
+        With a cause (its pod died or stopped being Ready), the links the pod had answered are
+        cut and counted, the rest replay on the next tunnel, and an active tunnel counts as a
+        reconnect, exactly as if kubectl had reported the death first."""
         tunnel.retired = True
+        if cause is not None and tunnel.cause is None:
+            tunnel.cause = cause
+            summary = cause_summary(cause, tunnel.remote_ports)
+            self._cut_links_of(tunnel, summary)
+            if tunnel is self.active:
+                self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
         if tunnel is self.active:
             self.active = None
             self._active_ready.clear()
         if tunnel is self.standby:
             self.standby = None
+        tunnel.ended.set()
         self._tasks.append(asyncio.ensure_future(tunnel.stop()))
 
     def _blame_recent_loss_on_pod_death(self, pod_name: str) -> None:
@@ -7137,7 +7154,7 @@ class Supervisor(UpstreamSource):
         self._needs_resolve = True
         for tunnel in (self.active, self.standby):
             if tunnel is not None and tunnel.pod_name == pod_name and tunnel.usable:
-                self._retire(tunnel)
+                self._retire(tunnel, ErrorCause.POD_GONE)
         self._wake.set()
 
     async def _re_resolve(self) -> None:
@@ -7216,7 +7233,7 @@ class Supervisor(UpstreamSource):
         self._needs_resolve = True
         for tunnel in (self.active, self.standby):
             if tunnel is not None and tunnel.usable:
-                self._retire(tunnel)
+                self._retire(tunnel, ErrorCause.POD_NOT_READY)
         self._wake.set()
 
     def _note_pod_health(self, before: Optional[dict], pod: dict, deleted: bool) -> None:
@@ -8189,11 +8206,12 @@ class LiveView:
         from rich.console import Console
 
         buffer = io.StringIO()
+        plain = bool(os.environ.get("NO_COLOR"))  # no-color.org: no ANSI styling at all
         console = Console(
             file=buffer,
             width=width,
             force_terminal=True,
-            no_color=bool(os.environ.get("NO_COLOR")),
+            color_system=None if plain else "auto",
             highlight=False,
             emoji=False,
         )

@@ -27,8 +27,9 @@ Script = Sequence[Tuple[Direction, bytes, float]]
 CHUNKINGS = [None, 1, 7]
 
 
-def feed_like_proxy(sniffer: k.Sniffer, direction: Direction, data: bytes, now: float,
-                    chunk: Optional[int]) -> None:
+def feed_like_proxy(
+    sniffer: k.Sniffer, direction: Direction, data: bytes, now: float, chunk: Optional[int]
+) -> None:
     """Feed as the proxy does: memoryviews over one reused buffer, scribbled over afterwards
     (a sniffer that kept a reference instead of a copy would then read garbage)."""
     size = chunk or max(1, len(data))
@@ -40,8 +41,9 @@ def feed_like_proxy(sniffer: k.Sniffer, direction: Direction, data: bytes, now: 
         buffer[: len(piece)] = b"\xa5" * len(piece)
 
 
-def run(kind_or_class: Any, script: Script, chunk: Optional[int] = None,
-        eof: bool = False) -> k.Sniffer:
+def run(
+    kind_or_class: Any, script: Script, chunk: Optional[int] = None, eof: bool = False
+) -> k.Sniffer:
     stats = k.ProtocolStats()
     cls = k.SNIFFERS[kind_or_class] if isinstance(kind_or_class, ProtocolKind) else kind_or_class
     sniffer = cls(stats)
@@ -63,42 +65,50 @@ def gave_up(sniffer: k.Sniffer) -> List[str]:
 # ---- real captures (see module docstring) ----------------------------------------------------
 
 H2_FLIGHTS = [
-    (C2S, bytes.fromhex(
-        "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a00002a040000000000000100001000000200"
-        "00000100040000ffff000500004000000800000000000300000064000600010000"
-    )),
-    (S2C, bytes.fromhex(
-        "00002a04000000000000010000100000020000000000040000ffff000500004000000800000000000300"
-        "000064000600010000000000040100000000"
-    )),
-    (C2S, bytes.fromhex(
-        "000000040100000000"
-    )),
-    (C2S, bytes.fromhex(
-        "00003c010400000001838644956272d141fc1eca245f15852a4b631b87eb1968a0ff41899ac29525b2e3"
-        "6003615f8b1d75d0620d263d4c4d65644082497f864d833505b11f00000c00010000000100000000070a"
-        "05776f726c64"
-    )),
-    (S2C, bytes.fromhex(
-        "00000e010400000001885f8b1d75d0620d263d4c4d6564000012000000000001000000000d0a0b48656c"
-        "6c6f20776f726c6400000c01050000000140889acac8b21234da8f8107"
-    )),
-    (C2S, bytes.fromhex(
-        "0000060104000000038386c1c0bfbe00000c00010000000300000000070a05776f726c64"
-    )),
-    (S2C, bytes.fromhex(
-        "00000201040000000388bf000012000000000003000000000d0a0b48656c6c6f20776f726c6400002001"
-        "05000000037e820b5f40899acac8b5254207317f90b6b426c28e95087aaa2912a16cb0f67f"
-    )),
-    (C2S, bytes.fromhex(
-        "0000060104000000058386c1c0bfbe"
-    )),
-    (C2S, bytes.fromhex(
-        "00000403000000000500000008"
-    )),
-    (S2C, bytes.fromhex(
-        "0000080700000000000000000500000000"
-    )),
+    (
+        C2S,
+        bytes.fromhex(
+            "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a00002a040000000000000100001000000200"
+            "00000100040000ffff000500004000000800000000000300000064000600010000"
+        ),
+    ),
+    (
+        S2C,
+        bytes.fromhex(
+            "00002a04000000000000010000100000020000000000040000ffff000500004000000800000000000300"
+            "000064000600010000000000040100000000"
+        ),
+    ),
+    (C2S, bytes.fromhex("000000040100000000")),
+    (
+        C2S,
+        bytes.fromhex(
+            "00003c010400000001838644956272d141fc1eca245f15852a4b631b87eb1968a0ff41899ac29525b2e3"
+            "6003615f8b1d75d0620d263d4c4d65644082497f864d833505b11f00000c00010000000100000000070a"
+            "05776f726c64"
+        ),
+    ),
+    (
+        S2C,
+        bytes.fromhex(
+            "00000e010400000001885f8b1d75d0620d263d4c4d6564000012000000000001000000000d0a0b48656c"
+            "6c6f20776f726c6400000c01050000000140889acac8b21234da8f8107"
+        ),
+    ),
+    (
+        C2S,
+        bytes.fromhex("0000060104000000038386c1c0bfbe00000c00010000000300000000070a05776f726c64"),
+    ),
+    (
+        S2C,
+        bytes.fromhex(
+            "00000201040000000388bf000012000000000003000000000d0a0b48656c6c6f20776f726c6400002001"
+            "05000000037e820b5f40899acac8b5254207317f90b6b426c28e95087aaa2912a16cb0f67f"
+        ),
+    ),
+    (C2S, bytes.fromhex("0000060104000000058386c1c0bfbe")),
+    (C2S, bytes.fromhex("00000403000000000500000008")),
+    (S2C, bytes.fromhex("0000080700000000000000000500000000")),
 ]
 PG_CLIENT_0 = bytes.fromhex(
     "0000000804d2162f00000038000300007573657200626164006461746162617365006f72646572730061"
@@ -210,8 +220,9 @@ def test_http1_pairs_keep_alive_requests_with_length_and_chunked_bodies(chunk: A
         chunk,
     )
     assert events(sniffer) == [
-        k.HttpExchange("GET", "/api/users/:id", 200, pytest.approx(0.012), len(GET_USERS),
-                       len(OK_LENGTH)),
+        k.HttpExchange(
+            "GET", "/api/users/:id", 200, pytest.approx(0.012), len(GET_USERS), len(OK_LENGTH)
+        ),
         k.HttpExchange("POST", "/api/orders", 200, 0.5, len(POST_ORDERS), len(CHUNKED)),
     ]
     assert sniffer.active
@@ -242,7 +253,9 @@ def test_http1_head_204_and_304_responses_have_no_body(chunk: Any) -> None:
         chunk,
     )
     assert [(e.method, e.status) for e in events(sniffer)] == [
-        ("HEAD", 200), ("GET", 204), ("GET", 304)
+        ("HEAD", 200),
+        ("GET", 204),
+        ("GET", 304),
     ]
 
 
@@ -309,8 +322,9 @@ def test_http1_reports_cut_off_responses_and_unanswered_requests_at_eof() -> Non
         eof=True,
     )
     assert events(sniffer) == [
-        k.HttpExchange("GET", "/api/users/:id", 502, pytest.approx(0.3), len(GET_USERS), 56,
-                       complete=False),
+        k.HttpExchange(
+            "GET", "/api/users/:id", 502, pytest.approx(0.3), len(GET_USERS), 56, complete=False
+        ),
         k.HttpRequestUnanswered("POST", "/api/orders"),
     ]
     problems = sniffer.stats.problems()
