@@ -915,7 +915,7 @@ class TlsClientHello(SniffEvent):
 @dataclass(frozen=True)
 class TlsServerHello(SniffEvent):
     version: str  # chosen
-    alpn: str
+    alpn: str  # chosen; "" in TLS 1.3, where it travels encrypted
     cipher: str
 
 
@@ -1492,13 +1492,16 @@ class TlsStats:
         if not (self.client_hellos or self.server_hellos):
             return None
         versions = self.chosen_versions if self.server_hellos else self.offered_versions
-        alpn = self.chosen_alpn if self.server_hellos else self.offered_alpn
         line = versions.most_common(1)[0][0]
         sni = self.snis.most_common(1)
         if sni and sni[0][0]:
             line += " SNI=" + sni[0][0]
-        if alpn.most_common(1) and alpn.most_common(1)[0][0]:
-            line += " ALPN=" + alpn.most_common(1)[0][0]
+        chosen = [name for name, _ in self.chosen_alpn.most_common(2) if name]
+        offered = [name for name, _ in self.offered_alpn.most_common(1) if name]
+        if chosen:  # TLS 1.2 says it in the ServerHello; 1.3 encrypts it (EncryptedExtensions)
+            line += " ALPN=" + chosen[0]
+        elif offered:
+            line += " ALPN offered=" + offered[0]
         if self.client_hellos > 1:
             line += " (%s handshakes)" % format(self.client_hellos, ",")
         if len(self.snis) > 1:
@@ -2634,7 +2637,17 @@ _RESP_MAX_BULK = 2**32
 class _RespSide:
     """One direction's RESP framing: a stack of open aggregates, the bulk being skipped."""
 
-    __slots__ = ("index", "keep", "name", "push", "reasm", "skip", "skip_after", "stack")
+    __slots__ = (
+        "blob_error",
+        "index",
+        "keep",
+        "name",
+        "push",
+        "reasm",
+        "skip",
+        "skip_after",
+        "stack",
+    )
 
     def __init__(self) -> None:
         self.reasm = _Reassembler()
@@ -2645,6 +2658,7 @@ class _RespSide:
         self.skip_after = 0
         self.name = b""
         self.push = False
+        self.blob_error = False  # the kept blob is an error text ('!'), not a command name
 
 
 class RedisSniffer(Sniffer):
@@ -2735,17 +2749,16 @@ class RedisSniffer(Sniffer):
         if is_command_name or kind == _RESP_BLOB_ERROR:
             side.keep = min(length, SNIFF_MAX_NAME_BYTES)
             side.skip_after = length - side.keep + 2
-            if kind == _RESP_BLOB_ERROR:
-                side.name = b"!"  # marks the kept blob as an error text
+            side.blob_error = kind == _RESP_BLOB_ERROR
             if not side.keep:
                 side.skip = side.skip_after
         else:
             side.skip = length + 2
 
     def _value_done(self, direction: Direction, side: _RespSide, now: float) -> None:
-        if side.name[:1] == b"!" and direction is _S2C:
-            self._on_error(side.name[1:], now)
-            side.name = b""
+        if side.blob_error:
+            side.blob_error = False
+            self._on_error(side.name, now)
         stack = side.stack
         while stack:
             entry = stack[-1]
@@ -2759,7 +2772,9 @@ class RedisSniffer(Sniffer):
                 return  # an attribute decorates the next value; it is not one itself
         if direction is _C2S:
             self._on_command(side.name.decode("latin-1").upper(), now)
-        elif not side.push:
+        elif side.push:
+            side.push = False
+        else:
             self._on_reply(now)
 
     def _on_command(self, name: str, now: float) -> None:
@@ -2799,10 +2814,11 @@ class _MyPhase(enum.Enum):
 
 
 class _MySide:
-    __slots__ = ("first", "kept", "reasm", "remaining", "seq")
+    __slots__ = ("first", "kept", "length", "reasm", "remaining", "seq")
 
     def __init__(self) -> None:
         self.reasm = _Reassembler()
+        self.length = 0  # of the packet whose first payload byte is next
         self.remaining = 0  # payload bytes left to skip
         self.kept = 0  # payload bytes to keep (0: a header is next)
         self.seq = 0
@@ -2872,20 +2888,20 @@ class MysqlSniffer(Sniffer):
                 taken = min(side.remaining, size - position)
                 side.remaining -= taken
                 position += taken
-            else:
-                header, position = side.reasm.take_exact(data, position, 5)
+            elif side.length:
+                first, position = side.reasm.take_exact(data, position, 1)
+                if first is not None:
+                    self._on_packet_start(direction, side, first[0], now)
+            else:  # a header; a zero-length packet (ending a 16 MiB series) has no payload
+                header, position = side.reasm.take_exact(data, position, 4)
                 if header is not None:
-                    self._on_packet_start(direction, side, header, now)
+                    side.length = int.from_bytes(header[0:3], "little")
+                    side.seq = header[3]
 
-    def _on_packet_start(
-        self, direction: Direction, side: _MySide, header: bytes, now: float
-    ) -> None:
-        """Header plus the first payload byte (every packet has one after the handshake)."""
-        length = int.from_bytes(header[0:3], "little")
-        if length == 0:
-            raise _GiveUp("empty MySQL packet")
-        side.seq = header[3]
-        side.first = header[4]
+    def _on_packet_start(self, direction: Direction, side: _MySide, first: int, now: float) -> None:
+        """The first payload byte says what a packet is (OK, ERR, a command…)."""
+        length, side.length = side.length, 0
+        side.first = first
         wanted = self._wanted(direction, side.seq, side.first, now)
         side.kept = min(length - 1, SNIFF_MAX_MESSAGE_BYTES) if wanted else 0
         side.remaining = length - 1 - side.kept
