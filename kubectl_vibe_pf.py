@@ -3318,6 +3318,8 @@ class Http2Sniffer(Sniffer):
             if flags & _H2_END_STREAM:
                 self._maybe_end_stream(direction, side.stream_id, now)
             return
+        if frame_type == _H2_HEADERS:  # its first byte: a stream opens, or its answer starts
+            self._on_stream_headers_start(direction, side.stream_id, now)
         if frame_type in _H2_KEPT_TYPES:
             limit = SNIFF_MAX_H2_HEADER_BLOCK_BYTES
             if frame_type == _H2_GOAWAY:
@@ -3360,8 +3362,6 @@ class Http2Sniffer(Sniffer):
         elif flags & _H2_PRIORITY:
             cursor.take(5)
         fragment = payload[cursor.pos : len(payload) - pad] if pad else payload[cursor.pos :]
-        if side.frame_type == _H2_HEADERS:
-            self._on_stream_headers_start(direction, side.stream_id, now)
         side.block = bytearray(fragment)
         side.block_flags = flags if side.frame_type == _H2_HEADERS else flags & ~_H2_END_STREAM
         side.block_stream = side.stream_id if side.frame_type == _H2_HEADERS else 0

@@ -824,3 +824,96 @@ def test_mysql_huge_packets_keep_a_bounded_prefix() -> None:
 )
 def test_mysql_garbage_gives_up(script: Any, reason: str) -> None:
     assert gave_up(run(ProtocolKind.MYSQL, script)) == [reason]
+
+
+# ---- HTTP/2 and gRPC (frames and HPACK produced by the h2 library, see H2_FLIGHTS) -------------
+
+H2_SCRIPT = [(direction, data, float(step)) for step, (direction, data) in enumerate(H2_FLIGHTS)]
+SAY_HELLO = "/helloworld.Greeter/SayHello"
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http2_grpc_streams_statuses_resets_and_goaway(chunk: Any) -> None:
+    sniffer = run(ProtocolKind.HTTP2, H2_SCRIPT, chunk)
+    assert events(sniffer) == [
+        k.Http2Stream(1, "POST", SAY_HELLO, 200, True, 1.0, 12, 18, ""),
+        k.GrpcStatus(SAY_HELLO, 0, ""),
+        # stream 3's headers are all dynamic-table references (HPACK state carried over)
+        k.Http2Stream(3, "POST", SAY_HELLO, 200, True, 1.0, 12, 18, ""),
+        k.GrpcStatus(SAY_HELLO, 14, "upstream connect error"),
+        k.Http2Reset(5, "CANCEL", C2S),
+        k.Http2Stream(5, "POST", SAY_HELLO, 0, True, None, 0, 0, "CANCEL"),
+        k.Http2GoAway(5, "NO_ERROR", "", S2C),
+    ]
+    assert sniffer.stats.summary_lines() == [
+        "gRPC: 3 streams, 1 gRPC error, p50 1.0 s, p99 1.0 s, RST_STREAM CANCEL, "
+        "GOAWAY NO_ERROR; top: POST " + SAY_HELLO
+    ]
+    assert sniffer.stats.problems() == [
+        "gRPC UNAVAILABLE from %s: upstream connect error" % SAY_HELLO
+    ]
+
+
+def test_http2_trailing_partial_frame_and_open_streams_at_eof() -> None:
+    script = H2_SCRIPT[:4] + [(S2C, H2_FLIGHTS[4][1][:20], 9.0)]  # response cut mid-frame
+    sniffer = run(ProtocolKind.HTTP2, script, 1)
+    assert events(sniffer) == []
+    sniffer.close(10.0)
+    assert events(sniffer) == [
+        k.Http2Stream(1, "POST", SAY_HELLO, 0, True, 9.0 - 3.0, 12, 0, "connection closed")
+    ]
+
+
+def test_http2_header_block_over_the_limit_loses_names_but_keeps_counting() -> None:
+    big = b"\x00" + b"\x7f\xff\x7f" + b"a" * (k.SNIFF_MAX_H2_HEADER_BLOCK_BYTES + 100)
+    frame = struct.pack(">I", len(big))[1:] + b"\x01\x05" + struct.pack(">I", 1) + big
+    goaway = struct.pack(">I", 8)[1:] + b"\x07\x00" + bytes(4) + struct.pack(">II", 1, 0xB)
+    sniffer = run(
+        ProtocolKind.HTTP2,
+        [(C2S, k.HTTP2_PREFACE + frame, 1.0), (S2C, goaway, 2.0)],
+        4096,
+        eof=True,
+    )
+    assert events(sniffer) == [
+        k.Http2GoAway(1, "ENHANCE_YOUR_CALM", "", S2C),
+        k.Http2Stream(1, "", "", 0, False, None, 0, 0, "connection closed"),
+    ]
+    assert sniffer.stats.problems() == ["HTTP/2 GOAWAY ENHANCE_YOUR_CALM"]
+    assert not gave_up(sniffer)
+
+
+def test_http2_without_preface_gives_up() -> None:
+    sniffer = run(ProtocolKind.HTTP2, [(C2S, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1.0)])
+    assert gave_up(sniffer) == ["no HTTP/2 client preface"]
+
+
+@pytest.mark.parametrize(
+    ("encoded", "decoded"),
+    [  # RFC 7541 Appendix C.4
+        ("f1e3c2e5f23a6ba0ab90f4ff", b"www.example.com"),
+        ("a8eb10649cbf", b"no-cache"),
+        ("25a849e95ba97d7f", b"custom-key"),
+        ("25a849e95bb8e8b4bf", b"custom-value"),
+    ],
+)
+def test_hpack_huffman_decodes_the_rfc_examples(encoded: str, decoded: bytes) -> None:
+    assert k.huffman_decode(bytes.fromhex(encoded)) == decoded
+
+
+def test_hpack_decoder_follows_the_rfc_request_sequence() -> None:
+    decoder = k.HpackDecoder()
+    first = decoder.decode(bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff"))
+    second = decoder.decode(bytes.fromhex("828684be5886a8eb10649cbf"))
+    assert first == [
+        (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"),
+        (b":authority", b"www.example.com"),
+    ]
+    assert second[-2:] == [(b":authority", b"www.example.com"), (b"cache-control", b"no-cache")]
+
+
+@pytest.mark.parametrize(
+    "block", ["ff", "bf", "3fe1ffffff0f", "0085ffffffffff"]
+)
+def test_hpack_rejects_bad_blocks_without_raising_out_of_the_sniffer(block: str) -> None:
+    with pytest.raises(k._GiveUp):
+        k.HpackDecoder().decode(bytes.fromhex(block))
