@@ -1237,8 +1237,9 @@ class _TopCounter:
         self.total += count
 
     def most_common(self, limit: int) -> List[Tuple[Any, int]]:
-        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], str(item[0])))
-        return ranked[:limit]
+        """The biggest named keys ("other" is left out: it names nothing)."""
+        named = [item for item in self.counts.items() if item[0] != self.OTHER]
+        return sorted(named, key=lambda item: (-item[1], str(item[0])))[:limit]
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -1350,8 +1351,8 @@ class HttpStats:
         if not (self.exchanges or self.unanswered or len(self.upgrades)):
             return None
         parts = ["%s requests" % format(self.exchanges, ",")]
-        errors = [(s, n) for s, n in self.statuses.most_common(len(self.statuses)) if s != "other"]
-        parts += ["%d × %d" % (n, s) for s, n in errors if s >= 400][:3]
+        statuses = self.statuses.most_common(len(self.statuses))
+        parts += ["%d × %d" % (n, s) for s, n in statuses if s >= 400][:3]
         latency = _latency_text(self.latency)
         if latency:
             parts.append(latency)
@@ -1424,9 +1425,7 @@ class Http2Stats:
         parts = ["%s streams" % format(self.streams, ",")]
         if self.grpc_streams and label != "gRPC":
             parts[0] += " (%d gRPC)" % self.grpc_streams
-        parts += [
-            "%d × %s" % (n, s) for s, n in self.statuses.most_common(8) if s != "other" and s >= 400
-        ][:3]
+        parts += ["%d × %s" % (n, s) for s, n in self.statuses.most_common(8) if s >= 400][:3]
         if self.grpc_errors.total:
             parts.append(
                 "%d gRPC error%s"
@@ -1518,7 +1517,8 @@ class TlsStats:
                     "" if level == "fatal" else " (%s)" % level,
                 )
                 found.append(_times(count, text))
-        if self.client_hellos > self.server_hellos and not self.alerts.total:
+        fatal = sum(n for key, n in self.alerts.most_common(len(self.alerts)) if key[1] == "fatal")
+        if self.client_hellos > self.server_hellos + fatal:  # not explained by an alert
             missing = self.client_hellos - self.server_hellos
             found.append("%d TLS ClientHello(s) got no ServerHello" % missing)
         return found

@@ -27,8 +27,9 @@ Script = Sequence[Tuple[Direction, bytes, float]]
 CHUNKINGS = [None, 1, 7]
 
 
-def feed_like_proxy(sniffer: k.Sniffer, direction: Direction, data: bytes, now: float,
-                    chunk: Optional[int]) -> None:
+def feed_like_proxy(
+    sniffer: k.Sniffer, direction: Direction, data: bytes, now: float, chunk: Optional[int]
+) -> None:
     """Feed as the proxy does: memoryviews over one reused buffer, scribbled over afterwards
     (a sniffer that kept a reference instead of a copy would then read garbage)."""
     size = chunk or max(1, len(data))
@@ -40,8 +41,9 @@ def feed_like_proxy(sniffer: k.Sniffer, direction: Direction, data: bytes, now: 
         buffer[: len(piece)] = b"\xa5" * len(piece)
 
 
-def run(kind_or_class: Any, script: Script, chunk: Optional[int] = None,
-        eof: bool = False) -> k.Sniffer:
+def run(
+    kind_or_class: Any, script: Script, chunk: Optional[int] = None, eof: bool = False
+) -> k.Sniffer:
     stats = k.ProtocolStats()
     cls = k.SNIFFERS[kind_or_class] if isinstance(kind_or_class, ProtocolKind) else kind_or_class
     sniffer = cls(stats)
@@ -63,42 +65,50 @@ def gave_up(sniffer: k.Sniffer) -> List[str]:
 # ---- real captures (see module docstring) ----------------------------------------------------
 
 H2_FLIGHTS = [
-    (C2S, bytes.fromhex(
-        "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a00002a040000000000000100001000000200"
-        "00000100040000ffff000500004000000800000000000300000064000600010000"
-    )),
-    (S2C, bytes.fromhex(
-        "00002a04000000000000010000100000020000000000040000ffff000500004000000800000000000300"
-        "000064000600010000000000040100000000"
-    )),
-    (C2S, bytes.fromhex(
-        "000000040100000000"
-    )),
-    (C2S, bytes.fromhex(
-        "00003c010400000001838644956272d141fc1eca245f15852a4b631b87eb1968a0ff41899ac29525b2e3"
-        "6003615f8b1d75d0620d263d4c4d65644082497f864d833505b11f00000c00010000000100000000070a"
-        "05776f726c64"
-    )),
-    (S2C, bytes.fromhex(
-        "00000e010400000001885f8b1d75d0620d263d4c4d6564000012000000000001000000000d0a0b48656c"
-        "6c6f20776f726c6400000c01050000000140889acac8b21234da8f8107"
-    )),
-    (C2S, bytes.fromhex(
-        "0000060104000000038386c1c0bfbe00000c00010000000300000000070a05776f726c64"
-    )),
-    (S2C, bytes.fromhex(
-        "00000201040000000388bf000012000000000003000000000d0a0b48656c6c6f20776f726c6400002001"
-        "05000000037e820b5f40899acac8b5254207317f90b6b426c28e95087aaa2912a16cb0f67f"
-    )),
-    (C2S, bytes.fromhex(
-        "0000060104000000058386c1c0bfbe"
-    )),
-    (C2S, bytes.fromhex(
-        "00000403000000000500000008"
-    )),
-    (S2C, bytes.fromhex(
-        "0000080700000000000000000500000000"
-    )),
+    (
+        C2S,
+        bytes.fromhex(
+            "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a00002a040000000000000100001000000200"
+            "00000100040000ffff000500004000000800000000000300000064000600010000"
+        ),
+    ),
+    (
+        S2C,
+        bytes.fromhex(
+            "00002a04000000000000010000100000020000000000040000ffff000500004000000800000000000300"
+            "000064000600010000000000040100000000"
+        ),
+    ),
+    (C2S, bytes.fromhex("000000040100000000")),
+    (
+        C2S,
+        bytes.fromhex(
+            "00003c010400000001838644956272d141fc1eca245f15852a4b631b87eb1968a0ff41899ac29525b2e3"
+            "6003615f8b1d75d0620d263d4c4d65644082497f864d833505b11f00000c00010000000100000000070a"
+            "05776f726c64"
+        ),
+    ),
+    (
+        S2C,
+        bytes.fromhex(
+            "00000e010400000001885f8b1d75d0620d263d4c4d6564000012000000000001000000000d0a0b48656c"
+            "6c6f20776f726c6400000c01050000000140889acac8b21234da8f8107"
+        ),
+    ),
+    (
+        C2S,
+        bytes.fromhex("0000060104000000038386c1c0bfbe00000c00010000000300000000070a05776f726c64"),
+    ),
+    (
+        S2C,
+        bytes.fromhex(
+            "00000201040000000388bf000012000000000003000000000d0a0b48656c6c6f20776f726c6400002001"
+            "05000000037e820b5f40899acac8b5254207317f90b6b426c28e95087aaa2912a16cb0f67f"
+        ),
+    ),
+    (C2S, bytes.fromhex("0000060104000000058386c1c0bfbe")),
+    (C2S, bytes.fromhex("00000403000000000500000008")),
+    (S2C, bytes.fromhex("0000080700000000000000000500000000")),
 ]
 PG_CLIENT_0 = bytes.fromhex(
     "0000000804d2162f00000038000300007573657200626164006461746162617365006f72646572730061"
@@ -210,8 +220,9 @@ def test_http1_pairs_keep_alive_requests_with_length_and_chunked_bodies(chunk: A
         chunk,
     )
     assert events(sniffer) == [
-        k.HttpExchange("GET", "/api/users/:id", 200, pytest.approx(0.012), len(GET_USERS),
-                       len(OK_LENGTH)),
+        k.HttpExchange(
+            "GET", "/api/users/:id", 200, pytest.approx(0.012), len(GET_USERS), len(OK_LENGTH)
+        ),
         k.HttpExchange("POST", "/api/orders", 200, 0.5, len(POST_ORDERS), len(CHUNKED)),
     ]
     assert sniffer.active
@@ -242,7 +253,9 @@ def test_http1_head_204_and_304_responses_have_no_body(chunk: Any) -> None:
         chunk,
     )
     assert [(e.method, e.status) for e in events(sniffer)] == [
-        ("HEAD", 200), ("GET", 204), ("GET", 304)
+        ("HEAD", 200),
+        ("GET", 204),
+        ("GET", 304),
     ]
 
 
@@ -309,8 +322,9 @@ def test_http1_reports_cut_off_responses_and_unanswered_requests_at_eof() -> Non
         eof=True,
     )
     assert events(sniffer) == [
-        k.HttpExchange("GET", "/api/users/:id", 502, pytest.approx(0.3), len(GET_USERS), 56,
-                       complete=False),
+        k.HttpExchange(
+            "GET", "/api/users/:id", 502, pytest.approx(0.3), len(GET_USERS), 56, complete=False
+        ),
         k.HttpRequestUnanswered("POST", "/api/orders"),
     ]
     problems = sniffer.stats.problems()
@@ -459,7 +473,8 @@ def test_tls_real_handshake_yields_hellos_then_stops(chunk: Any) -> None:
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_tls_plaintext_alert_from_server_is_a_problem(chunk: Any) -> None:
     flights = tls_flights(
-        client_context(maximum=ssl.TLSVersion.TLSv1_2), server_context(minimum=ssl.TLSVersion.TLSv1_3)
+        client_context(maximum=ssl.TLSVersion.TLSv1_2),
+        server_context(minimum=ssl.TLSVersion.TLSv1_3),
     )
     sniffer = run(ProtocolKind.TLS, flights, chunk)
     assert events(sniffer) == [
@@ -750,7 +765,9 @@ def test_mysql_pymysql_login_refused(chunk: Any) -> None:
     assert events(sniffer) == [
         k.MysqlGreeting("8.0.36"),
         k.MysqlLogin("app", "orders", False),
-        k.MysqlError(1045, "28000", "Access denied for user 'app'@'localhost' (using password: YES)"),
+        k.MysqlError(
+            1045, "28000", "Access denied for user 'app'@'localhost' (using password: YES)"
+        ),
     ]
     assert sniffer.stats.problems() == [
         "MySQL 1045 Access denied for user 'app'@'localhost' (using password: YES)"
@@ -790,9 +807,7 @@ def test_mysql_ssl_request_hands_the_connection_to_tls() -> None:
     caps = struct.pack("<I", 0x200 | 0x800 | 0x8000)
     ssl_request = mysql_packet(1, caps + struct.pack("<I", 1 << 24) + b"\xff" + bytes(23))
     hello = tls_flights(client_context(), server_context())[0][1]
-    sniffer = run(
-        ProtocolKind.MYSQL, [(S2C, MY_GREETING, 1.0), (C2S, ssl_request + hello, 1.1)], 7
-    )
+    sniffer = run(ProtocolKind.MYSQL, [(S2C, MY_GREETING, 1.0), (C2S, ssl_request + hello, 1.1)], 7)
     assert events(sniffer) == [k.MysqlGreeting("8.0.36"), k.MysqlLogin("", "", True)]
     assert sniffer.stats.tls.snis.counts == {"api.internal": 1}
 
@@ -855,7 +870,7 @@ def test_http2_grpc_streams_statuses_resets_and_goaway(chunk: Any) -> None:
 
 
 def test_http2_trailing_partial_frame_and_open_streams_at_eof() -> None:
-    script = H2_SCRIPT[:4] + [(S2C, H2_FLIGHTS[4][1][:20], 9.0)]  # response cut mid-frame
+    script = [*H2_SCRIPT[:4], (S2C, H2_FLIGHTS[4][1][:20], 9.0)]  # response cut mid-frame
     sniffer = run(ProtocolKind.HTTP2, script, 1)
     assert events(sniffer) == []
     sniffer.close(10.0)
@@ -905,15 +920,177 @@ def test_hpack_decoder_follows_the_rfc_request_sequence() -> None:
     first = decoder.decode(bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff"))
     second = decoder.decode(bytes.fromhex("828684be5886a8eb10649cbf"))
     assert first == [
-        (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"),
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":path", b"/"),
         (b":authority", b"www.example.com"),
     ]
     assert second[-2:] == [(b":authority", b"www.example.com"), (b"cache-control", b"no-cache")]
 
 
-@pytest.mark.parametrize(
-    "block", ["ff", "bf", "3fe1ffffff0f", "0085ffffffffff"]
-)
+@pytest.mark.parametrize("block", ["ff", "bf", "3fe1ffffff0f", "0085ffffffffff"])
 def test_hpack_rejects_bad_blocks_without_raising_out_of_the_sniffer(block: str) -> None:
     with pytest.raises(k._GiveUp):
         k.HpackDecoder().decode(bytes.fromhex(block))
+
+
+# ---- aggregates --------------------------------------------------------------------------------
+
+
+def exchange(status: int, path: str = "/api/orders", latency: float = 0.01) -> k.HttpExchange:
+    return k.HttpExchange("GET", path, status, latency, 100, 200)
+
+
+def test_http_summary_line_and_problems() -> None:
+    stats = k.ProtocolStats()
+    for index, status in enumerate([200] * 96 + [503, 503, 503, 404]):
+        stats.record(exchange(status, latency=0.001 * (index + 1)), float(index) * 60)
+    assert stats.summary_lines() == [
+        "HTTP: 100 requests, 3 × 503, 1 × 404, p50 50 ms, p99 99 ms; top: GET /api/orders"
+    ]
+    assert stats.problems() == ["3 × HTTP 503 from /api/orders"]  # spread out: no burst
+
+
+def test_5xx_burst_is_reported_once_per_burst() -> None:
+    stats = k.ProtocolStats()
+    times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0, 200.0, 201.0, 202.0, 203.0, 204.0]
+    for now in times:
+        stats.record(exchange(502), now)
+    assert stats.http.bursts == 2 and stats.http.worst_burst == k.SNIFF_BURST_COUNT
+    assert "HTTP 5xx burst: 5 server errors within 10s (2 bursts)" in stats.problems()
+
+
+def test_top_counter_keeps_a_bounded_number_of_keys() -> None:
+    counter = k._TopCounter(cap=3)
+    for key in ["a", "b", "a", "c", "d", "e", "a"]:
+        counter.add(key)
+    assert counter.counts == {"a": 3, "b": 1, "c": 1, "other": 2}
+    assert counter.total == 7 and counter.most_common(1) == [("a", 3)]
+
+
+def test_latency_reservoir_is_bounded_and_representative() -> None:
+    reservoir = k.LatencyReservoir(size=500)
+    assert reservoir.percentile(0.5) is None
+    for value in range(100_000):
+        reservoir.add(value / 100_000)
+    assert len(reservoir.samples) == 500 and reservoir.count == 100_000
+    assert reservoir.percentile(0.5) == pytest.approx(0.5, abs=0.08)
+    assert reservoir.percentile(0.99) == pytest.approx(0.99, abs=0.03)
+
+
+def test_nearest_rank_percentiles_on_small_samples() -> None:
+    reservoir = k.LatencyReservoir()
+    for value in (0.004, 0.001, 0.003, 0.002):
+        reservoir.add(value)
+    assert (reservoir.percentile(0.5), reservoir.percentile(0.99)) == (0.002, 0.004)
+
+
+def test_per_forward_stats_cover_every_protocol_in_one_summary() -> None:
+    stats = k.ProtocolStats()
+    feed = [
+        k.TlsClientHello("TLS 1.3", "api.internal", ("h2",)),
+        k.TlsAlert("warning", "close_notify", S2C),
+        k.PostgresStartup("app", "orders", "", False),
+        k.PostgresError("FATAL", "28P01", 'password authentication failed for user "app"'),
+        k.PostgresError("FATAL", "28P01", 'password authentication failed for user "app"'),
+        k.RedisCommand("GET"),
+        k.RedisError("NOAUTH", "NOAUTH Authentication required."),
+        k.MysqlGreeting("8.4.0"),
+        k.ProtocolGaveUp(ProtocolKind.HTTP1, "HTTP header block over 16384 bytes"),
+    ]
+    for event in feed:
+        stats.record(event, 1.0)
+    assert stats.summary_lines() == [
+        "TLS 1.3 SNI=api.internal ALPN offered=h2",
+        "Postgres: user=app db=orders, "
+        '2 errors: 28P01 password authentication failed for user "app"',
+        "Redis: 1 commands, 1 error (NOAUTH); top: GET",
+        "MySQL 8.4.0: 0 queries",
+        "not understood: 1 connection(s) (HTTP/1: HTTP header block over 16384 bytes)",
+    ]
+    assert stats.problems() == [
+        "1 TLS ClientHello(s) got no ServerHello",  # close_notify is not a problem
+        '2 × Postgres 28P01 password authentication failed for user "app"',
+        "Redis NOAUTH Authentication required.",
+    ]
+
+
+def test_events_are_bounded_per_connection_but_all_counted() -> None:
+    request = b"GET /a HTTP/1.1\r\n\r\n"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    count = k.SNIFF_MAX_EVENTS + 50
+    sniffer = run(ProtocolKind.HTTP1, [(C2S, request, 1.0), (S2C, answer, 2.0)] * count)
+    assert len(sniffer.events) == k.SNIFF_MAX_EVENTS
+    assert sniffer.stats.http.exchanges == count
+
+
+# ---- nothing ever raises into the proxy --------------------------------------------------------
+
+REAL_SCRIPTS = {
+    ProtocolKind.HTTP1: [(C2S, GET_USERS + POST_ORDERS, 1.0), (S2C, CHUNKED + OK_LENGTH, 2.0)],
+    ProtocolKind.HTTP2: H2_SCRIPT,
+    ProtocolKind.POSTGRES: [(C2S, PG_CLIENT_1[8:], 1.0), (S2C, PG_AUTH_OK + PG_READY, 2.0)],
+    ProtocolKind.REDIS: [
+        (C2S, resp(b"GET", b"k"), 1.0),
+        (S2C, b"*2\r\n$1\r\na\r\n-ERR x\r\n", 2.0),
+    ],
+    ProtocolKind.MYSQL: [(S2C, MY_GREETING, 1.0), (C2S, MY_CLIENT_1, 2.0)],
+}
+
+
+@pytest.mark.parametrize(
+    "kind", [kind for kind in ProtocolKind if kind is not ProtocolKind.UNKNOWN]
+)
+def test_random_bytes_never_raise(kind: ProtocolKind) -> None:
+    for seed in range(60):
+        rng = random.Random(seed)
+        sniffer = k.sniffer_for(kind, k.ProtocolStats())
+        for step in range(rng.randrange(1, 6)):
+            direction = rng.choice([C2S, S2C])
+            feed_like_proxy(
+                sniffer,
+                direction,
+                rng.randbytes(rng.randrange(1, 300)),
+                step,
+                rng.choice([1, 3, 64, None]),
+            )
+        sniffer.close(9.0)
+        assert not sniffer.active
+        sniffer.stats.summary_lines()
+        sniffer.stats.problems()
+
+
+@pytest.mark.parametrize("kind", sorted(REAL_SCRIPTS, key=lambda kind: kind.value))
+def test_mutated_real_traffic_never_raises(kind: ProtocolKind) -> None:
+    for seed in range(150):
+        rng = random.Random(seed)
+        sniffer = k.sniffer_for(kind, k.ProtocolStats())
+        for direction, data, now in REAL_SCRIPTS[kind]:
+            mutated = bytearray(data)
+            for _ in range(rng.randrange(1, 4)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            feed_like_proxy(sniffer, direction, bytes(mutated), now, rng.choice([1, 5, None]))
+        sniffer.close(9.0)
+        bugs = [reason for reason in gave_up(sniffer) if reason.startswith("sniffer bug")]
+        assert bugs == []  # garbage is given up on by design, never by accident
+
+
+def test_a_sniffer_bug_becomes_a_quiet_give_up() -> None:
+    class Broken(k.Http1Sniffer):
+        def _receive(self, direction: Direction, data: Any, now: float) -> None:
+            raise KeyError("oops")
+
+    sniffer = Broken(k.ProtocolStats())
+    sniffer.feed(C2S, b"GET / HTTP/1.1\r\n\r\n", 1.0)
+    assert gave_up(sniffer) == ["sniffer bug: KeyError: 'oops'"] and not sniffer.active
+
+
+def test_more_distinct_keys_than_the_cap_still_summarise() -> None:
+    stats = k.ProtocolStats()
+    for index in range(k.SNIFF_TOP_KEYS * 2):
+        stats.record(exchange(500 + index % 4, path="/p%d" % index), float(index))
+        stats.record(k.TlsAlert("fatal", "alert %d" % index, S2C), 1.0)
+        stats.record(k.Http2Stream(1, "GET", "/p%d" % index, 502, False, 0.1, 0, 0, ""), 1.0)
+        stats.record(k.RedisError("E%d" % index, "E%d boom" % index), 1.0)
+    assert stats.http.server_errors.counts["other"] == k.SNIFF_TOP_KEYS
+    assert len(stats.summary_lines()) == 3 and len(stats.problems()) > 10
