@@ -130,6 +130,8 @@ SNIFF_LATENCY_RESERVOIR = 2048
 SNIFF_TOP_KEYS = 64
 #: Characters of a path/SNI/message kept in events and summaries.
 SNIFF_MAX_TEXT_CHARS = 120
+#: Request targets remembered with their folded route (normalize_path's memo; then cleared).
+SNIFF_ROUTE_CACHE_ENTRIES = 1024
 #: A 5xx burst: this many server errors within SNIFF_BURST_WINDOW_S.
 SNIFF_BURST_COUNT = 5
 SNIFF_BURST_WINDOW_S = 10.0
@@ -1134,7 +1136,8 @@ class _Cursor:
 def _text(raw: bytes, limit: int = SNIFF_MAX_TEXT_CHARS) -> str:
     """Peer-supplied bytes as a short printable string (never trusted, never long)."""
     text = raw[: limit * 4].decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -1923,6 +1926,20 @@ _ID_SEGMENT = re.compile(
 
 def normalize_path(target: str) -> str:
     """A route-like path for counting: no query, ids folded ("/users/42" → "/users/:id")."""
+    route = _ROUTES_SEEN.get(target)
+    if route is None:
+        route = _fold_path(target)
+        if len(target) <= SNIFF_MAX_TEXT_CHARS:  # memoised: the same paths come again and again
+            if len(_ROUTES_SEEN) >= SNIFF_ROUTE_CACHE_ENTRIES:
+                _ROUTES_SEEN.clear()
+            _ROUTES_SEEN[target] = route
+    return route
+
+
+_ROUTES_SEEN: Dict[str, str] = {}
+
+
+def _fold_path(target: str) -> str:
     path = target.split("?", 1)[0].split("#", 1)[0]
     if "://" in path:
         path = "/" + path.split("://", 1)[1].partition("/")[2]
@@ -1930,21 +1947,25 @@ def normalize_path(target: str) -> str:
     return _text(path.encode("latin-1", "replace")) or "/"
 
 
+#: The only headers read: those that frame the message or end HTTP/1 on the connection.
+_FRAMING_HEADER = re.compile(
+    rb"\n(content-length|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+)
+
+
 def _parse_head(head: bytes) -> Tuple[str, Dict[str, str]]:
-    """Start line and lower-cased headers (repeats joined by ","), as h11 reads them."""
-    lines = head.decode("latin-1").split("\n")
+    """Start line and the framing headers, lower-cased, repeats joined by "," (as h11).
+
+    One regex scan instead of decoding every header line: for small requests that scan is
+    most of what the sniffer costs.
+    """
+    end = head.find(b"\n")
     headers: Dict[str, str] = {}
-    for raw in lines[1:]:
-        line = raw.rstrip("\r")
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _GiveUp("malformed HTTP header line")
-        key = name.lower()
-        value = value.strip()
+    for match in _FRAMING_HEADER.finditer(head, end):
+        key = match.group(1).lower().decode("ascii")
+        value = match.group(2).strip().decode("latin-1")
         headers[key] = headers[key] + "," + value if key in headers else value
-    return lines[0].rstrip("\r"), headers
+    return head[:end].rstrip(b"\r").decode("latin-1"), headers
 
 
 def _content_length(headers: Dict[str, str]) -> Optional[int]:
@@ -2632,6 +2653,9 @@ _RESP_ATTRIBUTE, _RESP_PUSH, _RESP_ERROR, _RESP_BLOB_ERROR = ord("|"), ord(">"),
 _REDIS_UNPAIRED = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"})
 #: A bulk string length beyond Redis's own proto-max-bulk-len ceiling (512 MiB default).
 _RESP_MAX_BULK = 2**32
+_RESP_COMMAND_HEAD = re.compile(rb"\*([1-9][0-9]{0,8})\r\n\$([0-9]{1,9})\r\n")
+_RESP_BULK_HEAD = re.compile(rb"\$([0-9]{1,9})\r\n")
+_RESP_FAST_SIMPLE = frozenset(b"+:")
 
 
 class _RespSide:
@@ -2679,7 +2703,13 @@ class RedisSniffer(Sniffer):
         side = self._sides[direction]
         position = 0
         size = len(data)
+        fast = self._fast_command if direction is _C2S else self._fast_reply
         while position < size and self.active:
+            if not (side.stack or side.skip or side.keep or side.reasm.buf):
+                advanced = fast(side, data, position, now)
+                if advanced != position:
+                    position = advanced
+                    continue
             if side.skip:
                 taken = min(side.skip, size - position)
                 side.skip -= taken
@@ -2698,6 +2728,49 @@ class RedisSniffer(Sniffer):
                 )
                 if line is not None:
                     self._on_line(direction, side, line.rstrip(b"\r\n"), now)
+
+    # -- fast paths: a whole command / a simple reply inside the chunk, in a few C calls --
+
+    def _fast_command(self, side: _RespSide, data: Any, position: int, now: float) -> int:
+        """An array of bulk strings: name copied, arguments skipped by their lengths."""
+        head = _RESP_COMMAND_HEAD.match(data, position)
+        if head is None:
+            return position
+        count, length = int(head.group(1)), int(head.group(2))
+        name_end = head.end() + length
+        if length > SNIFF_MAX_NAME_BYTES or name_end + 2 > len(data):
+            return position  # the general path keeps a bounded name across chunks
+        side.name = bytes(data[head.end() : name_end])
+        position = name_end + 2
+        for index in range(1, count):
+            argument = _RESP_BULK_HEAD.match(data, position)
+            if argument is None:  # not a bulk string, or split: the general path goes on
+                side.stack.append([count - index, ord("*")])
+                side.index = index
+                return position
+            position = argument.end() + int(argument.group(1)) + 2
+            if position > len(data):
+                side.stack.append([count - index, ord("*")])
+                side.index = index
+                side.skip = position - len(data)
+                return len(data)
+        self._value_done(_C2S, side, now)
+        return position
+
+    def _fast_reply(self, side: _RespSide, data: Any, position: int, now: float) -> int:
+        """A top-level '+OK', ':1' or '$n' bulk reply wholly inside the chunk."""
+        if data[position] in _RESP_FAST_SIMPLE:
+            end = _LINE_END.search(data, position, min(len(data), position + 256))
+            if end is None:
+                return position
+            position = end.end()
+        else:
+            bulk = _RESP_BULK_HEAD.match(data, position)
+            if bulk is None or bulk.end() + int(bulk.group(1)) + 2 > len(data):
+                return position
+            position = bulk.end() + int(bulk.group(1)) + 2
+        self._value_done(_S2C, side, now)
+        return position
 
     def _on_line(self, direction: Direction, side: _RespSide, line: bytes, now: float) -> None:
         if direction is _C2S and not side.stack:
