@@ -1,0 +1,785 @@
+#!/usr/bin/env python3
+"""kubectl-vibe performance benchmark (issue 7): one command, loopback only, every reference
+measured in the same run.
+
+    python bench/bench.py                 full run (1 GiB each way, 1,000 × 1 MiB, …) < 5 min
+    python bench/bench.py --quick         small sizes, a few seconds: proves every path works
+    python bench/bench.py --designs       also measure the candidate relay designs (bench/relays.py)
+
+Prints a table and writes JSON (default bench/results/last.json). Exit status 1 when any byte
+failed verification or a row errored; a row whose prerequisite is missing prints
+"skipped: <why>" (with --strict, e.g. CI, a skipped row is an error too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+
+from common import (  # noqa: E402
+    ENDPOINT_CHUNK,
+    PATTERN2,
+    PATTERN_SIZE,
+    PING_SIZE,
+    REPO_ROOT,
+    Helper,
+    connect,
+    content_length,
+    free_port,
+    python_helper,
+    raise_nofile,
+    recv_head,
+    sample_ok,
+    wait_listening,
+)
+
+GIB = 1 << 30
+MIB = 1 << 20
+DEFAULT_JSON = os.path.join(BENCH_DIR, "results", "last.json")
+SOCAT_BUFFER = 262144
+
+
+@dataclass
+class Sizes:
+    bulk: int
+    repeats: int
+    pings: int
+    conns: int
+    conn_bytes: int
+    startup_runs: int
+    idle_seconds: float
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "Sizes":
+        if quick:
+            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0)
+        return cls(GIB, 3, 20000, 1000, MIB, 20, 10.0)
+
+
+@dataclass
+class Row:
+    section: str
+    path: str
+    values: Dict[str, Any] = field(default_factory=dict)
+    verified: Optional[bool] = None
+    skipped: Optional[str] = None
+    error: Optional[str] = None
+
+
+# ---- paths under test -------------------------------------------------------------------------
+
+
+@dataclass
+class Path:
+    """Something that listens on a loopback port and forwards to the upstream server."""
+
+    key: str
+    label: str
+    port: int
+    helper: Optional[Helper] = None
+    stop_hook: Optional[Callable[[], None]] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.helper.pid if self.helper else None
+
+    def stop(self) -> str:
+        if self.stop_hook:
+            self.stop_hook()
+        return self.helper.stop() if self.helper else ""
+
+
+def start_socat(upstream: int) -> Path:
+    port = free_port()
+    argv = [
+        "socat",
+        "-b",
+        str(SOCAT_BUFFER),
+        "TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096" % port,
+        "TCP4:127.0.0.1:%d" % upstream,
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+    except OSError:
+        proc.kill()
+        proc.wait()
+        raise
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    path = Path("socat", "socat -b %d" % SOCAT_BUFFER, port, stop_hook=stop)
+    path.socat_pid = proc.pid  # type: ignore[attr-defined]
+    return path
+
+
+def ensure_socat() -> Optional[str]:
+    """Returns why socat is unavailable, installing it from Debian packages when root."""
+    if shutil.which("socat"):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "socat missing and not root: apt-get install socat"
+    print("installing socat (apt-get) …", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "socat"], env=env, capture_output=True, check=False
+    )
+    if shutil.which("socat"):
+        return None
+    return "apt-get install socat failed: %s" % done.stderr.decode(errors="replace")[-200:]
+
+
+def plugin_missing() -> Optional[str]:
+    sys.path.insert(0, REPO_ROOT)
+    try:
+        import kubectl_vibe_pf
+    except Exception as exc:  # a broken module is a skip reason, not a crash
+        return "kubectl_vibe_pf does not import: %s" % exc
+    if not hasattr(kubectl_vibe_pf, "open_static_forward"):
+        return "kubectl_vibe_pf.open_static_forward not on this branch yet"
+    return None
+
+
+def start_relay(design: str, upstream: int, sockbuf: int = 0) -> Path:
+    args = [design, str(upstream)] + (["--sockbuf", str(sockbuf)] if sockbuf else [])
+    helper = python_helper("relays.py", args, "relay " + design)
+    key = "relay:" + design + (":sockbuf%dk" % (sockbuf >> 10) if sockbuf else "")
+    label = RELAY_LABELS[design] + (" +SO_*BUF %d KiB" % (sockbuf >> 10) if sockbuf else "")
+    return Path(key, label, helper.port, helper)
+
+
+def start_plugin(upstream: int, inspect: bool) -> Path:
+    args = [str(upstream)] + (["--inspect"] if inspect else [])
+    helper = python_helper("plugin_runner.py", args, "plugin runner")
+    if inspect:
+        return Path("plugin:sniff", "plugin proxy, HTTP sniffing", helper.port, helper)
+    return Path("plugin", "plugin proxy, inspection off", helper.port, helper)
+
+
+RELAY_LABELS = {
+    "streams": "asyncio streams relay 64 KiB",
+    "protocol": "asyncio Protocol relay",
+    "buffered256": "BufferedProtocol 256 KiB",
+    "buffered1m": "BufferedProtocol 1 MiB",
+    "sockloop": "sock_recv_into/sock_sendall",
+    "splice": "os.splice via pipe",
+}
+
+
+# ---- process accounting -----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: Optional[int]) -> float:
+    """CPU time of a process and its children (socat forks one per connection)."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def peak_rss(pid: int) -> int:
+    """Peak resident set (VmHWM) of a process, in bytes; falls back to the current RSS."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss
+
+
+# ---- bulk throughput --------------------------------------------------------------------------
+
+
+def upload(port: int, n: int) -> Tuple[float, bool]:
+    """POST n pattern bytes to /sink; the server checks count and every chunk's head/tail."""
+    t0 = time.perf_counter()
+    sock = connect(port)
+    try:
+        sock.sendall(b"POST /sink HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n" % n)
+        view = memoryview(PATTERN2)
+        sent = 0
+        while sent < n:
+            k = min(PATTERN_SIZE, n - sent)
+            start = sent % PATTERN_SIZE
+            sock.sendall(view[start : start + k])
+            sent += k
+        head, rest = recv_head(sock)
+        want = content_length(head)
+        while len(rest) < want:
+            data = sock.recv(4096)
+            if not data:
+                break
+            rest += data
+        elapsed = time.perf_counter() - t0
+        verdict = json.loads(rest.decode())
+        return elapsed, bool(verdict["ok"] and verdict["received"] == n)
+    finally:
+        sock.close()
+
+
+def download(port: int, n: int) -> Tuple[float, bool]:
+    """GET n pattern bytes from /source; count + every chunk's head/tail checked here."""
+    t0 = time.perf_counter()
+    sock = connect(port)
+    try:
+        sock.sendall(b"GET /source?n=%d HTTP/1.1\r\nHost: bench\r\n\r\n" % n)
+        head, rest = recv_head(sock)
+        ok = head.startswith(b"HTTP/1.1 200") and content_length(head) == n
+        got = len(rest)
+        ok = ok and (not rest or sample_ok(memoryview(rest), 0))
+        buf = bytearray(ENDPOINT_CHUNK)
+        view = memoryview(buf)
+        while got < n:
+            k = sock.recv_into(view, min(len(buf), n - got))
+            if not k:
+                break
+            ok = sample_ok(view[:k], got) and ok
+            got += k
+        return time.perf_counter() - t0, ok and got == n
+    finally:
+        sock.close()
+
+
+def measure_bulk(path: Path, sizes: Sizes) -> Row:
+    row = Row("bulk", path.key, {"label": path.label, "bytes": sizes.bulk})
+    pid = path.pid or getattr(path, "socat_pid", None)
+    ok = True
+    for name, fn in (("up", upload), ("down", download)):
+        best = float("inf")
+        cpu0 = cpu_seconds(pid)
+        for _ in range(sizes.repeats):
+            elapsed, good = fn(path.port, sizes.bulk)
+            ok = ok and good
+            best = min(best, elapsed)
+        cpu = cpu_seconds(pid) - cpu0
+        row.values[name + "_gbps"] = sizes.bulk / best / 1e9
+        if pid:
+            row.values[name + "_cpu_s_per_gib"] = cpu / (sizes.repeats * sizes.bulk / GIB)
+    row.verified = ok
+    return row
+
+
+# ---- latency ----------------------------------------------------------------------------------
+
+PING_WARMUP = 200
+
+
+def ping_pong(port: int, count: int) -> List[float]:
+    sock = connect(port)
+    try:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: bench\r\nUpgrade: ping\r\n\r\n")
+        head, rest = recv_head(sock)
+        if not head.startswith(b"HTTP/1.1 101") or rest:
+            raise ConnectionError("no 101 for /ping: %r" % head[:60])
+        msg = bytes(range(PING_SIZE))
+        samples = []
+        clock = time.perf_counter_ns
+        for i in range(count + PING_WARMUP):
+            t0 = clock()
+            sock.sendall(msg)
+            got = b""
+            while len(got) < PING_SIZE:
+                data = sock.recv(PING_SIZE - len(got))
+                if not data:
+                    raise ConnectionError("closed mid ping-pong")
+                got += data
+            t1 = clock()
+            if got != msg:
+                raise ConnectionError("ping-pong echo differs")
+            if i >= PING_WARMUP:
+                samples.append((t1 - t0) / 1000.0)
+        return samples
+    finally:
+        sock.close()
+
+
+def percentile(samples: List[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_latency(path: Path, sizes: Sizes) -> Row:
+    row = Row("latency", path.key, {"label": path.label, "count": sizes.pings})
+    best: Optional[Tuple[float, float]] = None
+    for _ in range(sizes.repeats):
+        samples = ping_pong(path.port, sizes.pings)
+        pair = (percentile(samples, 0.50), percentile(samples, 0.99))
+        best = pair if best is None or pair[0] < best[0] else best
+    row.values["p50_us"], row.values["p99_us"] = best
+    row.verified = True  # every echo compared byte for byte
+    return row
+
+
+# ---- concurrency ------------------------------------------------------------------------------
+
+CONNECT_PARALLEL = 100
+CONN_WRITE_CHUNK = 64 << 10
+CONCURRENCY_TIMEOUT_S = 180.0
+
+
+def conn_payload(index: int, size: int) -> memoryview:
+    """A distinct payload per connection: the pattern read from a per-connection offset."""
+    start = (index * 7919) % PATTERN_SIZE
+    if size > PATTERN_SIZE:
+        raise ValueError("per-connection payload larger than the pattern")
+    return memoryview(PATTERN2)[start : start + size]
+
+
+async def echo_one(port: int, index: int, size: int, gate: asyncio.Event, opened) -> bool:
+    async with opened["sem"]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    opened["n"] += 1
+    if opened["n"] == opened["total"]:
+        gate.set()
+    await gate.wait()
+    payload = conn_payload(index, size)
+    want = hashlib.sha256(payload).digest()
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n" % size)
+
+    async def send() -> None:
+        for off in range(0, size, CONN_WRITE_CHUNK):
+            writer.write(payload[off : off + CONN_WRITE_CHUNK])
+            await writer.drain()
+
+    sender = asyncio.ensure_future(send())
+    head = await reader.readuntil(b"\r\n\r\n")
+    ok = head.startswith(b"HTTP/1.1 200") and content_length(head[:-4]) == size
+    digest = hashlib.sha256()
+    got = 0
+    while got < size:
+        data = await reader.read(1 << 20)
+        if not data:
+            break
+        digest.update(data)
+        got += len(data)
+    await sender
+    writer.close()
+    return ok and got == size and digest.digest() == want
+
+
+async def run_concurrency(port: int, conns: int, size: int) -> List[bool]:
+    gate = asyncio.Event()
+    opened = {"n": 0, "total": conns, "sem": asyncio.Semaphore(CONNECT_PARALLEL)}
+    tasks = [echo_one(port, i, size, gate, opened) for i in range(conns)]
+    return list(await asyncio.wait_for(asyncio.gather(*tasks), CONCURRENCY_TIMEOUT_S))
+
+
+def measure_concurrency(path: Path, sizes: Sizes) -> Row:
+    row = Row("concurrency", path.key, {"label": path.label, "conns": sizes.conns})
+    row.values["bytes_each"] = sizes.conn_bytes
+    t0 = time.perf_counter()
+    results = asyncio.run(run_concurrency(path.port, sizes.conns, sizes.conn_bytes))
+    row.values["seconds"] = time.perf_counter() - t0
+    row.values["byte_exact"] = sum(results)
+    if path.pid:
+        row.values["peak_rss_mb"] = peak_rss(path.pid) / 1e6
+    row.verified = all(results) and len(results) == sizes.conns
+    return row
+
+
+# ---- start-up ---------------------------------------------------------------------------------
+
+
+def built_executable() -> Optional[str]:
+    for root, _dirs, files in os.walk(os.path.join(REPO_ROOT, "dist")):
+        if "kubectl-vibe" in files:
+            candidate = os.path.join(root, "kubectl-vibe")
+            if os.access(candidate, os.X_OK):
+                return candidate
+    return None
+
+
+def time_command(argv: List[str], runs: int) -> Tuple[float, subprocess.CompletedProcess]:
+    best = float("inf")
+    done = None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, cwd=REPO_ROOT, check=False)
+        best = min(best, time.perf_counter() - t0)
+    return best, done  # type: ignore[return-value]
+
+
+def shebang_python(path: str) -> str:
+    with open(path, "rb") as f:
+        first = f.readline().decode(errors="replace").strip()
+    if first.startswith("#!"):
+        words = first[2:].split()
+        if words and words[0].endswith("/env") and len(words) > 1:
+            return shutil.which(words[-1]) or sys.executable
+        if words:
+            return words[0]
+    return sys.executable
+
+
+def measure_startup(sizes: Sizes) -> List[Row]:
+    exe = built_executable()
+    if exe:
+        kind, python, argv = "built executable " + os.path.relpath(exe, REPO_ROOT), None, [exe]
+        python = shebang_python(exe)
+    else:
+        python = sys.executable
+        kind, argv = "fallback: python3 kubectl_vibe_pf.py (no built executable)", [
+            python,
+            os.path.join(REPO_ROOT, "kubectl_vibe_pf.py"),
+        ]
+    base, _ = time_command([python, "-c", "pass"], sizes.startup_runs)
+    rows = [Row("startup", "python3 -c pass", {"ms": base * 1000, "label": python}, True)]
+    for flag in ("--version", "--help"):
+        took, done = time_command(argv + [flag], sizes.startup_runs)
+        out = done.stdout.decode(errors="replace")
+        ok = done.returncode == 0 and ("kubectl-vibe" in out or "Usage" in out or "usage" in out)
+        values = {"ms": took * 1000, "over_python_ms": (took - base) * 1000, "label": kind}
+        rows.append(Row("startup", "kubectl-vibe " + flag, values, ok))
+        if not ok:
+            rows[-1].error = "exit %d: %s" % (done.returncode, (out + done.stderr.decode())[-200:])
+    return rows
+
+
+# ---- rows that need the simulated cluster and port-forward ------------------------------------
+
+
+def sim_missing() -> Optional[str]:
+    tests = os.path.join(REPO_ROOT, "tests")
+    names = [n for n in os.listdir(tests) if n.startswith("simcluster") and n.endswith(".py")]
+    if not names:
+        return "simulated cluster (tests/simcluster*.py) not on this branch yet"
+    return None
+
+
+def measure_cluster_rows(sizes: Sizes) -> List[Row]:
+    why = sim_missing()
+    rows = []
+    for section, path in (
+        ("idle", "live view"),
+        ("e2e", "kubectl port-forward"),
+        ("e2e", "kubectl vibe pf"),
+        ("failover", "kubectl vibe pf"),
+    ):
+        rows.append(Row(section, path, skipped=why or "not written yet"))
+    return rows
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sizes = Sizes.for_mode(args.quick)
+        self.rows: List[Row] = []
+        self.server: Optional[Helper] = None
+
+    def log(self, text: str) -> None:
+        if not self.args.json_only:
+            print(text, file=sys.stderr, flush=True)
+
+    def path_starters(self, upstream: int) -> List[Tuple[str, Callable[[], Path], Optional[str]]]:
+        starters: List[Tuple[str, Callable[[], Path], Optional[str]]] = [
+            ("direct", lambda: Path("direct", "direct socket", upstream), None),
+            ("socat", lambda: start_socat(upstream), ensure_socat()),
+            ("relay:streams", lambda: start_relay("streams", upstream), None),
+            ("relay:protocol", lambda: start_relay("protocol", upstream), None),
+        ]
+        if self.args.designs:
+            for design in ("buffered256", "buffered1m", "sockloop", "splice"):
+                starters.append(("relay:" + design, _bind(start_relay, design, upstream), None))
+            for design in ("protocol", "buffered1m", "splice"):
+                starters.append(
+                    ("relay:%s:sockbuf" % design, _bind(start_relay, design, upstream, 4 * MIB), None)
+                )
+        missing = plugin_missing()
+        starters.append(("plugin", _bind(start_plugin, upstream, False), missing))
+        starters.append(("plugin:sniff", _bind(start_plugin, upstream, True), missing))
+        return starters
+
+    def run_path(self, key: str, start: Callable[[], Path], skip: Optional[str]) -> None:
+        sections = ["bulk", "latency", "concurrency"]
+        if skip:
+            for section in sections:
+                self.rows.append(Row(section, key, skipped=skip))
+            return
+        self.log("· %s" % key)
+        try:
+            path = start()
+        except Exception as exc:
+            for section in sections:
+                self.rows.append(Row(section, key, error="start: %s" % exc))
+            return
+        try:
+            for section, fn in (
+                ("bulk", measure_bulk),
+                ("latency", measure_latency),
+                ("concurrency", measure_concurrency),
+            ):
+                if section == "concurrency" and not self.wants_concurrency(key):
+                    continue
+                try:
+                    self.rows.append(fn(path, self.sizes))
+                except Exception as exc:
+                    self.rows.append(Row(section, key, error="%s: %s" % (type(exc).__name__, exc)))
+        finally:
+            stderr = path.stop()
+            if stderr.strip() and "Traceback" in stderr:
+                self.log("  %s stderr: %s" % (key, stderr.strip()[-600:]))
+
+    def wants_concurrency(self, key: str) -> bool:
+        # the 1,000-connection row is about the plugin; direct and one reference keep it honest
+        return key in ("direct", "relay:streams", "plugin", "plugin:sniff") or self.args.quick
+
+    def run(self) -> Dict[str, Any]:
+        raise_nofile()
+        started = time.time()
+        load_before = os.getloadavg()
+        self.server = python_helper("servers.py", [], "upstream server")
+        try:
+            for key, start, skip in self.path_starters(self.server.port):
+                if self.args.only and not any(key.startswith(o) for o in self.args.only):
+                    continue
+                self.run_path(key, start, skip)
+        finally:
+            self.server.stop()
+        self.log("· start-up")
+        self.rows.extend(measure_startup(self.sizes))
+        self.rows.extend(measure_cluster_rows(self.sizes))
+        return self.report(started, load_before)
+
+    def report(self, started: float, load_before: Tuple[float, float, float]) -> Dict[str, Any]:
+        return {
+            "mode": "quick" if self.args.quick else "full",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": time.time() - started,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "sizes": self.sizes.__dict__,
+            "verification": {
+                "bulk": "byte count + first/last 64 bytes of every received chunk vs the pattern",
+                "latency": "every echoed 64-byte message compared",
+                "concurrency": "sha256 of every byte, per connection",
+            },
+            "rows": [r.__dict__ for r in self.rows],
+            "targets": evaluate_targets(self.rows),
+        }
+
+
+def _bind(fn: Callable[..., Path], *args: Any) -> Callable[[], Path]:
+    return lambda: fn(*args)
+
+
+# ---- targets ----------------------------------------------------------------------------------
+
+
+def _value(rows: List[Row], section: str, path: str, key: str) -> Optional[float]:
+    for r in rows:
+        if r.section == section and r.path == path and not r.skipped and not r.error:
+            return r.values.get(key)
+    return None
+
+
+def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+
+    def add(name: str, figure: Optional[float], limit: Optional[float], ok_if_le: bool) -> None:
+        if figure is None or limit is None:
+            out.append({"target": name, "status": "not measured"})
+            return
+        met = figure <= limit if ok_if_le else figure >= limit
+        out.append({"target": name, "figure": figure, "limit": limit,
+                    "status": "met" if met else "MISSED"})
+
+    for direction in ("up", "down"):
+        socat = _value(rows, "bulk", "socat", direction + "_gbps")
+        for key, factor in (("plugin", 1.0), ("plugin:sniff", 0.9)):
+            got = _value(rows, "bulk", key, direction + "_gbps")
+            add("%s throughput %s ≥ %.1f× socat (GB/s)" % (key, direction, factor), got,
+                socat * factor if socat else None, False)
+    direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
+    socat_added = {
+        q: (_value(rows, "latency", "socat", q) or 0) - (direct[q] or 0)
+        if _value(rows, "latency", "socat", q) is not None and direct[q] is not None else None
+        for q in direct
+    }
+    for key in ("plugin", "plugin:sniff"):
+        for q, factor in (("p50_us", 1.0), ("p99_us", 1.5)):
+            got = _value(rows, "latency", key, q)
+            added = got - direct[q] if got is not None and direct[q] is not None else None
+            limit = socat_added[q] * factor if socat_added[q] is not None else None
+            add("%s added %s ≤ %.1f× socat's (µs)" % (key, q[:3], factor), added, limit, True)
+    rss = _value(rows, "concurrency", "plugin", "peak_rss_mb")
+    add("plugin peak RSS over 1,000 conns ≤ 100 MB", rss, 100.0 if rss is not None else None, True)
+    over = _value(rows, "startup", "kubectl-vibe --version", "over_python_ms")
+    add("--version within 50 ms of python3 -c pass (ms)", over, 50.0 if over is not None else None,
+        True)
+    return out
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = "%.2f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return spec % value
+    return str(value)
+
+
+def status(row: Row) -> str:
+    if row.skipped:
+        return "skipped: " + row.skipped
+    if row.error:
+        return "ERROR: " + row.error
+    return "ok" if row.verified else "BYTES DIFFER"
+
+
+def print_table(result: Dict[str, Any]) -> None:
+    rows = [Row(**r) for r in result["rows"]]
+    m = result["machine"]
+    print("kubectl-vibe benchmark (%s), %s, %d CPUs, Python %s, load avg %s → %s, %.0f s" % (
+        result["mode"], result["started"], m["cpus"], m["python"],
+        "/".join("%.2f" % x for x in m["loadavg_before"]),
+        "/".join("%.2f" % x for x in m["loadavg_after"]), result["seconds"]))
+    by = lambda s: [r for r in rows if r.section == s]  # noqa: E731
+    socat_up = _value(rows, "bulk", "socat", "up_gbps")
+    socat_down = _value(rows, "bulk", "socat", "down_gbps")
+    print("\nBulk throughput, %s each way, best of %d (verified: %s)" % (
+        human(result["sizes"]["bulk"]), result["sizes"]["repeats"], result["verification"]["bulk"]))
+    print("  %-36s %8s %8s %7s %7s %9s %9s  %s" % (
+        "path", "up GB/s", "dn GB/s", "up/soc", "dn/soc", "cpu s/GiB", "", "check"))
+    for r in by("bulk"):
+        v = r.values
+        print("  %-36s %8s %8s %7s %7s %9s %9s  %s" % (
+            r.path, fmt(v.get("up_gbps")), fmt(v.get("down_gbps")),
+            ratio(v.get("up_gbps"), socat_up), ratio(v.get("down_gbps"), socat_down),
+            fmt(v.get("up_cpu_s_per_gib")), fmt(v.get("down_cpu_s_per_gib")), status(r)))
+    direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
+    print("\nLatency, 64-byte ping-pong × %d, best of %d (µs; added = minus direct)" % (
+        result["sizes"]["pings"], result["sizes"]["repeats"]))
+    print("  %-36s %8s %8s %9s %9s  %s" % ("path", "p50", "p99", "added p50", "added p99", "check"))
+    for r in by("latency"):
+        v = r.values
+        print("  %-36s %8s %8s %9s %9s  %s" % (
+            r.path, fmt(v.get("p50_us"), "%.1f"), fmt(v.get("p99_us"), "%.1f"),
+            minus(v.get("p50_us"), direct["p50_us"]), minus(v.get("p99_us"), direct["p99_us"]),
+            status(r)))
+    print("\nConcurrency, %d simultaneous connections × %s echoed (sha256 per connection)" % (
+        result["sizes"]["conns"], human(result["sizes"]["conn_bytes"])))
+    print("  %-36s %8s %10s %12s  %s" % ("path", "seconds", "byte-exact", "peak RSS MB", "check"))
+    for r in by("concurrency"):
+        v = r.values
+        print("  %-36s %8s %10s %12s  %s" % (
+            r.path, fmt(v.get("seconds")), fmt(v.get("byte_exact")),
+            fmt(v.get("peak_rss_mb"), "%.1f"), status(r)))
+    print("\nStart-up, best of %d" % result["sizes"]["startup_runs"])
+    for r in by("startup"):
+        v = r.values
+        print("  %-36s %8s ms %14s  %s  (%s)" % (
+            r.path, fmt(v.get("ms"), "%.1f"),
+            "+%.1f ms" % v["over_python_ms"] if "over_python_ms" in v else "",
+            status(r), v.get("label", "")))
+    print("\nLive view idle, end to end, failover")
+    for r in rows:
+        if r.section in ("idle", "e2e", "failover"):
+            vals = ", ".join("%s=%s" % (k, fmt(x)) for k, x in r.values.items())
+            print("  %-10s %-26s %s  %s" % (r.section, r.path, vals, status(r)))
+    print("\nTargets")
+    for t in result["targets"]:
+        if "figure" in t:
+            print("  %-7s %-52s %9.2f vs %9.2f" % (t["status"], t["target"], t["figure"], t["limit"]))
+        else:
+            print("  %-7s %s" % (t["status"], t["target"]))
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> str:
+    return "%.2f×" % (a / b) if a is not None and b else "-"
+
+
+def minus(a: Optional[float], b: Optional[float]) -> str:
+    return "%.1f" % (a - b) if a is not None and b is not None else "-"
+
+
+def human(n: int) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n >= size:
+            return "%g %s" % (n / size, unit)
+    return "%d B" % n
+
+
+def failed_rows(result: Dict[str, Any], strict: bool) -> List[str]:
+    bad = []
+    for r in result["rows"]:
+        if r["error"] or (r["verified"] is False) or (strict and r["skipped"]):
+            bad.append("%s %s: %s" % (r["section"], r["path"], status(Row(**r))))
+    return bad
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--designs", action="store_true", help="also the candidate relays")
+    parser.add_argument("--json", default=DEFAULT_JSON, help="where to write the JSON")
+    parser.add_argument("--only", action="append", help="run paths starting with this key")
+    parser.add_argument("--strict", action="store_true", default=os.environ.get("CI") == "true",
+                        help="a skipped row is an error (default when CI=true)")
+    parser.add_argument("--json-only", action="store_true", help="no table, no progress")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    result = Bench(args).run()
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    if not args.json_only:
+        print_table(result)
+        print("\nJSON: %s" % args.json)
+    bad = failed_rows(result, args.strict)
+    for line in bad:
+        print("FAILED " + line, file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

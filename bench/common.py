@@ -1,0 +1,178 @@
+"""Shared pieces of the benchmark: the byte pattern, the tiny HTTP framing, helper processes.
+
+Every path (direct, socat, reference relays, the plugin) carries the same bytes: minimal
+HTTP/1.1 requests, so the plugin's HTTP sniffer has real traffic to look at when it is on.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence, Tuple
+
+#: The bulk pattern repeats every PATTERN_SIZE bytes; stream offset o carries PATTERN[o % size].
+PATTERN_SIZE = 1 << 20
+#: Bytes compared at the start and end of every received chunk (the "sampled" check).
+SAMPLE_BYTES = 64
+#: Socket buffer for the sink/source/client sockets: big, so the endpoints are never the limit.
+ENDPOINT_SOCKBUF = 4 << 20
+#: Chunk the endpoints move per call.
+ENDPOINT_CHUNK = 1 << 20
+#: Size of one ping-pong message.
+PING_SIZE = 64
+#: Longest request head the server accepts.
+MAX_HEAD = 16 << 10
+#: How long a helper process may take to print its port.
+SPAWN_TIMEOUT_S = 20.0
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+
+
+def make_pattern(size: int = PATTERN_SIZE, seed: int = 7) -> bytes:
+    """The deterministic pseudo-random block every process agrees on."""
+    rng = random.Random(seed)
+    return rng.getrandbits(size * 8).to_bytes(size, "little")
+
+
+PATTERN = make_pattern()
+PATTERN2 = PATTERN + PATTERN  # lets a sample that wraps the block be compared with one slice
+
+
+def sample_ok(chunk: memoryview, offset: int) -> bool:
+    """Compare the head and tail of a chunk that starts at stream `offset` with the pattern."""
+    n = len(chunk)
+    k = min(SAMPLE_BYTES, n)
+    start = offset % PATTERN_SIZE
+    if chunk[:k] != PATTERN2[start : start + k]:
+        return False
+    tail = (offset + n - k) % PATTERN_SIZE
+    return chunk[n - k :] == PATTERN2[tail : tail + k]
+
+
+def raise_nofile(want: int = 16384) -> None:
+    """1,000 relayed connections need ~2,000 descriptors in the relay and the client."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(max(soft, want), hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def tune_endpoint(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ENDPOINT_SOCKBUF)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ENDPOINT_SOCKBUF)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def connect(port: int, host: str = "127.0.0.1", tune: bool = True) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=60)
+    if tune:
+        tune_endpoint(sock)
+    return sock
+
+
+def recv_head(sock: socket.socket) -> Tuple[bytes, bytes]:
+    """Read up to the blank line; returns (head, bytes already read past it)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("peer closed before the end of the HTTP head")
+        buf += data
+        if b"\r\n\r\n" not in buf and len(buf) > MAX_HEAD:
+            raise ConnectionError("HTTP head too long: %r" % buf[:80])
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = SPAWN_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+class Helper:
+    """A child process (server, relay, plugin runner) that prints `PORT <n>` once it listens."""
+
+    def __init__(self, argv: Sequence[str], name: str, env: Optional[dict] = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO_ROOT,
+            text=True,
+        )
+        self.port = self._read_port()
+
+    def _read_port(self) -> int:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + SPAWN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.2):
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                if line.startswith("PORT "):
+                    sel.close()
+                    return int(line.split()[1])
+        sel.close()
+        err = self.stop()
+        raise RuntimeError("%s did not start: %s" % (self.name, err.strip()[-800:]))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+        return err or ""
+
+
+def python_helper(script: str, args: List[str], name: str) -> Helper:
+    return Helper([sys.executable, os.path.join(BENCH_DIR, script), *args], name)
+
+
+def announce_port(port: int) -> None:
+    sys.stdout.write("PORT %d\n" % port)
+    sys.stdout.flush()

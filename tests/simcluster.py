@@ -1,0 +1,3093 @@
+"""A simulated Kubernetes cluster that the real ``kubectl`` binary talks to.
+
+Standard library only; runs on CPython 3.9+.  A plain-HTTP API server on 127.0.0.1:<free port>
+runs on its own asyncio loop in a background thread.  Pods are records in an in-memory store;
+each container port of a pod is backed by a real local server (see ``sim_backends``) and
+``kubectl port-forward`` reaches it through a SPDY/3.1 tunnel, either inside WebSocket messages
+(kubectl's default) or over legacy SPDY (``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``); see
+``sim_tunnel``.  Pod IPs (10.244.x.y) and cluster IPs are labels only: nothing routes to them.
+
+Quick start::
+
+    from simcluster import SimCluster, ContainerPort, ServicePort, Backend
+
+    with SimCluster() as sim:                       # starts in ~50 ms
+        sim.add_deployment("web", replicas=2, ports=[ContainerPort("http", 8080)],
+                           backends={8080: Backend.http()})
+        sim.add_service("web", selector={"app": "web"},
+                        ports=[ServicePort(80, "http", name="http")])
+        subprocess.run(["kubectl", "get", "pods"], env=sim.env())
+        sim.delete_pod(sim.pods("web")[0])         # replaced after ``replace_delay``
+        sim.wait_for(lambda: len(sim.pods("web", ready=True)) == 2, timeout=10)
+
+Public API (every mutating method is thread-safe: it runs on the cluster's loop and returns
+once applied; reads take the store lock and never block on the loop):
+
+Lifecycle
+    SimCluster(namespace="default", replace_delay=0.5, start_delay=0.1, ready_delay=0.1)
+    .start() -> self; .stop(); context manager; .url; .port; .kubeconfig (path, context ``sim``,
+    namespace ``default``); .env(base=None) -> dict for subprocesses (os.environ + KUBECONFIG,
+    a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY); .admin_url
+Objects (``kind`` accepts kubectl spellings: "pod", "pods", "po", "deploy", "svc", ...)
+    add_namespace(name)
+    add_pod(name, ports=(), backends=None, labels=None, image="nginx:1.27", namespace=None,
+            start_delay=0, ready_delay=0, unschedulable=False, containers=None) -> name
+    add_deployment(name, replicas=1, ports=(), backends=None, labels=None, image=...,
+                   start_delay=0, ready_delay=0, namespace=None) -> name
+    add_replicaset / add_statefulset / add_daemonset (same shape), add_job(name, duration=1.0,
+        completions=1, ...), add_service(name, selector, ports, headless=False, namespace=None)
+    create_later(delay, fn_or_spec)   e.g. sim.create_later(2, lambda: sim.add_pod("late"))
+    delete(kind, name, namespace=None); get(kind, name, namespace=None) -> dict | None
+    list(kind, namespace=None, labels=None) -> [dict]; pods(prefix=None, ready=None) -> [names]
+    patch_status(kind, name, patch: dict, after=0)  (JSON merge patch into .status)
+    patch(kind, name, patch: dict, after=0)          (JSON merge patch into the object)
+    set_condition(kind, name, type, status="True", reason="", message="", after=0)
+    set_phase(pod, phase, after=0); scale(kind, name, replicas)
+    emit_event(kind, name, reason, message, type="Normal", namespace=None)
+Faults
+    delete_pod(name, replace_delay=None)  live tunnels get a containerd reset error, new streams
+        ``failed to find sandbox``; owners recreate it (new name/IP, Pending->Running->Ready)
+    restart_container(pod, reason="OOMKilled", exit_code=137, container=None, back_off=0.3)
+    make_image_pull_backoff(target, image)  target "deploy/x" or a pod name
+    make_unschedulable(pod); fail_job(name); complete_job(name)
+    backend(pod, port) -> BackendServer with .slow(s), .return_status(code|None),
+        .reset_connections(), .connections, .requests
+    tunnel_faults.error(pod, message=None, on="active"|"next"|"each")
+    tunnel_faults.eof(pod, on="active"|"next"|"each"); tunnel_faults.close(pod)
+    tunnel_faults.stall(pod, stalled=True); tunnel_faults.clear(pod=None)
+Observability
+    tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict]
+    wait_for(predicate, timeout=10) (condition variable, woken by every store/tunnel change)
+    await async_wait_for(predicate, timeout=10); requests (list of (method, path) seen)
+Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` with actions
+    delete-pod(name), restart-container(pod, reason, exit_code), image-pull-backoff(target,
+    image), unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
+    message, on), tunnel-eof(pod), tunnel-close(pod), stall(pod, on=1|0), backend(pod, port,
+    slow, status, reset), set-condition(kind, name, type, status, reason, message); and
+    ``GET /_sim/state``.
+CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH]`` starts the demo scenario (``web``
+    2 replicas behind svc ``web`` 80/http -> ``http`` 8080, ``db`` Postgres 5432, ``cache``
+    Redis 6379), writes the kubeconfig, prints one line, and runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import copy
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from urllib.parse import parse_qs, unquote, urlsplit
+
+try:  # imported as part of the ``tests`` package
+    from . import sim_backends, sim_tunnel
+except ImportError:  # imported with tests/ on sys.path (pytest rootdir-less layout, CLI)
+    import sim_backends  # type: ignore[no-redef]
+    import sim_tunnel  # type: ignore[no-redef]
+
+Backend = sim_backends.Backend
+BackendServer = sim_backends.BackendServer
+
+###############################################################################
+# Helpers #####################################################################
+###############################################################################
+
+
+class ContainerPort(NamedTuple):
+    name: Optional[str]
+    port: int
+    protocol: str = "TCP"
+
+
+class ServicePort(NamedTuple):
+    port: int
+    target_port: Union[int, str, None] = None
+    name: Optional[str] = None
+    protocol: str = "TCP"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_RNG = random.Random()
+
+
+def _suffix(n: int = 5, rng: random.Random = _RNG) -> str:
+    return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
+
+
+def _age(ts: Optional[str]) -> str:
+    if not ts:
+        return "<unknown>"
+    then = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+    s = max(0, int((datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()))
+    if s < 120:
+        return "%ds" % s
+    if s < 600:
+        return "%dm%ds" % (s // 60, s % 60) if s % 60 else "%dm" % (s // 60)
+    if s < 3 * 3600:
+        return "%dm" % (s // 60)
+    if s < 48 * 3600:
+        return "%dh" % (s // 3600)
+    return "%dd" % (s // 86400)
+
+
+def _merge(dst: dict, patch: dict) -> dict:
+    """JSON merge patch (RFC 7386), in place."""
+    for k, v in patch.items():
+        if v is None:
+            dst.pop(k, None)
+        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def _dig(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+###############################################################################
+# Kinds and selectors #########################################################
+###############################################################################
+
+
+class Kind(NamedTuple):
+    kind: str
+    plural: str
+    group: str
+    version: str
+    namespaced: bool
+    short: Tuple[str, ...]
+
+    @property
+    def api_version(self) -> str:
+        return "%s/%s" % (self.group, self.version) if self.group else self.version
+
+
+_K = [
+    Kind("Namespace", "namespaces", "", "v1", False, ("ns",)),
+    Kind("Node", "nodes", "", "v1", False, ("no",)),
+    Kind("Pod", "pods", "", "v1", True, ("po",)),
+    Kind("Service", "services", "", "v1", True, ("svc",)),
+    Kind("Endpoints", "endpoints", "", "v1", True, ("ep",)),
+    Kind("Event", "events", "", "v1", True, ("ev",)),
+    Kind("ConfigMap", "configmaps", "", "v1", True, ("cm",)),
+    Kind("ReplicationController", "replicationcontrollers", "", "v1", True, ("rc",)),
+    Kind("Deployment", "deployments", "apps", "v1", True, ("deploy",)),
+    Kind("ReplicaSet", "replicasets", "apps", "v1", True, ("rs",)),
+    Kind("StatefulSet", "statefulsets", "apps", "v1", True, ("sts",)),
+    Kind("DaemonSet", "daemonsets", "apps", "v1", True, ("ds",)),
+    Kind("Job", "jobs", "batch", "v1", True, ()),
+    Kind("EndpointSlice", "endpointslices", "discovery.k8s.io", "v1", True, ()),
+]
+KINDS: Dict[str, Kind] = {k.plural: k for k in _K}
+_ALIASES: Dict[str, str] = {}
+for _k in _K:
+    for _a in (_k.plural, _k.kind.lower(), _k.kind, *_k.short):
+        _ALIASES[_a] = _k.plural
+
+
+def kind_of(name: str) -> Kind:
+    try:
+        return KINDS[_ALIASES.get(name, _ALIASES.get(name.lower(), name.lower()))]
+    except KeyError:
+        raise ValueError("unknown kind %r" % name) from None
+
+
+def _split_top(s: str) -> List[str]:
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return [p.strip() for p in out if p.strip()]
+
+
+def label_matcher(selector: Optional[str]) -> Callable[[dict], bool]:
+    """kubectl label selector syntax: ``a=b,c!=d,e in (f,g),h notin (i),j,!k``."""
+    reqs = []
+    for term in _split_top(selector or ""):
+        m = re.match(r"^([\w./-]+)\s+(in|notin)\s+\((.*)\)$", term)
+        if m:
+            vals = {v.strip() for v in m.group(3).split(",")}
+            reqs.append((m.group(1), m.group(2), vals))
+        elif "!=" in term:
+            k, v = term.split("!=", 1)
+            reqs.append((k.strip(), "notin", {v.strip()}))
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            reqs.append((k.strip(), "in", {v.strip()}))
+        elif term.startswith("!"):
+            reqs.append((term[1:].strip(), "absent", set()))
+        else:
+            reqs.append((term, "exists", set()))
+
+    def match(labels: dict) -> bool:
+        for key, op, vals in reqs:
+            has = key in labels
+            if op == "in" and not (has and labels[key] in vals):
+                return False
+            if op == "notin" and has and labels[key] in vals:
+                return False
+            if op == "exists" and not has:
+                return False
+            if op == "absent" and has:
+                return False
+        return True
+
+    return match
+
+
+def field_matcher(selector: Optional[str]) -> Callable[[dict], bool]:
+    reqs = []
+    for term in _split_top(selector or ""):
+        neg = "!=" in term
+        k, v = term.split("!=" if neg else "=", 1)
+        reqs.append((k.strip(), v.lstrip("=").strip(), neg))
+
+    def match(obj: dict) -> bool:
+        for key, val, neg in reqs:
+            got = _dig(obj, key)
+            got = "" if got is None else str(got)
+            if (got == val) == neg:
+                return False
+        return True
+
+    return match
+
+
+def _selector_string(match_labels: dict) -> str:
+    return ",".join("%s=%s" % kv for kv in sorted(match_labels.items()))
+
+
+###############################################################################
+# Tables ######################################################################
+###############################################################################
+
+
+def _col(name: str, type_: str = "string", priority: int = 0, fmt: str = "") -> dict:
+    return {"name": name, "type": type_, "format": fmt, "description": name, "priority": priority}
+
+
+def _pod_row(p: dict) -> list:
+    st = p.get("status", {})
+    cs = st.get("containerStatuses", [])
+    ready = sum(1 for c in cs if c.get("ready"))
+    total = len(p["spec"].get("containers", []))
+    status = st.get("phase", "Unknown")
+    for c in cs:
+        w = c.get("state", {}).get("waiting")
+        t = c.get("state", {}).get("terminated")
+        if w and w.get("reason"):
+            status = w["reason"]
+        elif t and t.get("reason") and status not in ("Succeeded", "Failed"):
+            status = t["reason"]
+    if p["metadata"].get("deletionTimestamp"):
+        status = "Terminating"
+    for c in st.get("conditions", []):
+        if c["type"] == "PodScheduled" and c["status"] == "False":
+            status = "Pending"
+    restarts = sum(c.get("restartCount", 0) for c in cs)
+    rtext = str(restarts)
+    last = [
+        c["lastState"]["terminated"].get("finishedAt")
+        for c in cs
+        if c.get("lastState", {}).get("terminated")
+    ]
+    if restarts and last:
+        rtext = "%d (%s ago)" % (restarts, _age(max(last)))
+    return [
+        p["metadata"]["name"],
+        "%d/%d" % (ready, total),
+        status,
+        rtext,
+        _age(p["metadata"].get("creationTimestamp")),
+        st.get("podIP") or "<none>",
+        p["spec"].get("nodeName") or "<none>",
+        "<none>",
+        "<none>",
+    ]
+
+
+def _svc_ports(s: dict) -> str:
+    return ",".join(
+        "%d/%s" % (p["port"], p.get("protocol", "TCP")) for p in s["spec"].get("ports", [])
+    )
+
+
+_TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
+    "pods": (
+        [
+            _col("Name", fmt="name"),
+            _col("Ready"),
+            _col("Status"),
+            _col("Restarts"),
+            _col("Age"),
+            _col("IP", priority=1),
+            _col("Node", priority=1),
+            _col("Nominated Node", priority=1),
+            _col("Readiness Gates", priority=1),
+        ],
+        _pod_row,
+    ),
+    "deployments": (
+        [
+            _col("Name", fmt="name"),
+            _col("Ready"),
+            _col("Up-to-date", "integer"),
+            _col("Available", "integer"),
+            _col("Age"),
+        ],
+        lambda d: [
+            d["metadata"]["name"],
+            "%d/%d" % (d["status"].get("readyReplicas", 0), d["spec"].get("replicas", 0)),
+            d["status"].get("updatedReplicas", 0),
+            d["status"].get("availableReplicas", 0),
+            _age(d["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    "services": (
+        [
+            _col("Name", fmt="name"),
+            _col("Type"),
+            _col("Cluster-IP"),
+            _col("External-IP"),
+            _col("Port(s)"),
+            _col("Age"),
+            _col("Selector", priority=1),
+        ],
+        lambda s: [
+            s["metadata"]["name"],
+            s["spec"].get("type", "ClusterIP"),
+            s["spec"].get("clusterIP", "<none>"),
+            "<none>",
+            _svc_ports(s) or "<none>",
+            _age(s["metadata"].get("creationTimestamp")),
+            _selector_string(s["spec"].get("selector") or {}) or "<none>",
+        ],
+    ),
+    "replicasets": (
+        [
+            _col("Name", fmt="name"),
+            _col("Desired", "integer"),
+            _col("Current", "integer"),
+            _col("Ready", "integer"),
+            _col("Age"),
+        ],
+        lambda r: [
+            r["metadata"]["name"],
+            r["spec"].get("replicas", 0),
+            r["status"].get("replicas", 0),
+            r["status"].get("readyReplicas", 0),
+            _age(r["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    "statefulsets": (
+        [_col("Name", fmt="name"), _col("Ready"), _col("Age")],
+        lambda r: [
+            r["metadata"]["name"],
+            "%d/%d" % (r["status"].get("readyReplicas", 0), r["spec"].get("replicas", 0)),
+            _age(r["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    "jobs": (
+        [_col("Name", fmt="name"), _col("Status"), _col("Completions"), _col("Age")],
+        lambda j: [
+            j["metadata"]["name"],
+            _job_status(j),
+            "%d/%d" % (j["status"].get("succeeded", 0), j["spec"].get("completions", 1)),
+            _age(j["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    "events": (
+        [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")],
+        lambda e: [
+            _age(e.get("lastTimestamp")),
+            e.get("type", "Normal"),
+            e.get("reason", ""),
+            "%s/%s" % (e["involvedObject"]["kind"].lower(), e["involvedObject"]["name"]),
+            e.get("message", ""),
+        ],
+    ),
+    "namespaces": (
+        [_col("Name", fmt="name"), _col("Status"), _col("Age")],
+        lambda n: [
+            n["metadata"]["name"],
+            n.get("status", {}).get("phase", "Active"),
+            _age(n["metadata"].get("creationTimestamp")),
+        ],
+    ),
+}
+
+
+def _job_status(j: dict) -> str:
+    for c in j["status"].get("conditions", []):
+        if c["status"] == "True" and c["type"] in ("Complete", "Failed"):
+            return c["type"]
+    return "Running"
+
+
+def make_table(plural: str, objs: List[dict], rv: str, full: bool = False) -> dict:
+    cols, row = _TABLES.get(
+        plural,
+        (
+            [_col("Name", fmt="name"), _col("Age")],
+            lambda o: [o["metadata"]["name"], _age(o["metadata"].get("creationTimestamp"))],
+        ),
+    )
+    rows = []
+    for o in objs:
+        meta_obj = (
+            o
+            if full
+            else {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            }
+        )
+        rows.append({"cells": row(o), "object": meta_obj})
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": cols,
+        "rows": rows,
+    }
+
+
+###############################################################################
+# Store #######################################################################
+###############################################################################
+
+
+class Watcher:
+    def __init__(self, plural: str, ns: Optional[str], labels: str, fields: str):
+        self.plural, self.ns = plural, ns
+        self._labels, self._fields = label_matcher(labels), field_matcher(fields)
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    def matches(self, obj: Optional[dict]) -> bool:
+        if obj is None:
+            return False
+        if self.ns is not None and obj["metadata"].get("namespace") != self.ns:
+            return False
+        return self._labels(obj["metadata"].get("labels") or {}) and self._fields(obj)
+
+    def offer(self, etype: str, obj: dict, old: Optional[dict]) -> None:
+        new_ok, old_ok = self.matches(obj), self.matches(old)
+        if etype == "DELETED":
+            if new_ok:
+                self.queue.put_nowait(("DELETED", obj))
+        elif new_ok:
+            self.queue.put_nowait(("MODIFIED" if old_ok else "ADDED", obj))
+        elif old_ok:
+            self.queue.put_nowait(("DELETED", obj))
+
+
+class Store:
+    """Objects by (plural, namespace, name).  Mutated only on the loop thread, under ``lock``."""
+
+    def __init__(self, lock: threading.Condition):
+        self.lock = lock
+        self.objects: Dict[Tuple[str, str, str], dict] = {}
+        self.rv = 1000
+        self.log: deque = deque(maxlen=5000)  # (rv, plural, type, obj, old)
+        self.watchers: List[Watcher] = []
+
+    def get(self, plural: str, ns: str, name: str) -> Optional[dict]:
+        return self.objects.get((plural, ns if KINDS[plural].namespaced else "", name))
+
+    def list(self, plural: str, ns: Optional[str] = None) -> List[dict]:
+        out = [
+            o
+            for (p, n, _), o in self.objects.items()
+            if p == plural and (ns is None or n == ns or not KINDS[plural].namespaced)
+        ]
+        return sorted(
+            out, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        )
+
+    def _emit(self, plural: str, etype: str, obj: dict, old: Optional[dict]) -> None:
+        self.log.append((self.rv, plural, etype, obj, old))
+        for w in self.watchers:
+            if w.plural == plural:
+                w.offer(etype, obj, old)
+        self.lock.notify_all()
+
+    def put(self, obj: dict) -> dict:
+        k = kind_of(obj["kind"])
+        meta = obj["metadata"]
+        key = (k.plural, meta.get("namespace", "") if k.namespaced else "", meta["name"])
+        with self.lock:
+            old = self.objects.get(key)
+            self.rv += 1
+            meta["resourceVersion"] = str(self.rv)
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", _now())
+            obj.setdefault("apiVersion", k.api_version)
+            self.objects[key] = obj
+            self._emit(k.plural, "MODIFIED" if old else "ADDED", obj, old)
+        return obj
+
+    def update(self, plural: str, ns: str, name: str, fn: Callable[[dict], Any]) -> Optional[dict]:
+        old = self.get(plural, ns, name)
+        if old is None:
+            return None
+        new = copy.deepcopy(old)
+        fn(new)
+        if new == old:
+            return old
+        return self.put(new)
+
+    def remove(self, plural: str, ns: str, name: str) -> Optional[dict]:
+        key = (plural, ns if KINDS[plural].namespaced else "", name)
+        with self.lock:
+            old = self.objects.pop(key, None)
+            if old is not None:
+                self.rv += 1
+                gone = copy.deepcopy(old)
+                gone["metadata"]["resourceVersion"] = str(self.rv)
+                self._emit(plural, "DELETED", gone, old)
+        return old
+
+
+###############################################################################
+# Tunnels #####################################################################
+###############################################################################
+
+
+class TunnelRecord:
+    """Bookkeeping for one port-forward tunnel (the ``hooks`` of a PortForwardSession)."""
+
+    def __init__(self, cluster: SimCluster, pod: dict, transport: str):
+        self.cluster = cluster
+        self.pod_name = pod["metadata"]["name"]
+        self.namespace = pod["metadata"]["namespace"]
+        self.uid = pod["metadata"]["uid"]
+        self.sandbox = cluster._sandboxes.get(self.uid, "0" * 64)
+        self.transport = transport
+        self.session: Optional[sim_tunnel.PortForwardSession] = None
+        self.streams_opened = 0
+        self.bytes_up = self.bytes_down = 0
+        self.stalled = asyncio.Event()
+        self.stalled.set()  # set = flowing
+        if self.pod_name in cluster._stalled:
+            self.stalled.clear()
+
+    def changed(self) -> None:
+        with self.cluster._cond:
+            self.cluster._cond.notify_all()
+
+    def next_fault(self) -> Optional[Tuple[str, Optional[str]]]:
+        q = self.cluster._pending_faults.get(self.pod_name)
+        if not q:
+            return None
+        kind, message, each = q[0]
+        if not each:
+            q.popleft()
+        return kind, message
+
+    def snapshot(self) -> dict:
+        s = self.session
+        return {
+            "pod": self.pod_name,
+            "namespace": self.namespace,
+            "transport": self.transport,
+            "open": bool(s and not s.closed.is_set()),
+            "active_streams": len(s.pairs) if s else 0,
+            "streams_opened": self.streams_opened,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+        }
+
+
+class TunnelFaults:
+    """Faults on live and future port-forward tunnels of a pod (``sim.tunnel_faults``)."""
+
+    def __init__(self, cluster: SimCluster):
+        self._c = cluster
+
+    def error(self, pod: str, message: Optional[str] = None, on: str = "active") -> None:
+        """Error text on the error stream.  ``on``: "active" connections, the "next" one, or
+        "each" future one.  Default text: containerd's ``connection reset by peer``."""
+        self._c._run(self._c._tunnel_fault(pod, "error", message, on))
+
+    def eof(self, pod: str, on: str = "active") -> None:
+        """Clean EOF on the data stream (FIN data, FIN error, no error text)."""
+        self._c._run(self._c._tunnel_fault(pod, "eof", None, on))
+
+    def close(self, pod: str, on: str = "active") -> None:
+        """Abrupt close: GOAWAY then TCP close (a WebSocket close frame on that transport)."""
+        self._c._run(self._c._tunnel_fault(pod, "close", None, on))
+
+    def stall(self, pod: str, stalled: bool = True) -> None:
+        """Stop (or resume) relaying bytes on every tunnel to the pod, now and later."""
+        self._c._run(self._c._stall(pod, stalled))
+
+    def clear(self, pod: Optional[str] = None) -> None:
+        self._c._run(self._c._clear_faults(pod))
+
+
+###############################################################################
+# The cluster #################################################################
+###############################################################################
+
+_PROTO_JSON = "application/json"
+_EVENT_SEQ = itertools.count(int(time.time() * 1e9))
+
+
+class SimCluster:
+    def __init__(
+        self,
+        namespace: str = "default",
+        replace_delay: float = 0.5,
+        start_delay: float = 0.1,
+        ready_delay: float = 0.1,
+        kubeconfig_dir: Optional[str] = None,
+        websockets: bool = True,
+    ):
+        self.namespace = namespace
+        self.replace_delay, self.start_delay, self.ready_delay = (
+            replace_delay,
+            start_delay,
+            ready_delay,
+        )
+        self._cond = threading.Condition(threading.RLock())
+        self.store = Store(self._cond)
+        self.tunnel_faults = TunnelFaults(self)
+        self.requests: List[Tuple[str, str]] = []
+        self.user_agents: set = set()  # which kubectl builds talked to us
+        self.websockets = websockets
+        self.port = 0
+        self._dir = kubeconfig_dir
+        self._own_dir = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._backends: Dict[str, Dict[int, BackendServer]] = {}  # pod uid -> port -> server
+        self._sandboxes: Dict[str, str] = {}
+        self._timers: Dict[str, List[asyncio.TimerHandle]] = {}
+        self._templates: Dict[Tuple[str, str, str], dict] = {}
+        self._tunnels: List[TunnelRecord] = []
+        self._opened: Dict[str, int] = {}
+        self._pending_faults: Dict[str, deque] = {}
+        self._stalled: set = set()
+        self._conns: set = set()
+        self._tasks: set = set()
+        self._ip = itertools.count(10)
+        self._svc_ip = itertools.count(10)
+        self._rng = random.Random(0x5EED)
+        self._closing = False
+        self._reconcile_pending = False
+        self._timers_later: List[threading.Timer] = []
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> SimCluster:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="simcluster-")
+            self._own_dir = True
+        os.makedirs(self._dir, exist_ok=True)
+        self._loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="simcluster", daemon=True
+        )
+        self._thread.start()
+        ready.result(timeout=10)
+        self._write_kubeconfig()
+        return self
+
+    def _thread_main(self, ready: concurrent.futures.Future) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._astart())
+        except BaseException as e:  # pragma: no cover - start failures surface in start()
+            ready.set_exception(e)
+            return
+        ready.set_result(None)
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    async def _astart(self) -> None:
+        self._server = await asyncio.start_server(self._handle_conn, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        for ns in ("default", "kube-system", self.namespace):
+            self._add_namespace(ns)
+        self.store.put(
+            {
+                "kind": "Node",
+                "metadata": {"name": "sim-node", "labels": {"kubernetes.io/hostname": "sim-node"}},
+                "spec": {"podCIDR": "10.244.0.0/24"},
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                    "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}],
+                    "nodeInfo": {
+                        "kubeletVersion": "v1.37.1",
+                        "containerRuntimeVersion": "containerd://2.1.0",
+                    },
+                },
+            }
+        )
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        for t in self._timers_later:
+            t.cancel()
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._astop(), self._loop).result(timeout=10)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+        for t in self._timers_later:
+            if t is not threading.current_thread():
+                t.join(timeout=10)
+        self._timers_later.clear()
+        self._thread = None
+        with self._cond:
+            self._cond.notify_all()
+        if self._own_dir and self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def _astop(self) -> None:
+        self._closing = True
+        for handles in self._timers.values():
+            for h in handles:
+                h.cancel()
+        self._timers.clear()
+        if self._server is not None:
+            self._server.close()
+        for t in self._tunnels:
+            if t.session is not None:
+                t.session.closed.set()
+        for w in list(self._conns):
+            w.transport.abort()
+        for servers in self._backends.values():
+            for srv in servers.values():
+                await srv.stop()
+        self._backends.clear()
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def __enter__(self) -> SimCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.port
+
+    @property
+    def admin_url(self) -> str:
+        return self.url + "/_sim"
+
+    @property
+    def kubeconfig(self) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir, "kubeconfig")
+
+    def _write_kubeconfig(self, path: Optional[str] = None) -> str:
+        path = path or self.kubeconfig
+        text = (
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n"
+            "    server: %s\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n"
+            "    user: sim\n    namespace: %s\ncurrent-context: sim\nusers:\n- name: sim\n"
+            "  user: {}\npreferences: {}\n" % (self.url, self.namespace)
+        )
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def env(self, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        """Environment for kubectl subprocesses (a fresh discovery cache on every call)."""
+        assert self._dir is not None
+        env = dict(os.environ if base is None else base)
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+            env.pop(k, None)
+        env.update(
+            KUBECONFIG=self.kubeconfig,
+            KUBECACHEDIR=tempfile.mkdtemp(prefix="cache-", dir=self._dir),
+            KUBECTL_KUBERC="false",
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+        )
+        return env
+
+    # -- marshalling -------------------------------------------------------------
+    def _run(self, coro, timeout: float = 30) -> Any:
+        if self._loop is None or self._thread is None:
+            coro.close()
+            raise RuntimeError("SimCluster is not running; call start() first")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("blocking SimCluster API called on its own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _later(self, uid: str, delay: float, fn: Callable, *args) -> None:
+        assert self._loop is not None
+
+        def fire() -> None:
+            if not self._closing:
+                fn(*args)
+
+        h = self._loop.call_later(max(0.0, delay), fire)
+        self._timers.setdefault(uid, []).append(h)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    # -- reads (any thread) ---------------------------------------------------------
+    def _ns(self, namespace: Optional[str]) -> str:
+        return namespace or self.namespace
+
+    def get(self, kind: str, name: str, namespace: Optional[str] = None) -> Optional[dict]:
+        with self._cond:
+            o = self.store.get(kind_of(kind).plural, self._ns(namespace), name)
+            return copy.deepcopy(o) if o else None
+
+    def list(
+        self, kind: str, namespace: Optional[str] = None, labels: Optional[str] = None
+    ) -> List[dict]:
+        m = label_matcher(labels)
+        with self._cond:
+            return [
+                copy.deepcopy(o)
+                for o in self.store.list(kind_of(kind).plural, self._ns(namespace))
+                if m(o["metadata"].get("labels") or {})
+            ]
+
+    def pods(
+        self,
+        prefix: Optional[str] = None,
+        ready: Optional[bool] = None,
+        namespace: Optional[str] = None,
+    ) -> List[str]:
+        """Pod names (optionally those starting with ``prefix`` / with Ready == ``ready``)."""
+        with self._cond:
+            out = []
+            for p in self.store.list("pods", self._ns(namespace)):
+                name = p["metadata"]["name"]
+                if prefix and not name.startswith(prefix):
+                    continue
+                if ready is not None and _pod_ready(p) != ready:
+                    continue
+                out.append(name)
+            return out
+
+    def backend(self, pod: str, port: int, namespace: Optional[str] = None) -> BackendServer:
+        with self._cond:
+            p = self.store.get("pods", self._ns(namespace), pod)
+            if p is None:
+                raise KeyError("no pod %r" % pod)
+            return self._backends[p["metadata"]["uid"]][port]
+
+    def tunnels(self, pod: Optional[str] = None) -> List[dict]:
+        with self._cond:
+            return [t.snapshot() for t in self._tunnels if pod is None or t.pod_name == pod]
+
+    def tunnels_opened(self, pod: Optional[str] = None) -> int:
+        with self._cond:
+            if pod is None:
+                return sum(self._opened.values())
+            return self._opened.get(pod, 0)
+
+    def active_streams(self, pod: Optional[str] = None) -> int:
+        return sum(t["active_streams"] for t in self.tunnels(pod) if t["open"])
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> Any:
+        """Block until ``predicate()`` is truthy (re-checked on every change); return its value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("simcluster: condition not met within %ss" % timeout)
+                self._cond.wait(min(left, 0.5))
+
+    async def async_wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.wait_for, predicate, timeout)
+
+    # -- object API (any thread) ----------------------------------------------------------
+    def add_namespace(self, name: str) -> str:
+        return self._run(self._async(self._add_namespace, name))
+
+    async def _async(self, fn: Callable, *args, **kw) -> Any:
+        return fn(*args, **kw)
+
+    def add_pod(
+        self,
+        name: str,
+        ports: Iterable = (),
+        backends: Optional[Dict[int, Backend]] = None,
+        labels: Optional[Dict[str, str]] = None,
+        image: str = "nginx:1.27",
+        namespace: Optional[str] = None,
+        start_delay: float = 0,
+        ready_delay: float = 0,
+        unschedulable: bool = False,
+        containers: Optional[List[dict]] = None,
+    ) -> str:
+        tpl = self._template(name, ports, backends, labels or {"run": name}, image, containers)
+        tpl.update(start_delay=start_delay, ready_delay=ready_delay)
+        self._prepare(backends)
+        return self._run(
+            self._create_pod(self._ns(namespace), name, tpl, None, unschedulable=unschedulable)
+        )
+
+    def add_deployment(
+        self,
+        name: str,
+        replicas: int = 1,
+        ports: Iterable = (),
+        backends: Optional[Dict[int, Backend]] = None,
+        labels: Optional[Dict[str, str]] = None,
+        image: str = "nginx:1.27",
+        start_delay: float = 0,
+        ready_delay: float = 0,
+        namespace: Optional[str] = None,
+        containers: Optional[List[dict]] = None,
+    ) -> str:
+        return self._add_workload(
+            "deployments",
+            name,
+            replicas,
+            ports,
+            backends,
+            labels,
+            image,
+            start_delay,
+            ready_delay,
+            namespace,
+            containers,
+        )
+
+    def add_replicaset(self, name: str, replicas: int = 1, **kw) -> str:
+        return self._add_workload_kw("replicasets", name, replicas, kw)
+
+    def add_statefulset(self, name: str, replicas: int = 1, **kw) -> str:
+        return self._add_workload_kw("statefulsets", name, replicas, kw)
+
+    def add_daemonset(self, name: str, **kw) -> str:
+        return self._add_workload_kw("daemonsets", name, 1, kw)
+
+    def add_job(self, name: str, completions: int = 1, duration: float = 1.0, **kw) -> str:
+        kw["duration"] = duration
+        return self._add_workload_kw("jobs", name, completions, kw)
+
+    def _add_workload_kw(self, plural: str, name: str, replicas: int, kw: dict) -> str:
+        duration = kw.pop("duration", None)
+        return self._add_workload(
+            plural,
+            name,
+            replicas,
+            kw.get("ports", ()),
+            kw.get("backends"),
+            kw.get("labels"),
+            kw.get("image", "nginx:1.27"),
+            kw.get("start_delay", 0),
+            kw.get("ready_delay", 0),
+            kw.get("namespace"),
+            kw.get("containers"),
+            duration,
+        )
+
+    def _add_workload(
+        self,
+        plural,
+        name,
+        replicas,
+        ports,
+        backends,
+        labels,
+        image,
+        start_delay,
+        ready_delay,
+        namespace,
+        containers,
+        duration=None,
+    ) -> str:
+        tpl = self._template(name, ports, backends, labels or {"app": name}, image, containers)
+        tpl.update(start_delay=start_delay, ready_delay=ready_delay, duration=duration)
+        self._prepare(backends)
+        return self._run(self._create_workload(plural, self._ns(namespace), name, replicas, tpl))
+
+    def add_service(
+        self,
+        name: str,
+        selector: Optional[Dict[str, str]],
+        ports: Iterable = (),
+        headless: bool = False,
+        namespace: Optional[str] = None,
+        type: str = "ClusterIP",
+    ) -> str:
+        sports = []
+        for p in ports:
+            if isinstance(p, int):
+                p = ServicePort(p)
+            if isinstance(p, tuple):
+                sp = {"port": p.port, "protocol": p.protocol}
+                if p.name:
+                    sp["name"] = p.name
+                sp["targetPort"] = p.target_port if p.target_port is not None else p.port
+            else:
+                sp = dict(p)
+            sports.append(sp)
+        return self._run(
+            self._async(
+                self._add_service, self._ns(namespace), name, selector, sports, headless, type
+            )
+        )
+
+    def create_later(self, delay: float, obj: Union[dict, Callable[[], Any]]) -> None:
+        """After ``delay`` s create ``obj``: a manifest dict (Pod manifests get backends for
+        their TCP ports), or a callable such as ``lambda: sim.add_deployment("x")`` (run on a
+        short-lived thread that ``stop()`` cancels or joins)."""
+        if callable(obj):
+            t = threading.Timer(delay, self._safe_call, args=(obj,))
+            t.daemon = True
+            self._timers_later.append(t)
+            t.start()
+            return
+        self._run(
+            self._async(
+                self._later,
+                "timers",
+                delay,
+                lambda: self._spawn(self._create_manifest(copy.deepcopy(obj))),
+            )
+        )
+
+    def _safe_call(self, fn: Callable[[], Any]) -> None:
+        if self._thread is not None and not self._closing:
+            try:
+                fn()
+            except RuntimeError:
+                pass
+
+    def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> bool:
+        return self._run(self._delete(kind_of(kind).plural, self._ns(namespace), name))
+
+    def patch(
+        self, kind: str, name: str, patch: dict, after: float = 0, namespace: Optional[str] = None
+    ) -> None:
+        self._run(
+            self._async(self._patch, kind_of(kind).plural, self._ns(namespace), name, patch, after)
+        )
+
+    def patch_status(
+        self, kind: str, name: str, status: dict, after: float = 0, namespace: Optional[str] = None
+    ) -> None:
+        self.patch(kind, name, {"status": status}, after, namespace)
+
+    def set_phase(
+        self, pod: str, phase: str, after: float = 0, namespace: Optional[str] = None
+    ) -> None:
+        self.patch("pods", pod, {"status": {"phase": phase}}, after, namespace)
+
+    def set_condition(
+        self,
+        kind: str,
+        name: str,
+        type: str,
+        status: str = "True",
+        reason: str = "",
+        message: str = "",
+        after: float = 0,
+        namespace: Optional[str] = None,
+    ) -> None:
+        self._run(
+            self._async(
+                self._set_condition_later,
+                kind_of(kind).plural,
+                self._ns(namespace),
+                name,
+                type,
+                status,
+                reason,
+                message,
+                after,
+            )
+        )
+
+    def scale(self, kind: str, name: str, replicas: int, namespace: Optional[str] = None) -> None:
+        self._run(
+            self._async(self._scale, kind_of(kind).plural, self._ns(namespace), name, replicas)
+        )
+
+    def emit_event(
+        self,
+        kind: str,
+        name: str,
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        namespace: Optional[str] = None,
+    ) -> None:
+        self._run(
+            self._async(
+                self._event_for,
+                kind_of(kind).plural,
+                self._ns(namespace),
+                name,
+                reason,
+                message,
+                type,
+            )
+        )
+
+    # -- fault API (any thread) ---------------------------------------------------------
+    def delete_pod(
+        self, name: str, replace_delay: Optional[float] = None, namespace: Optional[str] = None
+    ) -> bool:
+        return self._run(self._delete_pod(self._ns(namespace), name, replace_delay))
+
+    def restart_container(
+        self,
+        pod: str,
+        reason: str = "OOMKilled",
+        exit_code: int = 137,
+        container: Optional[str] = None,
+        back_off: float = 0.3,
+        namespace: Optional[str] = None,
+    ) -> None:
+        self._run(
+            self._async(
+                self._restart_container,
+                self._ns(namespace),
+                pod,
+                reason,
+                exit_code,
+                container,
+                back_off,
+            )
+        )
+
+    def make_image_pull_backoff(
+        self,
+        target: str,
+        image: str = "registry.invalid/app:missing",
+        namespace: Optional[str] = None,
+    ) -> Optional[str]:
+        return self._run(self._image_pull_backoff(self._ns(namespace), target, image))
+
+    def make_unschedulable(self, pod: str, namespace: Optional[str] = None) -> None:
+        self._run(self._async(self._unschedulable, self._ns(namespace), pod))
+
+    def fail_job(self, name: str, namespace: Optional[str] = None) -> None:
+        self._run(self._async(self._finish_job, self._ns(namespace), name, False))
+
+    def complete_job(self, name: str, namespace: Optional[str] = None) -> None:
+        self._run(self._async(self._finish_job, self._ns(namespace), name, True))
+
+    # ==================================================================================
+    # Loop-side implementation
+    # ==================================================================================
+    def _prepare(self, backends: Optional[Dict[int, Backend]]) -> None:
+        if backends and any(b.kind == "tls" for b in backends.values()):
+            sim_backends.tls_files()  # generate the cert off the loop
+
+    def _template(self, name, ports, backends, labels, image, containers) -> dict:
+        if containers is None:
+            cports = []
+            for p in ports:
+                if isinstance(p, int):
+                    p = ContainerPort(None, p)
+                cp = {"containerPort": p.port, "protocol": p.protocol}
+                if p.name:
+                    cp["name"] = p.name
+                cports.append(cp)
+            containers = [{"name": "app", "image": image, "ports": cports}]
+        for c in containers:
+            c.setdefault("imagePullPolicy", "IfNotPresent")
+            c.setdefault("resources", {})
+        backends = dict(backends or {})
+        for c in containers:
+            for cp in c.get("ports", []):
+                if cp.get("protocol", "TCP") == "TCP":
+                    backends.setdefault(cp["containerPort"], Backend.http())
+        return {"labels": dict(labels), "containers": containers, "backends": backends}
+
+    def _add_namespace(self, name: str) -> str:
+        if self.store.get("namespaces", "", name) is None:
+            self.store.put(
+                {
+                    "kind": "Namespace",
+                    "metadata": {"name": name},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }
+            )
+        return name
+
+    def _next_ip(self) -> str:
+        n = next(self._ip)
+        return "10.244.%d.%d" % (n // 250, n % 250 + 1)
+
+    async def _create_pod(
+        self,
+        ns: str,
+        name: str,
+        tpl: dict,
+        owner: Optional[dict],
+        unschedulable: bool = False,
+        extra_labels: Optional[dict] = None,
+    ) -> str:
+        """Create a pod and start its backends; it then goes Pending -> Running -> Ready."""
+        self._add_namespace(ns)
+        uid = str(uuid.uuid4())
+        labels = dict(tpl["labels"], **(extra_labels or {}))
+        containers = copy.deepcopy(tpl["containers"])
+        meta: Dict[str, Any] = {"name": name, "namespace": ns, "uid": uid, "labels": labels}
+        if owner is not None:
+            meta["ownerReferences"] = [_owner_ref(owner)]
+            meta["generateName"] = name[: name.rfind("-") + 1]
+        pod = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": meta,
+            "spec": {
+                "containers": containers,
+                "restartPolicy": "Never" if tpl.get("duration") is not None else "Always",
+                "nodeName": "sim-node",
+                "schedulerName": "default-scheduler",
+                "serviceAccountName": "default",
+                "terminationGracePeriodSeconds": 30,
+            },
+            "status": {
+                "phase": "Pending",
+                "qosClass": "BestEffort",
+                "hostIP": "172.18.0.2",
+                "conditions": [_cond("PodScheduled", "True")],
+                "containerStatuses": [
+                    _cstatus(c, {"waiting": {"reason": "ContainerCreating"}}) for c in containers
+                ],
+            },
+        }
+        self._sandboxes[uid] = hashlib.sha256(uid.encode()).hexdigest()
+        servers = {}
+        for port, spec in tpl["backends"].items():
+            srv = BackendServer(spec, name, port, asyncio.get_running_loop())
+            await srv.start()
+            servers[port] = srv
+        self._backends[uid] = servers
+        if unschedulable:
+            pod["spec"].pop("nodeName")
+            pod["status"] = _unsched_status()
+            self.store.put(pod)
+            self._event(pod, "FailedScheduling", _UNSCHED_MSG, "Warning", "default-scheduler")
+            return name
+        self.store.put(pod)
+        self._event(
+            pod,
+            "Scheduled",
+            "Successfully assigned %s/%s to sim-node" % (ns, name),
+            source="default-scheduler",
+        )
+        if tpl.get("bad_image"):
+            self._pull_fail(ns, name, containers[0]["image"])
+            return name
+        start = tpl.get("start_delay", 0) or 0
+        if start:
+            self._later(uid, start, self._pod_running, ns, name, uid, tpl)
+        else:
+            self._pod_running(ns, name, uid, tpl)
+        return name
+
+    def _alive(self, ns: str, name: str, uid: str) -> Optional[dict]:
+        p = self.store.get("pods", ns, name)
+        return p if p is not None and p["metadata"]["uid"] == uid else None
+
+    def _pod_running(self, ns: str, name: str, uid: str, tpl: dict) -> None:
+        p = self._alive(ns, name, uid)
+        if p is None:
+            return
+        ip = p["status"].get("podIP") or self._next_ip()
+        started = _now()
+
+        def fn(o: dict) -> None:
+            st = o["status"]
+            st.update(phase="Running", podIP=ip, podIPs=[{"ip": ip}], startTime=started)
+            _set_cond(st, "Initialized", "True")
+            _set_cond(st, "PodReadyToStartContainers", "True")
+            _set_cond(st, "ContainersReady", "False", "ContainersNotReady")
+            _set_cond(st, "Ready", "False", "ContainersNotReady")
+            for cs in st["containerStatuses"]:
+                cs["state"] = {"running": {"startedAt": started}}
+                cs["started"] = True
+                cs["containerID"] = (
+                    "containerd://"
+                    + hashlib.sha256(
+                        (uid + cs["name"] + str(cs["restartCount"])).encode()
+                    ).hexdigest()
+                )
+                cs["imageID"] = "docker.io/library/" + cs["image"] + "@sha256:" + "ab" * 32
+
+        self.store.update("pods", ns, name, fn)
+        for c in p["spec"]["containers"]:
+            self._event(p, "Pulled", 'Container image "%s" already present on machine' % c["image"])
+            self._event(p, "Created", "Created container: %s" % c["name"])
+            self._event(p, "Started", "Started container %s" % c["name"])
+        ready = tpl.get("ready_delay", 0) or 0
+        if ready:
+            self._later(uid, ready, self._pod_ready, ns, name, uid, tpl)
+        else:
+            self._pod_ready(ns, name, uid, tpl)
+
+    def _pod_ready(self, ns: str, name: str, uid: str, tpl: dict) -> None:
+        if self._alive(ns, name, uid) is None:
+            return
+
+        def fn(o: dict) -> None:
+            st = o["status"]
+            if st.get("phase") != "Running":
+                return
+            _set_cond(st, "ContainersReady", "True")
+            _set_cond(st, "Ready", "True")
+            for cs in st["containerStatuses"]:
+                cs["ready"] = True
+
+        self.store.update("pods", ns, name, fn)
+        duration = tpl.get("duration")
+        if duration is not None:
+            self._later(uid, duration, self._pod_succeeded, ns, name, uid)
+        self._reconcile_soon()
+
+    def _pod_succeeded(self, ns: str, name: str, uid: str, failed: bool = False) -> None:
+        if self._alive(ns, name, uid) is None:
+            return
+        now = _now()
+
+        def fn(o: dict) -> None:
+            st = o["status"]
+            st["phase"] = "Failed" if failed else "Succeeded"
+            _set_cond(st, "Ready", "False", "PodCompleted")
+            _set_cond(st, "ContainersReady", "False", "PodCompleted")
+            for cs in st["containerStatuses"]:
+                started = cs.get("state", {}).get("running", {}).get("startedAt", now)
+                cs["state"] = {
+                    "terminated": {
+                        "exitCode": 1 if failed else 0,
+                        "reason": "Error" if failed else "Completed",
+                        "startedAt": started,
+                        "finishedAt": now,
+                    }
+                }
+                cs["ready"] = False
+                cs["started"] = False
+
+        self.store.update("pods", ns, name, fn)
+        self._reconcile_soon()
+
+    # -- workloads --------------------------------------------------------------------
+    async def _create_workload(
+        self, plural: str, ns: str, name: str, replicas: int, tpl: dict
+    ) -> str:
+        self._add_namespace(ns)
+        k = KINDS[plural]
+        tpl_spec = {
+            "metadata": {"labels": dict(tpl["labels"])},
+            "spec": {"containers": copy.deepcopy(tpl["containers"]), "restartPolicy": "Always"},
+        }
+        spec: Dict[str, Any] = {
+            "selector": {"matchLabels": dict(tpl["labels"])},
+            "template": tpl_spec,
+        }
+        if plural in ("deployments", "replicasets", "statefulsets"):
+            spec["replicas"] = replicas
+        if plural == "deployments":
+            spec["strategy"] = {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+            }
+            spec["revisionHistoryLimit"] = 10
+        if plural == "statefulsets":
+            spec["serviceName"] = name
+        if plural == "jobs":
+            spec.update(completions=replicas, parallelism=replicas, backoffLimit=6)
+            tpl_spec["spec"]["restartPolicy"] = "Never"
+            tpl["labels"] = dict(
+                tpl["labels"], **{"batch.kubernetes.io/job-name": name, "job-name": name}
+            )
+            tpl_spec["metadata"]["labels"] = dict(tpl["labels"])
+            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": "x"}}
+        obj = {
+            "kind": k.kind,
+            "apiVersion": k.api_version,
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "generation": 1,
+                "labels": dict(tpl["labels"]),
+            },
+            "spec": spec,
+            "status": {},
+        }
+        if plural == "jobs":
+            uid = str(uuid.uuid4())
+            obj["metadata"]["uid"] = uid
+            spec["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"] = uid
+            tpl["labels"]["batch.kubernetes.io/controller-uid"] = uid
+            tpl_spec["metadata"]["labels"] = dict(tpl["labels"])
+            obj["status"] = {"active": 0, "startTime": _now()}
+        self.store.put(obj)
+        self._templates[(plural, ns, name)] = tpl
+        if plural == "deployments":
+            await self._new_replicaset(obj, tpl, replicas)
+        else:
+            await self._fill(plural, ns, name)
+        self._status_of(plural, ns, name)
+        return name
+
+    async def _new_replicaset(self, deploy: dict, tpl: dict, replicas: int) -> str:
+        ns, dname = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
+        h = hashlib.sha256(json.dumps(tpl["containers"], sort_keys=True).encode()).hexdigest()
+        phash = "".join(
+            "bcdfghjklmnpqrstvwxz2456789"[int(h[i : i + 2], 16) % 27] for i in range(0, 20, 2)
+        )
+        rs_tpl = dict(tpl, labels=dict(tpl["labels"], **{"pod-template-hash": phash}))
+        rsname = "%s-%s" % (dname, phash)
+        rs = {
+            "kind": "ReplicaSet",
+            "apiVersion": "apps/v1",
+            "metadata": {
+                "name": rsname,
+                "namespace": ns,
+                "labels": dict(rs_tpl["labels"]),
+                "ownerReferences": [_owner_ref(deploy)],
+                "generation": 1,
+                "annotations": {"deployment.kubernetes.io/revision": "1"},
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": dict(rs_tpl["labels"])},
+                "template": {
+                    "metadata": {"labels": dict(rs_tpl["labels"])},
+                    "spec": {"containers": copy.deepcopy(tpl["containers"])},
+                },
+            },
+            "status": {},
+        }
+        self.store.put(rs)
+        self._templates[("replicasets", ns, rsname)] = rs_tpl
+        self._event(
+            deploy,
+            "ScalingReplicaSet",
+            "Scaled up replica set %s from 0 to %d" % (rsname, replicas),
+            source="deployment-controller",
+        )
+        await self._fill("replicasets", ns, rsname)
+        return rsname
+
+    def _owned_pods(self, owner: dict) -> List[dict]:
+        uid = owner["metadata"]["uid"]
+        return [
+            p
+            for p in self.store.list("pods", owner["metadata"]["namespace"])
+            if any(r["uid"] == uid for r in p["metadata"].get("ownerReferences", []))
+        ]
+
+    async def _fill(self, plural: str, ns: str, name: str) -> None:
+        """Create missing pods of a ReplicaSet / StatefulSet / DaemonSet / Job."""
+        owner = self.store.get(plural, ns, name)
+        tpl = self._templates.get((plural, ns, name))
+        if owner is None or tpl is None or self._closing:
+            return
+        pods = self._owned_pods(owner)
+        if plural == "jobs":
+            if any(c["status"] == "True" for c in owner["status"].get("conditions", [])):
+                return
+            want = owner["spec"]["completions"] - owner["status"].get("succeeded", 0)
+            pods = [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
+        elif plural == "daemonsets":
+            want = 1
+        else:
+            want = owner["spec"].get("replicas", 1)
+        if plural == "statefulsets":
+            have = {p["metadata"]["name"] for p in pods}
+            for i in range(want):
+                pname = "%s-%d" % (name, i)
+                if pname not in have and self.store.get("pods", ns, pname) is None:
+                    await self._create_pod(
+                        ns,
+                        pname,
+                        tpl,
+                        owner,
+                        extra_labels={
+                            "statefulset.kubernetes.io/pod-name": pname,
+                            "apps.kubernetes.io/pod-index": str(i),
+                        },
+                    )
+                    self._event(
+                        owner,
+                        "SuccessfulCreate",
+                        "create Pod %s in StatefulSet %s successful" % (pname, name),
+                        source="statefulset-controller",
+                    )
+            for p in pods:
+                idx = int(p["metadata"]["name"].rsplit("-", 1)[1])
+                if idx >= want:
+                    await self._remove_pod(ns, p["metadata"]["name"])
+            return
+        for _ in range(want - len(pods)):
+            pname = "%s-%s" % (name, _suffix(5, self._rng))
+            await self._create_pod(ns, pname, tpl, owner)
+            self._event(
+                owner,
+                "SuccessfulCreate",
+                "Created pod: %s" % pname,
+                source=plural[:-1] + "-controller",
+            )
+        for p in pods[want:] if want < len(pods) else []:
+            await self._remove_pod(ns, p["metadata"]["name"])
+            self._event(
+                owner,
+                "SuccessfulDelete",
+                "Deleted pod: %s" % p["metadata"]["name"],
+                source=plural[:-1] + "-controller",
+            )
+
+    def _reconcile_soon(self) -> None:
+        """Recompute endpoints and workload status (coalesced to once per loop turn)."""
+        if getattr(self, "_reconcile_pending", False) or self._loop is None:
+            return
+        self._reconcile_pending = True
+        self._loop.call_soon(self._reconcile)
+
+    def _reconcile(self) -> None:
+        self._reconcile_pending = False
+        with self._cond:
+            for plural in ("replicasets", "deployments", "statefulsets", "daemonsets", "jobs"):
+                for o in self.store.list(plural):
+                    self._status_of(plural, o["metadata"]["namespace"], o["metadata"]["name"])
+            for s in self.store.list("services"):
+                self._endpoints_for(s)
+
+    def _status_of(self, plural: str, ns: str, name: str) -> None:
+        o = self.store.get(plural, ns, name)
+        if o is None:
+            return
+        if plural == "deployments":
+            rss = [
+                r
+                for r in self.store.list("replicasets", ns)
+                if any(
+                    x["uid"] == o["metadata"]["uid"]
+                    for x in r["metadata"].get("ownerReferences", [])
+                )
+            ]
+            pods = [p for r in rss for p in self._owned_pods(r)]
+            newest = rss and max(
+                rss,
+                key=lambda r: int(
+                    r["metadata"]
+                    .get("annotations", {})
+                    .get("deployment.kubernetes.io/revision", "1")
+                ),
+            )
+            updated = [
+                p
+                for p in pods
+                if newest
+                and any(
+                    x["uid"] == newest["metadata"]["uid"] for x in p["metadata"]["ownerReferences"]
+                )
+            ]
+        else:
+            pods = self._owned_pods(o)
+            updated = pods
+        ready = [p for p in pods if _pod_ready(p)]
+        want = o["spec"].get("replicas", 1)
+
+        def fn(d: dict) -> None:
+            st = d["status"]
+            st["observedGeneration"] = d["metadata"].get("generation", 1)
+            if plural == "jobs":
+                st["active"] = sum(
+                    1 for p in pods if p["status"].get("phase") in ("Pending", "Running")
+                )
+                st["ready"] = len(ready)
+                st["succeeded"] = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
+                st["failed"] = sum(1 for p in pods if p["status"].get("phase") == "Failed")
+                if st["succeeded"] >= d["spec"]["completions"] and not st.get("conditions"):
+                    now = _now()
+                    st["conditions"] = [
+                        _cond(
+                            "SuccessCriteriaMet",
+                            "True",
+                            "CompletionsReached",
+                            "Reached expected number of succeeded pods",
+                        ),
+                        _cond(
+                            "Complete",
+                            "True",
+                            "CompletionsReached",
+                            "Reached expected number of succeeded pods",
+                        ),
+                    ]
+                    st["completionTime"] = now
+                for k in ("active", "ready", "succeeded", "failed"):
+                    if not st[k]:
+                        st.pop(k)
+                return
+            if plural == "daemonsets":
+                st.update(
+                    desiredNumberScheduled=1,
+                    currentNumberScheduled=len(pods),
+                    numberReady=len(ready),
+                    numberAvailable=len(ready),
+                    updatedNumberScheduled=len(pods),
+                    numberMisscheduled=0,
+                )
+                return
+            st["replicas"] = len(pods)
+            st["readyReplicas"] = len(ready)
+            st["availableReplicas"] = len(ready)
+            if plural == "replicasets":
+                st["fullyLabeledReplicas"] = len(pods)
+            if plural == "statefulsets":
+                st.update(currentReplicas=len(pods), updatedReplicas=len(pods))
+            if plural == "deployments":
+                st["updatedReplicas"] = len(updated)
+                unavailable = max(0, want - len(ready))
+                if unavailable:
+                    st["unavailableReplicas"] = unavailable
+                else:
+                    st.pop("unavailableReplicas", None)
+                max_unavail = want // 4
+                avail = len(ready) >= want - max_unavail
+                _set_cond(
+                    st,
+                    "Available",
+                    "True" if avail else "False",
+                    "MinimumReplicasAvailable" if avail else "MinimumReplicasUnavailable",
+                    "Deployment has minimum availability."
+                    if avail
+                    else "Deployment does not have minimum availability.",
+                )
+                done = len(updated) == want and len([p for p in updated if _pod_ready(p)]) == want
+                _set_cond(
+                    st,
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable" if done else "ReplicaSetUpdated",
+                    'ReplicaSet "%s" has %s progressing.'
+                    % (
+                        newest["metadata"]["name"] if newest else name,
+                        "successfully" if done else "been",
+                    ),
+                )
+            for k in ("readyReplicas", "availableReplicas"):
+                if not st.get(k):
+                    st.pop(k, None)
+
+        self.store.update(plural, ns, name, fn)
+
+    # -- services and endpoints -------------------------------------------------------
+    def _add_service(
+        self,
+        ns: str,
+        name: str,
+        selector: Optional[dict],
+        ports: List[dict],
+        headless: bool,
+        type_: str,
+    ) -> str:
+        self._add_namespace(ns)
+        n = next(self._svc_ip)
+        ip = "None" if headless else "10.96.%d.%d" % (n // 250, n % 250 + 1)
+        spec: Dict[str, Any] = {
+            "ports": ports,
+            "type": type_,
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "sessionAffinity": "None",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+        }
+        if selector:
+            spec["selector"] = dict(selector)
+        svc = {
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+            "spec": spec,
+            "status": {"loadBalancer": {}},
+        }
+        self.store.put(svc)
+        self._endpoints_for(svc)
+        return name
+
+    def _endpoints_for(self, svc: dict) -> None:
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        sel = svc["spec"].get("selector")
+        if not sel:
+            return
+        match = label_matcher(_selector_string(sel))
+        pods = [
+            p
+            for p in self.store.list("pods", ns)
+            if match(p["metadata"].get("labels") or {}) and p["status"].get("podIP")
+        ]
+        ready, not_ready, slice_eps, ports = [], [], [], []
+        for sp in svc["spec"].get("ports", []):
+            tp = sp.get("targetPort", sp["port"])
+            if isinstance(tp, str):
+                for p in pods:
+                    for c in p["spec"]["containers"]:
+                        for cp in c.get("ports", []):
+                            if cp.get("name") == tp:
+                                tp = cp["containerPort"]
+            port = {
+                "port": tp if isinstance(tp, int) else sp["port"],
+                "protocol": sp.get("protocol", "TCP"),
+            }
+            if sp.get("name"):
+                port["name"] = sp["name"]
+            ports.append(port)
+        for p in pods:
+            addr = {
+                "ip": p["status"]["podIP"],
+                "nodeName": "sim-node",
+                "targetRef": {
+                    "kind": "Pod",
+                    "name": p["metadata"]["name"],
+                    "namespace": ns,
+                    "uid": p["metadata"]["uid"],
+                },
+            }
+            (ready if _pod_ready(p) else not_ready).append(addr)
+            slice_eps.append(
+                {
+                    "addresses": [p["status"]["podIP"]],
+                    "conditions": {
+                        "ready": _pod_ready(p),
+                        "serving": _pod_ready(p),
+                        "terminating": False,
+                    },
+                    "nodeName": "sim-node",
+                    "targetRef": addr["targetRef"],
+                }
+            )
+        subset: Dict[str, Any] = {"ports": ports}
+        if ready:
+            subset["addresses"] = ready
+        if not_ready:
+            subset["notReadyAddresses"] = not_ready
+        ep = {
+            "kind": "Endpoints",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": dict(svc["metadata"].get("labels") or {}),
+            },
+            "subsets": [subset] if pods else [],
+        }
+        old = self.store.get("endpoints", ns, name)
+        if old is None or old.get("subsets") != ep["subsets"]:
+            self.store.put(ep)
+        sname = "%s-%s" % (name, hashlib.sha256(name.encode()).hexdigest()[:5])
+        es = {
+            "kind": "EndpointSlice",
+            "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {
+                "name": sname,
+                "namespace": ns,
+                "labels": {
+                    "kubernetes.io/service-name": name,
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                },
+                "ownerReferences": [_owner_ref(svc)],
+            },
+            "addressType": "IPv4",
+            "endpoints": slice_eps,
+            "ports": ports,
+        }
+        old = self.store.get("endpointslices", ns, sname)
+        if old is None or old.get("endpoints") != slice_eps or old.get("ports") != ports:
+            self.store.put(es)
+
+    # -- deletion ----------------------------------------------------------------------
+    async def _remove_pod(self, ns: str, name: str) -> Optional[dict]:
+        p = self.store.get("pods", ns, name)
+        if p is None:
+            return None
+        uid = p["metadata"]["uid"]
+        for h in self._timers.pop(uid, []):
+            h.cancel()
+        for t in self._tunnels:
+            if t.uid == uid and t.session is not None:
+                for pair in list(t.session.pairs.values()):
+                    pair.fail(t.session.reset_text(pair.port))
+        self._event(p, "Killing", "Stopping container %s" % p["spec"]["containers"][0]["name"])
+        self.store.remove("pods", ns, name)
+        for srv in self._backends.pop(uid, {}).values():
+            await srv.stop()
+        self._reconcile_soon()
+        return p
+
+    async def _delete_pod(self, ns: str, name: str, replace_delay: Optional[float]) -> bool:
+        p = await self._remove_pod(ns, name)
+        if p is None:
+            return False
+        delay = self.replace_delay if replace_delay is None else replace_delay
+        for ref in p["metadata"].get("ownerReferences", []):
+            plural = kind_of(ref["kind"]).plural
+            tpl = self._templates.get((plural, ns, ref["name"]))
+            if tpl is not None:
+                # Replacements go Pending -> Running -> Ready like real pods.
+                tpl.setdefault("start_delay", 0)
+                rtpl = dict(
+                    tpl,
+                    start_delay=max(tpl.get("start_delay") or 0, self.start_delay),
+                    ready_delay=max(tpl.get("ready_delay") or 0, self.ready_delay),
+                )
+                self._templates[(plural, ns, ref["name"])] = rtpl
+                self._later(
+                    "controller",
+                    delay,
+                    lambda pl=plural, n=ref["name"]: self._spawn(self._fill(pl, ns, n)),
+                )
+        return True
+
+    async def _delete(self, plural: str, ns: str, name: str) -> bool:
+        if plural == "pods":
+            return await self._delete_pod(ns, name, None)
+        o = self.store.get(plural, ns, name)
+        if o is None:
+            return False
+        self._templates.pop((plural, ns, name), None)
+        if plural in ("deployments", "replicasets", "statefulsets", "daemonsets", "jobs"):
+            uid = o["metadata"]["uid"]
+            for plural2 in ("replicasets", "pods"):
+                for child in self.store.list(plural2, ns):
+                    if any(r["uid"] == uid for r in child["metadata"].get("ownerReferences", [])):
+                        await self._delete(
+                            plural2, ns, child["metadata"]["name"]
+                        ) if plural2 == "replicasets" else await self._remove_pod(
+                            ns, child["metadata"]["name"]
+                        )
+        if plural == "services":
+            self.store.remove("endpoints", ns, name)
+            for es in self.store.list("endpointslices", ns):
+                if es["metadata"]["labels"].get("kubernetes.io/service-name") == name:
+                    self.store.remove("endpointslices", ns, es["metadata"]["name"])
+        self.store.remove(plural, ns, name)
+        self._reconcile_soon()
+        return True
+
+    # -- status changes --------------------------------------------------------------------
+    def _patch(self, plural: str, ns: str, name: str, patch: dict, after: float = 0) -> None:
+        if after:
+            self._later("timers", after, self._patch, plural, ns, name, patch, 0)
+            return
+        self.store.update(plural, ns, name, lambda o: _merge(o, patch))
+        if plural in ("deployments", "replicasets", "statefulsets") and "replicas" in (
+            patch.get("spec") or {}
+        ):
+            self._spawn(self._scale_async(plural, ns, name, patch["spec"]["replicas"]))
+        self._reconcile_soon()
+
+    def _set_condition_later(self, plural, ns, name, ctype, status, reason, message, after) -> None:
+        if after:
+            self._later(
+                "timers",
+                after,
+                self._set_condition_later,
+                plural,
+                ns,
+                name,
+                ctype,
+                status,
+                reason,
+                message,
+                0,
+            )
+            return
+        self.store.update(
+            plural,
+            ns,
+            name,
+            lambda o: _set_cond(o.setdefault("status", {}), ctype, status, reason, message),
+        )
+        self._reconcile_soon()
+
+    def _scale(self, plural: str, ns: str, name: str, replicas: int) -> None:
+        self._spawn(self._scale_async(plural, ns, name, replicas))
+
+    async def _scale_async(self, plural: str, ns: str, name: str, replicas: int) -> None:
+        def bump(o: dict) -> None:
+            o["spec"]["replicas"] = replicas
+            o["metadata"]["generation"] = o["metadata"].get("generation", 1) + 1
+
+        self.store.update(plural, ns, name, bump)
+        if plural == "deployments":
+            d = self.store.get(plural, ns, name)
+            for rs in self.store.list("replicasets", ns):
+                if d and any(
+                    r["uid"] == d["metadata"]["uid"]
+                    for r in rs["metadata"].get("ownerReferences", [])
+                ):
+                    self.store.update("replicasets", ns, rs["metadata"]["name"], bump)
+                    await self._fill("replicasets", ns, rs["metadata"]["name"])
+        else:
+            await self._fill(plural, ns, name)
+        self._reconcile_soon()
+
+    def _restart_container(self, ns, pod, reason, exit_code, container, back_off) -> None:
+        p = self.store.get("pods", ns, pod)
+        if p is None:
+            raise KeyError("no pod %r" % pod)
+        uid = p["metadata"]["uid"]
+        cname = container or p["spec"]["containers"][0]["name"]
+        now = _now()
+
+        def fn(o: dict) -> None:
+            st = o["status"]
+            for cs in st.get("containerStatuses", []):
+                if cs["name"] != cname:
+                    continue
+                started = cs.get("state", {}).get("running", {}).get("startedAt", now)
+                cs["lastState"] = {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": reason,
+                        "startedAt": started,
+                        "finishedAt": now,
+                        "containerID": cs.get("containerID", ""),
+                    }
+                }
+                cs["restartCount"] = cs.get("restartCount", 0) + 1
+                cs["ready"] = False
+                cs["started"] = False
+                if back_off:
+                    cs["state"] = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": "back-off 10s restarting failed container=%s pod=%s_%s(%s)"
+                            % (cname, pod, ns, uid),
+                        }
+                    }
+                else:
+                    cs["state"] = {"running": {"startedAt": now}}
+            _set_cond(
+                st,
+                "ContainersReady",
+                "False",
+                "ContainersNotReady",
+                "containers with unready status: [%s]" % cname,
+            )
+            _set_cond(
+                st,
+                "Ready",
+                "False",
+                "ContainersNotReady",
+                "containers with unready status: [%s]" % cname,
+            )
+
+        self.store.update("pods", ns, pod, fn)
+        for srv in self._backends.get(uid, {}).values():
+            srv.reset_connections()
+        if back_off:
+            self._event(
+                p,
+                "BackOff",
+                "Back-off restarting failed container %s in pod %s_%s(%s)" % (cname, pod, ns, uid),
+                "Warning",
+            )
+        tpl = {"ready_delay": self.ready_delay}
+
+        def running_again() -> None:
+            if self._alive(ns, pod, uid) is None:
+                return
+            t = _now()
+
+            def fn2(o: dict) -> None:
+                for cs in o["status"]["containerStatuses"]:
+                    if cs["name"] == cname:
+                        cs["state"] = {"running": {"startedAt": t}}
+                        cs["started"] = True
+
+            self.store.update("pods", ns, pod, fn2)
+            self._event(p, "Started", "Started container %s" % cname)
+            self._later(uid, tpl["ready_delay"], self._pod_ready, ns, pod, uid, {})
+
+        self._later(uid, back_off or 0, running_again)
+        self._reconcile_soon()
+
+    async def _image_pull_backoff(self, ns: str, target: str, image: str) -> Optional[str]:
+        kind, _, name = target.rpartition("/")
+        if kind and kind_of(kind).plural == "deployments":
+            d = self.store.get("deployments", ns, name)
+            tpl = self._templates.get(("deployments", ns, name))
+            if d is None or tpl is None:
+                raise KeyError(target)
+            containers = copy.deepcopy(tpl["containers"])
+            for c in containers:
+                c["image"] = image
+            ntpl = dict(tpl, containers=containers, bad_image=True, start_delay=0, ready_delay=0)
+            self._templates[("deployments", ns, name)] = ntpl
+
+            def bump(o: dict) -> None:
+                o["metadata"]["generation"] += 1
+                o["spec"]["template"]["spec"]["containers"] = copy.deepcopy(containers)
+
+            self.store.update("deployments", ns, name, bump)
+            d = self.store.get("deployments", ns, name)
+            assert d is not None
+            rsname = await self._new_replicaset(d, dict(ntpl), 0)
+            self.store.update(
+                "replicasets",
+                ns,
+                rsname,
+                lambda o: (
+                    o["spec"].update(replicas=1),
+                    o["metadata"]["annotations"].update({"deployment.kubernetes.io/revision": "2"}),
+                ),
+            )
+            rs = self.store.get("replicasets", ns, rsname)
+            assert rs is not None
+            pname = "%s-%s" % (rsname, _suffix(5, self._rng))
+            await self._create_pod(ns, pname, self._templates[("replicasets", ns, rsname)], rs)
+            self._reconcile_soon()
+            return pname
+        pod = name
+        self.store.update(
+            "pods", ns, pod, lambda o: [c.update(image=image) for c in o["spec"]["containers"]]
+        )
+        self._pull_fail(ns, pod, image)
+        return pod
+
+    def _pull_fail(self, ns: str, pod: str, image: str) -> None:
+        p = self.store.get("pods", ns, pod)
+        if p is None:
+            raise KeyError(pod)
+        for h in self._timers.pop(p["metadata"]["uid"], []):
+            h.cancel()
+
+        def fn(o: dict) -> None:
+            st = o["status"]
+            _set_cond(st, "ContainersReady", "False", "ContainersNotReady")
+            _set_cond(st, "Ready", "False", "ContainersNotReady")
+            for cs in st["containerStatuses"]:
+                cs.update(image=image, ready=False, started=False)
+                cs["state"] = {
+                    "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": 'Back-off pulling image "%s"' % image,
+                    }
+                }
+
+        self.store.update("pods", ns, pod, fn)
+        self._event(p, "Pulling", 'Pulling image "%s"' % image)
+        self._event(
+            p,
+            "Failed",
+            'Failed to pull image "%s": rpc error: code = NotFound desc = failed to pull and '
+            'unpack image "%s": not found' % (image, image),
+            "Warning",
+        )
+        self._event(p, "Failed", "Error: ErrImagePull", "Warning")
+        self._event(p, "BackOff", 'Back-off pulling image "%s"' % image, "Normal")
+        self._event(p, "Failed", "Error: ImagePullBackOff", "Warning")
+        self._reconcile_soon()
+
+    def _unschedulable(self, ns: str, pod: str) -> None:
+        p = self.store.get("pods", ns, pod)
+        if p is None:
+            raise KeyError(pod)
+        for h in self._timers.pop(p["metadata"]["uid"], []):
+            h.cancel()
+
+        def fn(o: dict) -> None:
+            o["spec"].pop("nodeName", None)
+            o["status"] = _unsched_status()
+
+        self.store.update("pods", ns, pod, fn)
+        self._event(p, "FailedScheduling", _UNSCHED_MSG, "Warning", "default-scheduler")
+        self._reconcile_soon()
+
+    def _finish_job(self, ns: str, name: str, ok: bool) -> None:
+        job = self.store.get("jobs", ns, name)
+        if job is None:
+            raise KeyError(name)
+        for p in self._owned_pods(job):
+            if p["status"].get("phase") not in ("Succeeded", "Failed"):
+                self._pod_succeeded(ns, p["metadata"]["name"], p["metadata"]["uid"], failed=not ok)
+        if not ok:
+
+            def fn(o: dict) -> None:
+                st = o["status"]
+                st["conditions"] = [
+                    _cond(
+                        "FailureTarget",
+                        "True",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                    ),
+                    _cond(
+                        "Failed",
+                        "True",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                    ),
+                ]
+                st["failed"] = st.get("failed", 0) + 1
+                st.pop("active", None)
+
+            self.store.update("jobs", ns, name, fn)
+            self._event(
+                job,
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+                "Warning",
+                "job-controller",
+            )
+        self._reconcile_soon()
+
+    # -- events ---------------------------------------------------------------------------
+    def _event_for(
+        self, plural: str, ns: str, name: str, reason: str, message: str, type_: str
+    ) -> None:
+        o = self.store.get(plural, ns, name)
+        if o is None:
+            k = KINDS[plural]
+            o = {
+                "kind": k.kind,
+                "apiVersion": k.api_version,
+                "metadata": {"name": name, "namespace": ns, "uid": ""},
+            }
+        self._event(o, reason, message, type_)
+
+    def _event(
+        self, obj: dict, reason: str, message: str, type_: str = "Normal", source: str = "kubelet"
+    ) -> None:
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        now = _now()
+        for e in self.store.list("events", ns):
+            io = e["involvedObject"]
+            if (
+                io.get("uid") == meta.get("uid")
+                and io["name"] == meta["name"]
+                and e["reason"] == reason
+                and e["message"] == message
+            ):
+                self.store.update(
+                    "events",
+                    ns,
+                    e["metadata"]["name"],
+                    lambda o: o.update(count=o.get("count", 1) + 1, lastTimestamp=now),
+                )
+                return
+        ev = {
+            "kind": "Event",
+            "apiVersion": "v1",
+            "metadata": {"name": "%s.%x" % (meta["name"], next(_EVENT_SEQ)), "namespace": ns},
+            "involvedObject": {
+                "kind": obj["kind"],
+                "namespace": ns,
+                "name": meta["name"],
+                "uid": meta.get("uid", ""),
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": source, "host": "sim-node"}
+            if source == "kubelet"
+            else {"component": source},
+            "reportingComponent": source,
+            "reportingInstance": "sim-node" if source == "kubelet" else "",
+        }
+        self.store.put(ev)
+
+    # -- tunnel faults -----------------------------------------------------------------------
+    async def _tunnel_fault(self, pod: str, kind: str, message: Optional[str], on: str) -> None:
+        if on in ("next", "each"):
+            self._pending_faults.setdefault(pod, deque()).append((kind, message, on == "each"))
+            return
+        for t in self._tunnels:
+            s = t.session
+            if t.pod_name != pod or s is None or s.closed.is_set():
+                continue
+            if kind == "close":
+                s.abort()
+                continue
+            for pair in list(s.pairs.values()):
+                if kind == "error":
+                    pair.fail(message or s.reset_text(pair.port))
+                else:
+                    pair.finish()
+
+    async def _stall(self, pod: str, stalled: bool) -> None:
+        (self._stalled.add if stalled else self._stalled.discard)(pod)
+        for t in self._tunnels:
+            if t.pod_name == pod:
+                (t.stalled.clear if stalled else t.stalled.set)()
+
+    async def _clear_faults(self, pod: Optional[str]) -> None:
+        for name in [pod] if pod else list(self._pending_faults):
+            self._pending_faults.pop(name, None)
+            self._stalled.discard(name)
+            for t in self._tunnels:
+                if t.pod_name == name:
+                    t.stalled.set()
+
+    ###############################################################################
+    # HTTP API server
+    ###############################################################################
+    async def _handle_conn(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._conns.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            while not self._closing:
+                line = await reader.readline()
+                if not line:
+                    return
+                parts = line.decode("latin-1").split()
+                if len(parts) < 3:
+                    return
+                method, target = parts[0], parts[1]
+                headers: Dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = b""
+                if headers.get("content-length"):
+                    body = await reader.readexactly(int(headers["content-length"]))
+                self.requests.append((method, target))
+                self.user_agents.add(headers.get("user-agent", ""))
+                if len(self.requests) > 10000:
+                    del self.requests[:5000]
+                keep = await self._dispatch(method, target, headers, body, reader, writer)
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._conns.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+
+    def _reply(self, writer, status: int, obj: Any, ctype: str = _PROTO_JSON) -> bool:
+        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        writer.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-cache, private\r\n\r\n"
+            % (
+                status,
+                {
+                    200: b"OK",
+                    201: b"Created",
+                    400: b"Bad Request",
+                    404: b"Not Found",
+                    405: b"Method Not Allowed",
+                    409: b"Conflict",
+                }.get(status, b"Status"),
+                ctype.encode(),
+                len(body),
+            )
+            + body
+        )
+        return True
+
+    def _status(
+        self, writer, code: int, reason: str, message: str, details: Optional[dict] = None
+    ) -> bool:
+        st = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        }
+        if details:
+            st["details"] = details
+        return self._reply(writer, code, st)
+
+    async def _dispatch(self, method, target, headers, body, reader, writer) -> bool:
+        url = urlsplit(target)
+        path = unquote(url.path).rstrip("/") or "/"
+        q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if path.startswith("/_sim"):
+            return await self._admin(method, path[len("/_sim/") :], q, writer)
+        if path in ("/healthz", "/readyz", "/livez"):
+            return self._reply(writer, 200, b"ok", "text/plain")
+        if path == "/version":
+            return self._reply(
+                writer,
+                200,
+                {
+                    "major": "1",
+                    "minor": "37",
+                    "gitVersion": "v1.37.1-sim",
+                    "platform": "linux/amd64",
+                    "goVersion": "go1.25.0",
+                    "compiler": "gc",
+                },
+            )
+        if path == "/api":
+            return self._reply(
+                writer,
+                200,
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:%d" % self.port}
+                    ],
+                },
+            )
+        if path == "/apis":
+            groups = sorted({k.group for k in _K if k.group})
+            return self._reply(
+                writer,
+                200,
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {
+                            "name": g,
+                            "versions": [{"groupVersion": g + "/v1", "version": "v1"}],
+                            "preferredVersion": {"groupVersion": g + "/v1", "version": "v1"},
+                        }
+                        for g in groups
+                    ],
+                },
+            )
+        segs = path.strip("/").split("/")
+        if segs[0] == "api" and len(segs) >= 2:
+            group, version, rest = "", segs[1], segs[2:]
+        elif segs[0] == "apis" and len(segs) >= 3:
+            group, version, rest = segs[1], segs[2], segs[3:]
+        elif segs[0] == "apis" and len(segs) == 2:
+            g = segs[1]
+            if not any(k.group == g for k in _K):
+                return self._status(
+                    writer, 404, "NotFound", "the server could not find the requested resource"
+                )
+            return self._reply(
+                writer,
+                200,
+                {
+                    "kind": "APIGroup",
+                    "apiVersion": "v1",
+                    "name": g,
+                    "versions": [{"groupVersion": g + "/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": g + "/v1", "version": "v1"},
+                },
+            )
+        else:
+            return self._status(
+                writer, 404, "NotFound", "the server could not find the requested resource"
+            )
+        kinds = [k for k in _K if k.group == group and k.version == version]
+        if not kinds:
+            return self._status(
+                writer, 404, "NotFound", "the server could not find the requested resource"
+            )
+        if not rest:
+            return self._reply(writer, 200, _resource_list(group, version, kinds))
+        ns: Optional[str] = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            ns, rest = rest[1], rest[2:]
+        plural = rest[0]
+        k = KINDS.get(plural)
+        if k is None or k.group != group:
+            return self._status(
+                writer, 404, "NotFound", "the server could not find the requested resource"
+            )
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if not k.namespaced:
+            ns = None
+        accept = headers.get("accept", "")
+        if True:  # the loop thread is the only writer; the store lock is taken per mutation
+            if sub == "portforward" and plural == "pods" and ns and name:
+                return await self._portforward(ns, name, headers, reader, writer)
+            if sub == "log" and plural == "pods":
+                p = self.store.get("pods", ns or self.namespace, name or "")
+                if p is None:
+                    return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
+                return self._reply(
+                    writer, 200, ("simulated log of %s\n" % name).encode(), "text/plain"
+                )
+            if method == "GET" and name is None:
+                if q.get("watch") in ("true", "1"):
+                    return await self._watch(writer, plural, ns, q, accept)
+                return self._list(writer, plural, ns, q, accept)
+            if method == "GET":
+                o = self.store.get(plural, ns or "", name or "")
+                if o is None:
+                    return self._status(
+                        writer,
+                        404,
+                        "NotFound",
+                        '%s "%s" not found' % (plural, name),
+                        {"name": name, "kind": plural},
+                    )
+                if "as=Table" in accept:
+                    return self._reply(
+                        writer,
+                        200,
+                        make_table(
+                            plural,
+                            [o],
+                            o["metadata"]["resourceVersion"],
+                            q.get("includeObject") == "Object",
+                        ),
+                    )
+                return self._reply(writer, 200, o)
+            if method == "DELETE" and name:
+                o = self.store.get(plural, ns or "", name)
+                if o is None:
+                    return self._status(
+                        writer,
+                        404,
+                        "NotFound",
+                        '%s "%s" not found' % (plural, name),
+                        {"name": name, "kind": plural},
+                    )
+                await self._delete(plural, ns or "", name)
+                return self._reply(writer, 200, o)
+            if method in ("PATCH", "PUT") and name:
+                o = self.store.get(plural, ns or "", name)
+                if o is None:
+                    return self._status(
+                        writer,
+                        404,
+                        "NotFound",
+                        '%s "%s" not found' % (plural, name),
+                        {"name": name, "kind": plural},
+                    )
+                patch = json.loads(body or b"{}")
+                if method == "PUT":
+                    patch = {
+                        "spec": patch.get("spec"),
+                        "status": patch.get("status"),
+                        "metadata": {
+                            "labels": patch.get("metadata", {}).get("labels"),
+                            "annotations": patch.get("metadata", {}).get("annotations"),
+                        },
+                    }
+                self._patch(plural, ns or "", name, patch)
+                return self._reply(writer, 200, self.store.get(plural, ns or "", name))
+            if method == "POST" and name is None:
+                obj = json.loads(body or b"{}")
+                meta = obj.setdefault("metadata", {})
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + _suffix()
+                if k.namespaced:
+                    meta["namespace"] = ns or self.namespace
+                if (
+                    self.store.get(plural, meta.get("namespace", ""), meta.get("name", ""))
+                    is not None
+                ):
+                    return self._status(
+                        writer,
+                        409,
+                        "AlreadyExists",
+                        '%s "%s" already exists' % (plural, meta.get("name")),
+                    )
+                obj["kind"] = k.kind
+                return self._reply(writer, 201, await self._create_manifest(obj))
+        return self._status(
+            writer,
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+
+    async def _create_manifest(self, obj: dict) -> Optional[dict]:
+        """Create an object from a manifest (POST, ``create_later``); pods really start."""
+        k = kind_of(obj["kind"])
+        meta = obj.setdefault("metadata", {})
+        if k.namespaced:
+            meta.setdefault("namespace", self.namespace)
+        ns = meta.get("namespace", "")
+        if k.plural == "pods":
+            spec = obj.get("spec", {})
+            tpl = self._template(
+                meta["name"], (), {}, meta.get("labels") or {}, "", spec.get("containers", [])
+            )
+            tpl.update(start_delay=self.start_delay, ready_delay=self.ready_delay)
+            await self._create_pod(ns, meta["name"], tpl, None)
+            return self.store.get("pods", ns, meta["name"])
+        if k.plural in (
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "daemonsets",
+            "jobs",
+        ) and "template" in obj.get("spec", {}):
+            t = obj["spec"]["template"]
+            tpl = self._template(
+                meta["name"],
+                (),
+                {},
+                (t.get("metadata") or {}).get("labels") or {"app": meta["name"]},
+                "",
+                t.get("spec", {}).get("containers", []),
+            )
+            tpl.update(start_delay=self.start_delay, ready_delay=self.ready_delay)
+            await self._create_workload(
+                k.plural,
+                ns,
+                meta["name"],
+                obj["spec"].get("replicas", obj["spec"].get("completions", 1)),
+                tpl,
+            )
+            return self.store.get(k.plural, ns, meta["name"])
+        obj.setdefault("status", {})
+        if k.plural == "services":
+            svc = obj.get("spec", {})
+            self._add_service(
+                ns,
+                meta["name"],
+                svc.get("selector"),
+                svc.get("ports", []),
+                svc.get("clusterIP") == "None",
+                svc.get("type", "ClusterIP"),
+            )
+            return self.store.get("services", ns, meta["name"])
+        if k.plural == "namespaces":
+            self._add_namespace(meta["name"])
+            return self.store.get("namespaces", "", meta["name"])
+        return self.store.put(obj)
+
+    def _list(self, writer, plural: str, ns: Optional[str], q: dict, accept: str) -> bool:
+        lm, fm = label_matcher(q.get("labelSelector")), field_matcher(q.get("fieldSelector"))
+        items = [
+            o
+            for o in self.store.list(plural, ns)
+            if lm(o["metadata"].get("labels") or {}) and fm(o)
+        ]
+        rv = str(self.store.rv)
+        if "as=Table" in accept:
+            return self._reply(
+                writer, 200, make_table(plural, items, rv, q.get("includeObject") == "Object")
+            )
+        k = KINDS[plural]
+        return self._reply(
+            writer,
+            200,
+            {
+                "kind": k.kind + "List",
+                "apiVersion": k.api_version,
+                "metadata": {"resourceVersion": rv},
+                "items": items,
+            },
+        )
+
+    async def _watch(self, writer, plural: str, ns: Optional[str], q: dict, accept: str) -> bool:
+        w = Watcher(plural, ns, q.get("labelSelector", ""), q.get("fieldSelector", ""))
+        table = "as=Table" in accept
+        full = q.get("includeObject") == "Object"
+        k = KINDS[plural]
+        initial: List[Tuple[str, dict]] = []
+        rv = q.get("resourceVersion", "")
+        if q.get("sendInitialEvents") == "true" or rv in ("", "0"):
+            initial = [("ADDED", o) for o in self.store.list(plural, ns) if w.matches(o)]
+        else:
+            since = int(rv) if rv.isdigit() else 0
+            for erv, p, etype, obj, old in list(self.store.log):
+                if p == plural and erv > since:
+                    w.offer(etype, obj, old)
+        if q.get("sendInitialEvents") == "true":
+            mark = {
+                "kind": k.kind,
+                "apiVersion": k.api_version,
+                "metadata": {
+                    "resourceVersion": str(self.store.rv),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            }
+            initial.append(("BOOKMARK", mark))
+        self.store.watchers.append(w)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n"
+        )
+
+        def send(etype: str, obj: dict) -> None:
+            if table and etype != "BOOKMARK":
+                obj = make_table(plural, [obj], obj["metadata"]["resourceVersion"], full)
+            line = json.dumps({"type": etype, "object": obj}).encode() + b"\n"
+            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+
+        try:
+            for etype, obj in initial:
+                send(etype, obj)
+            await writer.drain()
+            deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
+            while not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    etype, obj = await asyncio.wait_for(w.queue.get(), min(left, 1.0))
+                except asyncio.TimeoutError:
+                    if writer.is_closing():
+                        break
+                    continue
+                send(etype, obj)
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        finally:
+            if w in self.store.watchers:
+                self.store.watchers.remove(w)
+        return True
+
+    async def _portforward(
+        self, ns: str, name: str, headers: Dict[str, str], reader, writer
+    ) -> bool:
+        p = self.store.get("pods", ns, name)
+        if p is None:
+            return self._status(
+                writer,
+                404,
+                "NotFound",
+                'pods "%s" not found' % name,
+                {"name": name, "kind": "pods"},
+            )
+        upgrade = headers.get("upgrade", "").lower()
+        if upgrade == "websocket" and not self.websockets:
+            # An API server without the PortForwardWebsockets gate: kubectl falls back to SPDY.
+            return self._status(writer, 400, "BadRequest", "websocket upgrade not supported")
+        if upgrade == "websocket":
+            protos = [s.strip() for s in headers.get("sec-websocket-protocol", "").split(",")]
+            if sim_tunnel.WS_PROTOCOL not in protos:
+                return self._status(writer, 400, "BadRequest", "unsupported websocket subprotocol")
+            writer.write(
+                (
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n"
+                    "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n"
+                    % (
+                        sim_tunnel.ws_accept(headers.get("sec-websocket-key", "")),
+                        sim_tunnel.WS_PROTOCOL,
+                    )
+                ).encode()
+            )
+            transport: sim_tunnel.RawTransport = sim_tunnel.WebSocketTransport(reader, writer)
+            kind = "websocket"
+        elif upgrade.startswith("spdy/3.1"):
+            if "portforward.k8s.io" not in headers.get("x-stream-protocol-version", ""):
+                return self._status(
+                    writer, 400, "BadRequest", "unable to upgrade: unsupported protocol"
+                )
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
+            )
+            transport = sim_tunnel.RawTransport(reader, writer)
+            kind = "spdy"
+        else:
+            return self._status(writer, 400, "BadRequest", "Upgrade request required")
+        rec = TunnelRecord(self, p, kind)
+        uid = rec.uid
+
+        def resolve(port: int) -> Tuple[str, Optional[int]]:
+            if self._alive(ns, name, uid) is None:
+                return "gone", None
+            srv = self._backends.get(uid, {}).get(port)
+            if srv is None or not srv.port:
+                return "refused", None
+            return "ok", srv.port
+
+        rec.session = sim_tunnel.PortForwardSession(transport, resolve, rec)
+        self._tunnels.append(rec)
+        self._tunnels = [
+            t for t in self._tunnels if t.session is None or not t.session.closed.is_set()
+        ]
+        with self._cond:
+            self._opened[name] = self._opened.get(name, 0) + 1
+            self._cond.notify_all()
+        try:
+            await rec.session.run()
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+        return False
+
+    # -- admin endpoint ------------------------------------------------------------------------
+    async def _admin(self, method: str, action: str, q: dict, writer) -> bool:
+        ns = q.get("namespace") or self.namespace
+        try:
+            if action == "state":
+                with self._cond:
+                    pods = [
+                        {
+                            "name": p["metadata"]["name"],
+                            "phase": p["status"].get("phase"),
+                            "ready": _pod_ready(p),
+                            "ip": p["status"].get("podIP"),
+                            "backends": {
+                                str(k): v.port
+                                for k, v in self._backends.get(p["metadata"]["uid"], {}).items()
+                            },
+                        }
+                        for p in self.store.list("pods")
+                    ]
+                    return self._reply(
+                        writer,
+                        200,
+                        {
+                            "pods": pods,
+                            "tunnels": [t.snapshot() for t in self._tunnels],
+                            "opened": self._opened,
+                        },
+                    )
+            if method != "POST":
+                return self._reply(writer, 405, {"error": "use POST"})
+            if action == "delete-pod":
+                ok = await self._delete_pod(
+                    ns, q["name"], float(q["delay"]) if "delay" in q else None
+                )
+            elif action == "restart-container":
+                self._restart_container(
+                    ns,
+                    q["pod"],
+                    q.get("reason", "OOMKilled"),
+                    int(q.get("exit_code", 137)),
+                    q.get("container"),
+                    float(q.get("back_off", 0.3)),
+                )
+                ok = True
+            elif action == "image-pull-backoff":
+                ok = bool(
+                    await self._image_pull_backoff(
+                        ns, q["target"], q.get("image", "registry.invalid/app:missing")
+                    )
+                )
+            elif action == "unschedulable":
+                self._unschedulable(ns, q["pod"])
+                ok = True
+            elif action == "fail-job":
+                self._finish_job(ns, q["name"], False)
+                ok = True
+            elif action == "scale":
+                await self._scale_async(
+                    kind_of(q.get("kind", "deployments")).plural, ns, q["name"], int(q["replicas"])
+                )
+                ok = True
+            elif action in ("tunnel-error", "tunnel-eof", "tunnel-close"):
+                await self._tunnel_fault(
+                    q["pod"], action[7:], q.get("message"), q.get("on", "active")
+                )
+                ok = True
+            elif action == "stall":
+                await self._stall(q["pod"], q.get("on", "1") not in ("0", "false"))
+                ok = True
+            elif action == "backend":
+                p = self.store.get("pods", ns, q["pod"])
+                if p is None:
+                    raise KeyError(q["pod"])
+                srv = self._backends[p["metadata"]["uid"]][int(q["port"])]
+                if "slow" in q:
+                    srv.slow(float(q["slow"]))
+                if "status" in q:
+                    srv.return_status(int(q["status"]) if q["status"] not in ("", "none") else None)
+                if q.get("reset"):
+                    srv.reset_connections()
+                ok = True
+            elif action == "set-condition":
+                self._set_condition_later(
+                    kind_of(q["kind"]).plural,
+                    ns,
+                    q["name"],
+                    q["type"],
+                    q.get("status", "True"),
+                    q.get("reason", ""),
+                    q.get("message", ""),
+                    float(q.get("after", 0)),
+                )
+                ok = True
+            else:
+                return self._reply(writer, 404, {"error": "unknown action %r" % action})
+        except (KeyError, ValueError) as e:
+            return self._reply(writer, 400, {"error": "bad request: %s" % e})
+        return self._reply(writer, 200, {"ok": ok})
+
+
+###############################################################################
+# Object helpers ##############################################################
+###############################################################################
+
+_UNSCHED_MSG = (
+    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+    "1 No preemption victims found for incoming pod."
+)
+
+
+def _cond(ctype: str, status: str, reason: str = "", message: str = "") -> dict:
+    c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": _now()}
+    if reason:
+        c["reason"] = reason
+    if message:
+        c["message"] = message
+    return c
+
+
+def _set_cond(status: dict, ctype: str, value: str, reason: str = "", message: str = "") -> None:
+    conds = status.setdefault("conditions", [])
+    for c in conds:
+        if c["type"] == ctype:
+            if c["status"] != value:
+                c["lastTransitionTime"] = _now()
+            c["status"] = value
+            c.pop("reason", None)
+            c.pop("message", None)
+            if reason:
+                c["reason"] = reason
+            if message:
+                c["message"] = message
+            return
+    conds.append(_cond(ctype, value, reason, message))
+
+
+def _cstatus(c: dict, state: dict) -> dict:
+    return {
+        "name": c["name"],
+        "image": c["image"],
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": state,
+        "lastState": {},
+    }
+
+
+def _unsched_status() -> dict:
+    return {
+        "phase": "Pending",
+        "qosClass": "BestEffort",
+        "conditions": [_cond("PodScheduled", "False", "Unschedulable", _UNSCHED_MSG)],
+    }
+
+
+def _pod_ready(p: dict) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in p.get("status", {}).get("conditions", [])
+    )
+
+
+def _owner_ref(o: dict) -> dict:
+    return {
+        "apiVersion": o.get("apiVersion", "v1"),
+        "kind": o["kind"],
+        "name": o["metadata"]["name"],
+        "uid": o["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _resource_list(group: str, version: str, kinds: List[Kind]) -> dict:
+    res = []
+    for k in kinds:
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        r = {
+            "name": k.plural,
+            "singularName": k.kind.lower(),
+            "namespaced": k.namespaced,
+            "kind": k.kind,
+            "verbs": verbs,
+        }
+        if k.short:
+            r["shortNames"] = list(k.short)
+        if k.plural in (
+            "pods",
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "daemonsets",
+            "jobs",
+            "services",
+        ):
+            r["categories"] = ["all"]
+        res.append(r)
+        res.append(
+            {
+                "name": k.plural + "/status",
+                "singularName": "",
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": ["get", "patch", "update"],
+            }
+        )
+    for sub in ("portforward", "log", "exec", "attach") if not group else ():
+        res.append(
+            {
+                "name": "pods/" + sub,
+                "singularName": "",
+                "namespaced": True,
+                "kind": "PodPortForwardOptions" if sub == "portforward" else "Pod",
+                "verbs": ["create", "get"],
+            }
+        )
+    if group == "apps":
+        for p in ("deployments", "replicasets", "statefulsets"):
+            res.append(
+                {
+                    "name": p + "/scale",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "%s/%s" % (group, version) if group else version,
+        "resources": res,
+    }
+
+
+###############################################################################
+# Demo and command line #######################################################
+###############################################################################
+
+
+def demo_scenario(sim: SimCluster) -> None:
+    """``web`` (2 replicas; svc web 80/http -> http 8080), ``db`` (Postgres), ``cache`` (Redis)."""
+    sim.add_deployment(
+        "web",
+        replicas=2,
+        ports=[ContainerPort("http", 8080)],
+        backends={8080: Backend.http()},
+        image="ghcr.io/example/web:1.4.2",
+        ready_delay=0.3,
+    )
+    sim.add_service("web", selector={"app": "web"}, ports=[ServicePort(80, "http", name="http")])
+    sim.add_deployment(
+        "db",
+        replicas=1,
+        ports=[ContainerPort("postgres", 5432)],
+        backends={5432: Backend.postgres()},
+        image="postgres:16",
+    )
+    sim.add_service(
+        "db", selector={"app": "db"}, ports=[ServicePort(5432, "postgres", name="postgres")]
+    )
+    sim.add_deployment(
+        "cache",
+        replicas=1,
+        ports=[ContainerPort("redis", 6379)],
+        backends={6379: Backend.redis()},
+        image="redis:7.2",
+    )
+    sim.add_service(
+        "cache", selector={"app": "cache"}, ports=[ServicePort(6379, "redis", name="redis")]
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="simcluster", description="Simulated Kubernetes API server for kubectl."
+    )
+    ap.add_argument("command", choices=["demo", "empty"], help="scenario to start")
+    ap.add_argument("--kubeconfig", help="where to write the kubeconfig (default: a temp dir)")
+    ap.add_argument(
+        "--replace-delay", type=float, default=2.0, help="seconds before a deleted pod is replaced"
+    )
+    args = ap.parse_args(argv)
+    sim = SimCluster(replace_delay=args.replace_delay, start_delay=0.5, ready_delay=1.0)
+    sim.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        if args.command == "demo":
+            demo_scenario(sim)
+        path = sim.kubeconfig
+        if args.kubeconfig:
+            path = sim._write_kubeconfig(os.path.abspath(args.kubeconfig))
+        print("simcluster ready: KUBECONFIG=%s admin=%s" % (path, sim.admin_url), flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

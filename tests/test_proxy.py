@@ -1,0 +1,338 @@
+"""The proxy's data path, without kubectl: loopback servers stand in for tunnels."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import List, Optional, Tuple
+
+import pytest
+
+import kubectl_vibe_pf as vibe
+
+# -- loopback stand-ins for a pod behind a tunnel ----------------------------------------------
+
+
+async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        data = await reader.read(1 << 18)
+        if not data:
+            break
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+    await writer.drain()
+    writer.close()
+
+
+async def start_server(handler) -> Tuple[asyncio.AbstractServer, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def transfer(port: int, payload: bytes, chunk: int = 1 << 16) -> bytes:
+    """Send payload, half-close, and read everything back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send() -> None:
+        for offset in range(0, len(payload), chunk):
+            writer.write(payload[offset : offset + chunk])
+            await writer.drain()
+        writer.write_eof()
+
+    received = bytearray()
+
+    async def receive() -> None:
+        while True:
+            data = await reader.read(1 << 18)
+            if not data:
+                return
+            received.extend(data)
+
+    await asyncio.gather(send(), receive())
+    writer.close()
+    return bytes(received)
+
+
+class ScriptedSource(vibe.UpstreamSource):
+    """Leases from a list of ports, in turn; verdicts scripted per port."""
+
+    def __init__(self, ports: List[int], verdicts: Optional[dict] = None) -> None:
+        self.ports = list(ports)
+        self.verdicts = verdicts or {}
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.ended: List[int] = []
+
+    async def acquire(self, key: int, timeout: float) -> vibe.Lease:
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise vibe.NoUpstream("no tunnel within %.1fs: pod is starting" % timeout) from None
+        port = self.ports[0] if len(self.ports) == 1 else self.ports.pop(0)
+        return vibe.Lease("127.0.0.1", port, tunnel=port)
+
+    def link_ended(self, lease: vibe.Lease, link: vibe.Link) -> None:
+        self.ended.append(lease.port)
+
+    async def verdict(self, lease: vibe.Lease, wait: float) -> Optional[vibe.Verdict]:
+        return self.verdicts.get(lease.port)
+
+
+def make_proxy(source: vibe.UpstreamSource, wait_timeout: float = 5.0) -> vibe.ForwardProxy:
+    return vibe.ForwardProxy(
+        source, 0, vibe.RelayBuffer(vibe.RELAY_BUFFER_BYTES), wait_timeout=wait_timeout
+    )
+
+
+async def settle(proxy: vibe.ForwardProxy) -> None:
+    for _ in range(200):
+        if not proxy.links:
+            return
+        await asyncio.sleep(0.01)
+
+
+# -- specifications ------------------------------------------------------------------------------
+
+
+async def test_relays_32_mib_both_ways_byte_exact_and_counts_them() -> None:
+    server, upstream = await start_server(echo_handler)
+    forward = await vibe.open_static_forward(("127.0.0.1", upstream))
+    payload = os.urandom(32 * 1024 * 1024)
+
+    echoed = await transfer(forward.port, payload)
+
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+    await settle(forward.proxy)
+    stats = forward.stats
+    assert (stats.bytes_up, stats.bytes_down) == (len(payload), len(payload))
+    assert (stats.opened, stats.active, stats.closed, stats.failed, stats.reset) == (1, 0, 1, 0, 0)
+    await forward.close()
+    server.close()
+
+
+async def test_half_close_lets_the_server_answer_after_the_client_finished_sending() -> None:
+    async def answer_after_eof(reader, writer) -> None:
+        body = await reader.read()  # until the client's EOF
+        writer.write(b"got %d bytes" % len(body))
+        await writer.drain()
+        writer.close()
+
+    server, upstream = await start_server(answer_after_eof)
+    forward = await vibe.open_static_forward(("127.0.0.1", upstream))
+
+    answer = await transfer(forward.port, b"x" * 100_000)
+
+    assert answer == b"got 100000 bytes"
+    await forward.close()
+    server.close()
+
+
+async def test_200_concurrent_connections_are_all_byte_exact() -> None:
+    server, upstream = await start_server(echo_handler)
+    forward = await vibe.open_static_forward(("127.0.0.1", upstream))
+    payloads = [os.urandom(64 * 1024 + n) for n in range(200)]
+
+    results = await asyncio.gather(*(transfer(forward.port, p) for p in payloads))
+
+    assert all(r == p for r, p in zip(results, payloads))
+    await settle(forward.proxy)
+    assert forward.stats.opened == 200 and forward.stats.closed == 200
+    await forward.close()
+    server.close()
+
+
+async def test_a_connection_made_while_no_tunnel_is_ready_waits_and_then_succeeds() -> None:
+    server, upstream = await start_server(echo_handler)
+    source = ScriptedSource([upstream])
+    source.ready.clear()
+    proxy = make_proxy(source)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+
+    pending = asyncio.ensure_future(transfer(proxy.port, b"hello while reconnecting"))
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    source.ready.set()
+
+    assert await pending == b"hello while reconnecting"
+    await proxy.close(0)
+    server.close()
+
+
+async def test_a_connection_that_gets_no_tunnel_in_time_is_closed_and_counted_failed() -> None:
+    source = ScriptedSource([1])
+    source.ready.clear()
+    proxy = make_proxy(source, wait_timeout=0.2)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+
+    answer = await transfer(proxy.port, b"anyone there?")
+
+    assert answer == b""
+    await settle(proxy)
+    assert proxy.stats.failed == 1
+    [(cause, count)] = proxy.stats.causes.items()
+    assert cause.startswith("failed: no tunnel within") and count == 1
+    await proxy.close(0)
+
+
+async def test_unanswered_bytes_are_replayed_on_the_next_tunnel_when_the_first_one_died() -> None:
+    async def dying_tunnel(reader, writer) -> None:
+        await reader.read(5)
+        writer.close()  # closes before the pod said a word
+
+    dead_server, dead = await start_server(dying_tunnel)
+    good_server, good = await start_server(echo_handler)
+    lost = vibe.Verdict("pod gone", retry=True, outcome=vibe.LinkOutcome.RESET)
+    source = ScriptedSource([dead, good], verdicts={dead: lost})
+    proxy = make_proxy(source)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+
+    answer = await transfer(proxy.port, b"GET / HTTP/1.1\r\n\r\n")
+
+    assert answer == b"GET / HTTP/1.1\r\n\r\n"
+    await settle(proxy)
+    assert proxy.stats.replayed == 1 and proxy.stats.closed == 1
+    await proxy.close(0)
+    dead_server.close()
+    good_server.close()
+
+
+async def test_nothing_listening_in_the_pod_is_a_failed_connection_not_a_replay() -> None:
+    async def refusing_tunnel(reader, writer) -> None:
+        writer.close()
+
+    server, port = await start_server(refusing_tunnel)
+    refused = vibe.Verdict("nothing listening on pod port 80", False, vibe.LinkOutcome.FAILED)
+    proxy = make_proxy(ScriptedSource([port], verdicts={port: refused}))
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+
+    assert await transfer(proxy.port, b"hi") == b""
+    await settle(proxy)
+    assert proxy.stats.replayed == 0
+    assert proxy.stats.causes == {"failed: nothing listening on pod port 80": 1}
+    await proxy.close(0)
+    server.close()
+
+
+async def test_a_server_that_closes_without_answering_on_a_healthy_tunnel_is_a_clean_close() -> (
+    None
+):
+    async def silent(reader, writer) -> None:
+        await reader.read(2)
+        writer.close()
+
+    server, port = await start_server(silent)
+    proxy = make_proxy(ScriptedSource([port]))
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+
+    assert await transfer(proxy.port, b"hi") == b""
+    await settle(proxy)
+    assert (proxy.stats.closed, proxy.stats.failed, proxy.stats.reset) == (1, 0, 0)
+    await proxy.close(0)
+    server.close()
+
+
+async def test_a_busy_port_gives_kubectls_listener_error_text() -> None:
+    server, port = await start_server(echo_handler)
+    proxy = make_proxy(ScriptedSource([port]))
+
+    errors = await proxy.listen(["127.0.0.1"], port, vibe.every_address_bound)
+
+    assert errors == [
+        "unable to create listener: Error listen tcp4 127.0.0.1:%d: bind: address already in use"
+        % port
+    ]
+    server.close()
+
+
+async def test_localhost_mode_is_satisfied_by_one_of_its_two_addresses() -> None:
+    server, port = await start_server(echo_handler)  # 127.0.0.1:port is taken, ::1 is not
+    proxy = make_proxy(ScriptedSource([port]))
+
+    errors = await proxy.listen(["127.0.0.1", "::1"], port, lambda bound: any(bound.values()))
+
+    if not proxy.addresses:  # no IPv6 loopback on this machine: both failed, as kubectl says
+        assert len(errors) == 2
+    else:
+        assert errors == [] and proxy.addresses == ["::1"] and proxy.port == port
+    await proxy.close(0)
+    server.close()
+
+
+async def test_closing_with_a_grace_period_ends_connections_that_did_not_finish() -> None:
+    server, upstream = await start_server(echo_handler)
+    forward = await vibe.open_static_forward(("127.0.0.1", upstream))
+    reader, writer = await asyncio.open_connection("127.0.0.1", forward.port)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+
+    await forward.close(grace=0.1)
+
+    assert await reader.read() == b""
+    assert (forward.stats.closed, forward.stats.reset, forward.stats.active) == (1, 0, 0)
+    writer.close()
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "samples, width, expected",
+    [
+        ([0] * 60, 10, " " * 10),
+        ([0] * 59 + [100], 6, "     █"),
+        ([10, 20, 30, 40], 4, "▂▄▆█"),
+    ],
+)
+def test_sparkline_scales_to_the_busiest_bucket(samples, width, expected) -> None:
+    assert vibe.sparkline(samples, width) == expected
+
+
+def test_live_screen_rewrites_only_changed_lines() -> None:
+    import io
+
+    out = io.StringIO()
+    screen = vibe.LiveScreen(out)
+    screen.show(["a", "b", "c"])
+    first = out.getvalue()
+    screen.show(["a", "B", "c"])
+    update = out.getvalue()[len(first) :]
+
+    assert first.endswith("a\nb\nc\n")
+    assert update == "\x1b[2FB\x1b[K\x1b[2E"
+    screen.show(["a", "B", "c"])
+    assert out.getvalue()[len(first) + len(update) :] == ""
+
+
+def test_uptime_counts_only_ready_time() -> None:
+    clock = vibe.UptimeClock()
+    clock.up(100.0)
+    clock.down(130.0)
+    clock.up(140.0)
+    assert clock.percent(150.0, 100.0) == pytest.approx(80.0)
+
+
+async def test_inspection_summarises_http_seen_on_the_relay_including_the_first_request() -> None:
+    async def tiny_http(reader, writer) -> None:
+        while await reader.readline():
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno")
+            await writer.drain()
+        writer.close()
+
+    server, upstream = await start_server(tiny_http)
+    forward = await vibe.open_static_forward(("127.0.0.1", upstream), inspect=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", forward.port)
+    for n in range(3):
+        writer.write(b"GET /orders/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (1000 + n))
+        await reader.readuntil(b"\r\n\r\nno")
+    writer.close()
+    await settle(forward.proxy)
+
+    inspection = forward.inspection
+    [line] = inspection.summary_lines()
+    assert line.startswith("HTTP: 3 requests") and "GET /orders/:id" in line
+    assert any("503" in problem for problem in inspection.problems())
+    await forward.close()
+    server.close()
