@@ -1093,3 +1093,31 @@ def test_more_distinct_keys_than_the_cap_still_summarise() -> None:
         stats.record(k.RedisError("E%d" % index, "E%d boom" % index), 1.0)
     assert stats.http.server_errors.counts["other"] == k.SNIFF_TOP_KEYS
     assert len(stats.summary_lines()) == 3 and len(stats.problems()) > 10
+
+
+def test_postgres_gssenc_accepted_and_cancel_requests_end_sniffing_quietly() -> None:
+    gssenc = struct.pack(">II", 8, 80877104)
+    accepted = run(ProtocolKind.POSTGRES, [(C2S, gssenc, 1.0), (S2C, b"G" + bytes(40), 1.1)])
+    assert events(accepted) == [k.PostgresEncryptionAnswered("GSSENC", True)]
+    cancel = struct.pack(">IIII", 16, 80877102, 1234, 5678)
+    cancelled = run(ProtocolKind.POSTGRES, [(C2S, cancel, 1.0)])
+    for sniffer in (accepted, cancelled):
+        assert not sniffer.active and not gave_up(sniffer)
+
+
+def test_http1_connect_tunnel_and_h2c_upgrade_end_http1() -> None:
+    connect = b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n"
+    tunnel = run(
+        ProtocolKind.HTTP1,
+        [(C2S, connect, 1.0), (S2C, b"HTTP/1.1 200 Connection established\r\n\r\n", 1.1)],
+    )
+    h2c = b"GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    upgraded = run(
+        ProtocolKind.HTTP1,
+        [(C2S, h2c, 1.0), (S2C, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", 1.1)],
+    )
+    assert events(tunnel)[1] == k.HttpUpgraded("tunnel", "db.internal:5432")
+    assert events(upgraded)[1] == k.HttpUpgraded("h2c", "/")
+    assert upgraded.stats.summary_lines() == [
+        "HTTP: 1 requests, p50 100 ms, p99 100 ms, h2c upgrade; top: GET /"
+    ]
