@@ -2423,6 +2423,11 @@ def _latency_text(reservoir: LatencyReservoir) -> str:
     return "p50 %s, p99 %s" % (_format_latency(p50), _format_latency(p99))
 
 
+def _count(count: int, singular: str, plural: str = "") -> str:
+    """ "1 request", "1,204 requests"."""
+    return "%s %s" % (format(count, ","), singular if count == 1 else plural or singular + "s")
+
+
 def _times(count: int, text: str) -> str:
     return text if count == 1 else "%d × %s" % (count, text)
 
@@ -2480,7 +2485,7 @@ class HttpStats:
     def summary_line(self) -> Optional[str]:
         if not (self.exchanges or self.unanswered or len(self.upgrades)):
             return None
-        parts = ["%s requests" % format(self.exchanges, ",")]
+        parts = [_count(self.exchanges, "request")]
         statuses = self.statuses.most_common(len(self.statuses))
         parts += ["%d × %d" % (n, s) for s, n in statuses if s >= 400][:3]
         latency = _latency_text(self.latency)
@@ -2552,7 +2557,7 @@ class Http2Stats:
         if not (self.streams or len(self.resets) or len(self.goaways)):
             return None
         label = "gRPC" if self.grpc_streams and self.grpc_streams == self.streams else "HTTP/2"
-        parts = ["%s streams" % format(self.streams, ",")]
+        parts = [_count(self.streams, "stream")]
         if self.grpc_streams and label != "gRPC":
             parts[0] += " (%d gRPC)" % self.grpc_streams
         parts += ["%d × %s" % (n, s) for s, n in self.statuses.most_common(8) if s >= 400][:3]
@@ -2694,7 +2699,7 @@ class PostgresStats:
         elif self.encryption.counts.get("SSL accepted"):
             parts.append("TLS via SSLRequest (user and database encrypted)")
         if self.queries:
-            parts.append("%s queries" % format(self.queries, ","))
+            parts.append(_count(self.queries, "query", "queries"))
         latency = _latency_text(self.latency)
         if latency:
             parts.append(latency)
@@ -2733,7 +2738,7 @@ class RedisStats:
     def summary_line(self) -> Optional[str]:
         if not (self.commands.total or self.errors.total):
             return None
-        parts = ["%s commands" % format(self.commands.total, ",")]
+        parts = [_count(self.commands.total, "command")]
         if self.errors.total:
             prefixes = ", ".join(p for p, _ in self.errors.most_common(3))
             plural = "s" if self.errors.total > 1 else ""
@@ -2790,7 +2795,7 @@ class MysqlStats:
         if self.ssl_logins:
             parts.append("%d TLS login%s" % (self.ssl_logins, "s" if self.ssl_logins > 1 else ""))
         queries = self.commands.counts.get("Query", 0) + self.commands.counts.get("StmtExecute", 0)
-        parts.append("%s queries" % format(queries, ","))
+        parts.append(_count(queries, "query", "queries"))
         if self.errors.total:
             (code, message), _ = self.errors.most_common(1)[0]
             plural = "s" if self.errors.total > 1 else ""
@@ -2886,12 +2891,9 @@ _HTTP1_REQUEST_START = re.compile(rb"[A-Z][A-Z-]{1,19} (/|\*|[a-zA-Z][a-zA-Z0-9+
 _HTTP1_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\r?\n")
 _RESP_ARRAY_START = re.compile(rb"\*[0-9]{1,9}\r\n[$*]")
 _REDIS_INLINE = re.compile(rb"(?i)(PING|AUTH|HELLO|INFO|SELECT|ECHO|QUIT|COMMAND)( |\r?\n)")
-#: Ports that only break ties between equally plausible guesses.
-_PORT_HINTS = {
-    6379: ProtocolKind.REDIS,
-    5432: ProtocolKind.POSTGRES,
-    3306: ProtocolKind.MYSQL,
-}
+#: Ports that only break ties: a short first line on 6379 is an inline Redis command, a
+#: short first server packet on 3306 may still grow into a MySQL greeting.
+_PORT_HINTS = {6379: ProtocolKind.REDIS, 6380: ProtocolKind.REDIS, 3306: ProtocolKind.MYSQL}
 
 
 def starts_like_tls_record(data: bytes) -> bool:
@@ -2986,7 +2988,7 @@ def detect_protocol(
     if server_prefix and not client_prefix:
         if starts_like_mysql_greeting(server_prefix):
             return ProtocolKind.MYSQL
-        if len(server_prefix) < 6 and remote_port == 3306:
+        if len(server_prefix) < 6 and _PORT_HINTS.get(remote_port) is ProtocolKind.MYSQL:
             return None
         return ProtocolKind.UNKNOWN
     if server_prefix and starts_like_mysql_greeting(server_prefix):

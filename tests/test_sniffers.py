@@ -585,7 +585,7 @@ def test_postgres_psql_query_is_counted_and_timed(chunk: Any) -> None:
         k.PostgresQueryDone(0.25),
     ]
     assert sniffer.stats.summary_lines() == [
-        "Postgres 16.4: user=app db=orders, 1 queries, p50 250 ms, p99 250 ms"
+        "Postgres 16.4: user=app db=orders, 1 query, p50 250 ms, p99 250 ms"
     ]
 
 
@@ -1003,7 +1003,7 @@ def test_per_forward_stats_cover_every_protocol_in_one_summary() -> None:
         "TLS 1.3 SNI=api.internal ALPN offered=h2",
         "Postgres: user=app db=orders, "
         '2 errors: 28P01 password authentication failed for user "app"',
-        "Redis: 1 commands, 1 error (NOAUTH); top: GET",
+        "Redis: 1 command, 1 error (NOAUTH); top: GET",
         "MySQL 8.4.0: 0 queries",
         "not understood: 1 connection(s) (HTTP/1: HTTP header block over 16384 bytes)",
     ]
@@ -1119,5 +1119,5 @@ def test_http1_connect_tunnel_and_h2c_upgrade_end_http1() -> None:
     assert events(tunnel)[1] == k.HttpUpgraded("tunnel", "db.internal:5432")
     assert events(upgraded)[1] == k.HttpUpgraded("h2c", "/")
     assert upgraded.stats.summary_lines() == [
-        "HTTP: 1 requests, p50 100 ms, p99 100 ms, h2c upgrade; top: GET /"
+        "HTTP: 1 request, p50 100 ms, p99 100 ms, h2c upgrade; top: GET /"
     ]
