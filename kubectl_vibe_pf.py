@@ -3102,7 +3102,7 @@ def _content_length(headers: Dict[str, str]) -> Optional[int]:
     if raw is None:
         return None
     values = {value.strip() for value in raw.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    if len(values) != 1 or not re.fullmatch(r"[0-9]{1,18}", next(iter(values))):  # ASCII only
         raise _GiveUp("invalid Content-Length %r" % _text(raw.encode("latin-1"), 40))
     return int(values.pop())
 
@@ -3973,16 +3973,17 @@ class RedisSniffer(Sniffer):
             if entry[1] == _RESP_ATTRIBUTE:
                 return  # an attribute decorates the next value; it is not one itself
         if direction is _C2S:
-            self._on_command(side.name.decode("latin-1").upper(), now)
+            self._on_command(side.name.upper(), now)  # bytes.upper(): ASCII letters only
         elif side.push:
             side.push = False
         else:
             self._on_reply(now)
 
-    def _on_command(self, name: str, now: float) -> None:
+    def _on_command(self, raw_name: bytes, now: float) -> None:
+        name = _text(raw_name, SNIFF_MAX_NAME_BYTES)
         if not name:
             raise _GiveUp("RESP command without a name")
-        self._emit(RedisCommand(_text(name.encode("latin-1"), SNIFF_MAX_NAME_BYTES)), now)
+        self._emit(RedisCommand(name), now)
         if name in _REDIS_UNPAIRED:
             self._paired = False
         if self._paired:

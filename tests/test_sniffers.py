@@ -365,6 +365,7 @@ def test_http1_header_block_just_under_the_limit_is_fine() -> None:
         (b"\x16\x03\x01\x00\x10hello", "not HTTP/1 (byte 0x16 starts a message)"),
         (b"HELLO\r\n\r\n", "not an HTTP/1 request line"),
         (b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", "invalid Content-Length '1, 2'"),
+        ("POST / HTTP/1.1\r\nContent-Length: 3¹\r\n\r\n".encode(), "invalid Content-Length '3¹'"),
     ],
 )
 def test_http1_garbage_gives_up_with_a_reason(client: bytes, reason: str) -> None:
@@ -698,6 +699,13 @@ def test_redis_resp3_maps_attributes_pushes_and_blob_errors() -> None:
     assert [e for e in events(sniffer) if isinstance(e, k.RedisError)] == [
         k.RedisError("SYNTAX", "SYNTAX invalid syntax")
     ]
+
+
+def test_redis_command_names_are_uppercased_as_ascii() -> None:
+    sniffer = run(
+        ProtocolKind.REDIS, [(C2S, resp("gét".encode("latin-1"), b"k") + b"\xb5x\r\n", 1.0)]
+    )
+    assert [e.name for e in events(sniffer)] == ["G\ufffdT", "\ufffdX"] and not gave_up(sniffer)
 
 
 def test_redis_inline_commands_and_subscriptions() -> None:
