@@ -1129,3 +1129,31 @@ def test_http1_connect_tunnel_and_h2c_upgrade_end_http1() -> None:
     assert upgraded.stats.summary_lines() == [
         "HTTP: 1 request, p50 100 ms, p99 100 ms, h2c upgrade; top: GET /"
     ]
+
+
+def h2_frame(frame_type: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes([frame_type, flags])
+        + struct.pack(">I", stream_id)
+        + payload
+    )
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_http2_padded_prioritised_headers_continue_in_continuation_frames(chunk: Any) -> None:
+    request_headers = H2_FLIGHTS[3][1]
+    block = request_headers[9 : 9 + request_headers[2]]  # stream 1's HPACK block
+    padded_priority = 0x08 | 0x20
+    first = h2_frame(1, padded_priority, 1, b"\x03" + bytes(5) + block[:30] + b"pad")
+    rest = h2_frame(9, 0x04, 1, block[30:])  # CONTINUATION, END_HEADERS
+    data = h2_frame(0, 0x01, 1, b"\0\0\0\0\x07\n\x05world")
+    sniffer = run(
+        ProtocolKind.HTTP2,
+        [(C2S, k.HTTP2_PREFACE + first + rest + data, 1.0), (S2C, H2_FLIGHTS[4][1], 1.25)],
+        chunk,
+    )
+    assert events(sniffer) == [
+        k.Http2Stream(1, "POST", SAY_HELLO, 200, True, 0.25, 12, 18, ""),
+        k.GrpcStatus(SAY_HELLO, 0, ""),
+    ]
