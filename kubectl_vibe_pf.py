@@ -209,6 +209,8 @@ SNIFF_LATENCY_RESERVOIR = 2048
 SNIFF_TOP_KEYS = 64
 #: Characters of a path/SNI/message kept in events and summaries.
 SNIFF_MAX_TEXT_CHARS = 120
+#: Request targets remembered with their folded route (normalize_path's memo; then cleared).
+SNIFF_ROUTE_CACHE_ENTRIES = 1024
 #: A 5xx burst: this many server errors within SNIFF_BURST_WINDOW_S.
 SNIFF_BURST_COUNT = 5
 SNIFF_BURST_WINDOW_S = 10.0
@@ -2047,7 +2049,7 @@ class TlsClientHello(SniffEvent):
 @dataclass(frozen=True)
 class TlsServerHello(SniffEvent):
     version: str  # chosen
-    alpn: str
+    alpn: str  # chosen; "" in TLS 1.3, where it travels encrypted
     cipher: str
 
 
@@ -2266,7 +2268,8 @@ class _Cursor:
 def _text(raw: bytes, limit: int = SNIFF_MAX_TEXT_CHARS) -> str:
     """Peer-supplied bytes as a short printable string (never trusted, never long)."""
     text = raw[: limit * 4].decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -2369,8 +2372,9 @@ class _TopCounter:
         self.total += count
 
     def most_common(self, limit: int) -> List[Tuple[Any, int]]:
-        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], str(item[0])))
-        return ranked[:limit]
+        """The biggest named keys ("other" is left out: it names nothing)."""
+        named = [item for item in self.counts.items() if item[0] != self.OTHER]
+        return sorted(named, key=lambda item: (-item[1], str(item[0])))[:limit]
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -2422,6 +2426,11 @@ def _latency_text(reservoir: LatencyReservoir) -> str:
     if p50 is None or p99 is None:
         return ""
     return "p50 %s, p99 %s" % (_format_latency(p50), _format_latency(p99))
+
+
+def _count(count: int, singular: str, plural: str = "") -> str:
+    """ "1 request", "1,204 requests"."""
+    return "%s %s" % (format(count, ","), singular if count == 1 else plural or singular + "s")
 
 
 def _times(count: int, text: str) -> str:
@@ -2481,9 +2490,9 @@ class HttpStats:
     def summary_line(self) -> Optional[str]:
         if not (self.exchanges or self.unanswered or len(self.upgrades)):
             return None
-        parts = ["%s requests" % format(self.exchanges, ",")]
-        errors = [(s, n) for s, n in self.statuses.most_common(len(self.statuses)) if s != "other"]
-        parts += ["%d × %d" % (n, s) for s, n in errors if s >= 400][:3]
+        parts = [_count(self.exchanges, "request")]
+        statuses = self.statuses.most_common(len(self.statuses))
+        parts += ["%d × %d" % (n, s) for s, n in statuses if s >= 400][:3]
         latency = _latency_text(self.latency)
         if latency:
             parts.append(latency)
@@ -2553,12 +2562,10 @@ class Http2Stats:
         if not (self.streams or len(self.resets) or len(self.goaways)):
             return None
         label = "gRPC" if self.grpc_streams and self.grpc_streams == self.streams else "HTTP/2"
-        parts = ["%s streams" % format(self.streams, ",")]
+        parts = [_count(self.streams, "stream")]
         if self.grpc_streams and label != "gRPC":
             parts[0] += " (%d gRPC)" % self.grpc_streams
-        parts += [
-            "%d × %s" % (n, s) for s, n in self.statuses.most_common(8) if s != "other" and s >= 400
-        ][:3]
+        parts += ["%d × %s" % (n, s) for s, n in self.statuses.most_common(8) if s >= 400][:3]
         if self.grpc_errors.total:
             parts.append(
                 "%d gRPC error%s"
@@ -2624,13 +2631,16 @@ class TlsStats:
         if not (self.client_hellos or self.server_hellos):
             return None
         versions = self.chosen_versions if self.server_hellos else self.offered_versions
-        alpn = self.chosen_alpn if self.server_hellos else self.offered_alpn
         line = versions.most_common(1)[0][0]
         sni = self.snis.most_common(1)
         if sni and sni[0][0]:
             line += " SNI=" + sni[0][0]
-        if alpn.most_common(1) and alpn.most_common(1)[0][0]:
-            line += " ALPN=" + alpn.most_common(1)[0][0]
+        chosen = [name for name, _ in self.chosen_alpn.most_common(2) if name]
+        offered = [name for name, _ in self.offered_alpn.most_common(1) if name]
+        if chosen:  # TLS 1.2 says it in the ServerHello; 1.3 encrypts it (EncryptedExtensions)
+            line += " ALPN=" + chosen[0]
+        elif offered:
+            line += " ALPN offered=" + offered[0]
         if self.client_hellos > 1:
             line += " (%s handshakes)" % format(self.client_hellos, ",")
         if len(self.snis) > 1:
@@ -2647,7 +2657,8 @@ class TlsStats:
                     "" if level == "fatal" else " (%s)" % level,
                 )
                 found.append(_times(count, text))
-        if self.client_hellos > self.server_hellos and not self.alerts.total:
+        fatal = sum(n for key, n in self.alerts.most_common(len(self.alerts)) if key[1] == "fatal")
+        if self.client_hellos > self.server_hellos + fatal:  # not explained by an alert
             missing = self.client_hellos - self.server_hellos
             found.append("%d TLS ClientHello(s) got no ServerHello" % missing)
         return found
@@ -2693,7 +2704,7 @@ class PostgresStats:
         elif self.encryption.counts.get("SSL accepted"):
             parts.append("TLS via SSLRequest (user and database encrypted)")
         if self.queries:
-            parts.append("%s queries" % format(self.queries, ","))
+            parts.append(_count(self.queries, "query", "queries"))
         latency = _latency_text(self.latency)
         if latency:
             parts.append(latency)
@@ -2732,7 +2743,7 @@ class RedisStats:
     def summary_line(self) -> Optional[str]:
         if not (self.commands.total or self.errors.total):
             return None
-        parts = ["%s commands" % format(self.commands.total, ",")]
+        parts = [_count(self.commands.total, "command")]
         if self.errors.total:
             prefixes = ", ".join(p for p, _ in self.errors.most_common(3))
             plural = "s" if self.errors.total > 1 else ""
@@ -2789,7 +2800,7 @@ class MysqlStats:
         if self.ssl_logins:
             parts.append("%d TLS login%s" % (self.ssl_logins, "s" if self.ssl_logins > 1 else ""))
         queries = self.commands.counts.get("Query", 0) + self.commands.counts.get("StmtExecute", 0)
-        parts.append("%s queries" % format(queries, ","))
+        parts.append(_count(queries, "query", "queries"))
         if self.errors.total:
             (code, message), _ = self.errors.most_common(1)[0]
             plural = "s" if self.errors.total > 1 else ""
@@ -2885,12 +2896,9 @@ _HTTP1_REQUEST_START = re.compile(rb"[A-Z][A-Z-]{1,19} (/|\*|[a-zA-Z][a-zA-Z0-9+
 _HTTP1_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\r?\n")
 _RESP_ARRAY_START = re.compile(rb"\*[0-9]{1,9}\r\n[$*]")
 _REDIS_INLINE = re.compile(rb"(?i)(PING|AUTH|HELLO|INFO|SELECT|ECHO|QUIT|COMMAND)( |\r?\n)")
-#: Ports that only break ties between equally plausible guesses.
-_PORT_HINTS = {
-    6379: ProtocolKind.REDIS,
-    5432: ProtocolKind.POSTGRES,
-    3306: ProtocolKind.MYSQL,
-}
+#: Ports that only break ties: a short first line on 6379 is an inline Redis command, a
+#: short first server packet on 3306 may still grow into a MySQL greeting.
+_PORT_HINTS = {6379: ProtocolKind.REDIS, 6380: ProtocolKind.REDIS, 3306: ProtocolKind.MYSQL}
 
 
 def starts_like_tls_record(data: bytes) -> bool:
@@ -2985,7 +2993,7 @@ def detect_protocol(
     if server_prefix and not client_prefix:
         if starts_like_mysql_greeting(server_prefix):
             return ProtocolKind.MYSQL
-        if len(server_prefix) < 6 and remote_port == 3306:
+        if len(server_prefix) < 6 and _PORT_HINTS.get(remote_port) is ProtocolKind.MYSQL:
             return None
         return ProtocolKind.UNKNOWN
     if server_prefix and starts_like_mysql_greeting(server_prefix):
@@ -3052,6 +3060,20 @@ _ID_SEGMENT = re.compile(
 
 def normalize_path(target: str) -> str:
     """A route-like path for counting: no query, ids folded ("/users/42" → "/users/:id")."""
+    route = _ROUTES_SEEN.get(target)
+    if route is None:
+        route = _fold_path(target)
+        if len(target) <= SNIFF_MAX_TEXT_CHARS:  # memoised: the same paths come again and again
+            if len(_ROUTES_SEEN) >= SNIFF_ROUTE_CACHE_ENTRIES:
+                _ROUTES_SEEN.clear()
+            _ROUTES_SEEN[target] = route
+    return route
+
+
+_ROUTES_SEEN: Dict[str, str] = {}
+
+
+def _fold_path(target: str) -> str:
     path = target.split("?", 1)[0].split("#", 1)[0]
     if "://" in path:
         path = "/" + path.split("://", 1)[1].partition("/")[2]
@@ -3059,21 +3081,25 @@ def normalize_path(target: str) -> str:
     return _text(path.encode("latin-1", "replace")) or "/"
 
 
+#: The only headers read: those that frame the message or end HTTP/1 on the connection.
+_FRAMING_HEADER = re.compile(
+    rb"\n(content-length|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+)
+
+
 def _parse_head(head: bytes) -> Tuple[str, Dict[str, str]]:
-    """Start line and lower-cased headers (repeats joined by ","), as h11 reads them."""
-    lines = head.decode("latin-1").split("\n")
+    """Start line and the framing headers, lower-cased, repeats joined by "," (as h11).
+
+    One regex scan instead of decoding every header line: for small requests that scan is
+    most of what the sniffer costs.
+    """
+    end = head.find(b"\n")
     headers: Dict[str, str] = {}
-    for raw in lines[1:]:
-        line = raw.rstrip("\r")
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _GiveUp("malformed HTTP header line")
-        key = name.lower()
-        value = value.strip()
+    for match in _FRAMING_HEADER.finditer(head, end):
+        key = match.group(1).lower().decode("ascii")
+        value = match.group(2).strip().decode("latin-1")
         headers[key] = headers[key] + "," + value if key in headers else value
-    return lines[0].rstrip("\r"), headers
+    return head[:end].rstrip(b"\r").decode("latin-1"), headers
 
 
 def _content_length(headers: Dict[str, str]) -> Optional[int]:
@@ -3081,7 +3107,7 @@ def _content_length(headers: Dict[str, str]) -> Optional[int]:
     if raw is None:
         return None
     values = {value.strip() for value in raw.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    if len(values) != 1 or not re.fullmatch(r"[0-9]{1,18}", next(iter(values))):  # ASCII only
         raise _GiveUp("invalid Content-Length %r" % _text(raw.encode("latin-1"), 40))
     return int(values.pop())
 
@@ -3761,12 +3787,25 @@ _RESP_ATTRIBUTE, _RESP_PUSH, _RESP_ERROR, _RESP_BLOB_ERROR = ord("|"), ord(">"),
 _REDIS_UNPAIRED = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"})
 #: A bulk string length beyond Redis's own proto-max-bulk-len ceiling (512 MiB default).
 _RESP_MAX_BULK = 2**32
+_RESP_COMMAND_HEAD = re.compile(rb"\*([1-9][0-9]{0,8})\r\n\$([0-9]{1,9})\r\n")
+_RESP_BULK_HEAD = re.compile(rb"\$([0-9]{1,9})\r\n")
+_RESP_FAST_SIMPLE = frozenset(b"+:")
 
 
 class _RespSide:
     """One direction's RESP framing: a stack of open aggregates, the bulk being skipped."""
 
-    __slots__ = ("index", "keep", "name", "push", "reasm", "skip", "skip_after", "stack")
+    __slots__ = (
+        "blob_error",
+        "index",
+        "keep",
+        "name",
+        "push",
+        "reasm",
+        "skip",
+        "skip_after",
+        "stack",
+    )
 
     def __init__(self) -> None:
         self.reasm = _Reassembler()
@@ -3777,6 +3816,7 @@ class _RespSide:
         self.skip_after = 0
         self.name = b""
         self.push = False
+        self.blob_error = False  # the kept blob is an error text ('!'), not a command name
 
 
 class RedisSniffer(Sniffer):
@@ -3797,7 +3837,13 @@ class RedisSniffer(Sniffer):
         side = self._sides[direction]
         position = 0
         size = len(data)
+        fast = self._fast_command if direction is _C2S else self._fast_reply
         while position < size and self.active:
+            if not (side.stack or side.skip or side.keep or side.reasm.buf):
+                advanced = fast(side, data, position, now)
+                if advanced != position:
+                    position = advanced
+                    continue
             if side.skip:
                 taken = min(side.skip, size - position)
                 side.skip -= taken
@@ -3816,6 +3862,49 @@ class RedisSniffer(Sniffer):
                 )
                 if line is not None:
                     self._on_line(direction, side, line.rstrip(b"\r\n"), now)
+
+    # -- fast paths: a whole command / a simple reply inside the chunk, in a few C calls --
+
+    def _fast_command(self, side: _RespSide, data: Any, position: int, now: float) -> int:
+        """An array of bulk strings: name copied, arguments skipped by their lengths."""
+        head = _RESP_COMMAND_HEAD.match(data, position)
+        if head is None:
+            return position
+        count, length = int(head.group(1)), int(head.group(2))
+        name_end = head.end() + length
+        if length > SNIFF_MAX_NAME_BYTES or name_end + 2 > len(data):
+            return position  # the general path keeps a bounded name across chunks
+        side.name = bytes(data[head.end() : name_end])
+        position = name_end + 2
+        for index in range(1, count):
+            argument = _RESP_BULK_HEAD.match(data, position)
+            if argument is None:  # not a bulk string, or split: the general path goes on
+                side.stack.append([count - index, ord("*")])
+                side.index = index
+                return position
+            position = argument.end() + int(argument.group(1)) + 2
+            if position > len(data):
+                side.stack.append([count - index, ord("*")])
+                side.index = index
+                side.skip = position - len(data)
+                return len(data)
+        self._value_done(_C2S, side, now)
+        return position
+
+    def _fast_reply(self, side: _RespSide, data: Any, position: int, now: float) -> int:
+        """A top-level '+OK', ':1' or '$n' bulk reply wholly inside the chunk."""
+        if data[position] in _RESP_FAST_SIMPLE:
+            end = _LINE_END.search(data, position, min(len(data), position + 256))
+            if end is None:
+                return position
+            position = end.end()
+        else:
+            bulk = _RESP_BULK_HEAD.match(data, position)
+            if bulk is None or bulk.end() + int(bulk.group(1)) + 2 > len(data):
+                return position
+            position = bulk.end() + int(bulk.group(1)) + 2
+        self._value_done(_S2C, side, now)
+        return position
 
     def _on_line(self, direction: Direction, side: _RespSide, line: bytes, now: float) -> None:
         if direction is _C2S and not side.stack:
@@ -3867,17 +3956,16 @@ class RedisSniffer(Sniffer):
         if is_command_name or kind == _RESP_BLOB_ERROR:
             side.keep = min(length, SNIFF_MAX_NAME_BYTES)
             side.skip_after = length - side.keep + 2
-            if kind == _RESP_BLOB_ERROR:
-                side.name = b"!"  # marks the kept blob as an error text
+            side.blob_error = kind == _RESP_BLOB_ERROR
             if not side.keep:
                 side.skip = side.skip_after
         else:
             side.skip = length + 2
 
     def _value_done(self, direction: Direction, side: _RespSide, now: float) -> None:
-        if side.name[:1] == b"!" and direction is _S2C:
-            self._on_error(side.name[1:], now)
-            side.name = b""
+        if side.blob_error:
+            side.blob_error = False
+            self._on_error(side.name, now)
         stack = side.stack
         while stack:
             entry = stack[-1]
@@ -3890,14 +3978,17 @@ class RedisSniffer(Sniffer):
             if entry[1] == _RESP_ATTRIBUTE:
                 return  # an attribute decorates the next value; it is not one itself
         if direction is _C2S:
-            self._on_command(side.name.decode("latin-1").upper(), now)
-        elif not side.push:
+            self._on_command(side.name.upper(), now)  # bytes.upper(): ASCII letters only
+        elif side.push:
+            side.push = False
+        else:
             self._on_reply(now)
 
-    def _on_command(self, name: str, now: float) -> None:
+    def _on_command(self, raw_name: bytes, now: float) -> None:
+        name = _text(raw_name, SNIFF_MAX_NAME_BYTES)
         if not name:
             raise _GiveUp("RESP command without a name")
-        self._emit(RedisCommand(_text(name.encode("latin-1"), SNIFF_MAX_NAME_BYTES)), now)
+        self._emit(RedisCommand(name), now)
         if name in _REDIS_UNPAIRED:
             self._paired = False
         if self._paired:
@@ -3931,10 +4022,11 @@ class _MyPhase(enum.Enum):
 
 
 class _MySide:
-    __slots__ = ("first", "kept", "reasm", "remaining", "seq")
+    __slots__ = ("first", "kept", "length", "reasm", "remaining", "seq")
 
     def __init__(self) -> None:
         self.reasm = _Reassembler()
+        self.length = 0  # of the packet whose first payload byte is next
         self.remaining = 0  # payload bytes left to skip
         self.kept = 0  # payload bytes to keep (0: a header is next)
         self.seq = 0
@@ -4004,20 +4096,20 @@ class MysqlSniffer(Sniffer):
                 taken = min(side.remaining, size - position)
                 side.remaining -= taken
                 position += taken
-            else:
-                header, position = side.reasm.take_exact(data, position, 5)
+            elif side.length:
+                first, position = side.reasm.take_exact(data, position, 1)
+                if first is not None:
+                    self._on_packet_start(direction, side, first[0], now)
+            else:  # a header; a zero-length packet (ending a 16 MiB series) has no payload
+                header, position = side.reasm.take_exact(data, position, 4)
                 if header is not None:
-                    self._on_packet_start(direction, side, header, now)
+                    side.length = int.from_bytes(header[0:3], "little")
+                    side.seq = header[3]
 
-    def _on_packet_start(
-        self, direction: Direction, side: _MySide, header: bytes, now: float
-    ) -> None:
-        """Header plus the first payload byte (every packet has one after the handshake)."""
-        length = int.from_bytes(header[0:3], "little")
-        if length == 0:
-            raise _GiveUp("empty MySQL packet")
-        side.seq = header[3]
-        side.first = header[4]
+    def _on_packet_start(self, direction: Direction, side: _MySide, first: int, now: float) -> None:
+        """The first payload byte says what a packet is (OK, ERR, a command…)."""
+        length, side.length = side.length, 0
+        side.first = first
         wanted = self._wanted(direction, side.seq, side.first, now)
         side.kept = min(length - 1, SNIFF_MAX_MESSAGE_BYTES) if wanted else 0
         side.remaining = length - 1 - side.kept
@@ -4434,6 +4526,8 @@ class Http2Sniffer(Sniffer):
             if flags & _H2_END_STREAM:
                 self._maybe_end_stream(direction, side.stream_id, now)
             return
+        if frame_type == _H2_HEADERS:  # its first byte: a stream opens, or its answer starts
+            self._on_stream_headers_start(direction, side.stream_id, now)
         if frame_type in _H2_KEPT_TYPES:
             limit = SNIFF_MAX_H2_HEADER_BLOCK_BYTES
             if frame_type == _H2_GOAWAY:
@@ -4476,8 +4570,6 @@ class Http2Sniffer(Sniffer):
         elif flags & _H2_PRIORITY:
             cursor.take(5)
         fragment = payload[cursor.pos : len(payload) - pad] if pad else payload[cursor.pos :]
-        if side.frame_type == _H2_HEADERS:
-            self._on_stream_headers_start(direction, side.stream_id, now)
         side.block = bytearray(fragment)
         side.block_flags = flags if side.frame_type == _H2_HEADERS else flags & ~_H2_END_STREAM
         side.block_stream = side.stream_id if side.frame_type == _H2_HEADERS else 0
