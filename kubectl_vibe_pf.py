@@ -16,18 +16,22 @@ Map (sections in data-flow order: argv → options → targets → tunnel → pr
   §07 port-forward arguments    TYPE/NAME, port specs, addresses (pure)
   §08 Targets                   selectors, pod choice, service → container port (pure)
   §09 kubectl output            Forwarding/Handling lines, klog errors, classification (pure)
-  §10 Protocol sniffers         sans-IO: bytes in, events out (HTTP, TLS, gRPC, Postgres, Redis)
+  §10 Protocol sniffers         sans-IO, bytes in, events out: HTTP/1, HTTP/2+gRPC, TLS,
+                                Postgres, Redis, MySQL; per-forward ProtocolStats
   §11 wait arguments            --for conditions, plain-English requests (pure)
   §12 wait rules                kstatus-like readiness, explanations (pure)
   §13 Kubectl runner            the only place that starts processes (I/O)
-  §14 Tunnel supervisor         kubectl port-forward children, standby, backoff (I/O)
-  §15 Proxy                     listeners the user owns, the lean relay, the registry (I/O)
+  §14 Tunnel supervisor         §14a TYPE/NAME → a pod (lookups); §14b kubectl port-forward
+                                children, warm standby, pod watch, backoff, failure accounting
+  §15 Proxy                     listeners the user owns, the lean relay (one shared buffer),
+                                replay onto a new tunnel, inspection as an optional observer
   §16 port-forward session      live view, plain/JSON lines, summary, signals (I/O)
   §17 wait session              kubectl wait + watch, live progress, explanations (I/O)
   §18 Completion, version, main()
 
 Rules: §04-§12 never do I/O (no asyncio, sockets, processes or clocks: time is passed in).
-Only §13 starts processes. Inspection never sits on the relay's hot path.
+Only §13 starts processes. The relay does no per-chunk allocation, logging or formatting;
+inspection is one optional call per chunk, dropped once a sniffer has nothing left to learn.
 """
 
 # ==== §01 Header & compatibility ===============================================================
@@ -42,10 +46,16 @@ if sys.version_info < (3, 9):  # noqa: UP036 - the one-line message *is* the poi
     )
     raise SystemExit(1)
 
+import collections
 import enum
+import functools
 import json
 import os
 import re
+import shutil
+import signal
+import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
@@ -1978,8 +1988,6 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
 # by length, never raise into the proxy (garbage or a limit → ProtocolGaveUp, then a no-op),
 # and report through frozen events that also update the per-forward ProtocolStats.
 
-import collections  # noqa: E402 - §10 needs deque/struct; cheap stdlib modules
-import struct  # noqa: E402
 
 
 class Direction(enum.Enum):
@@ -6212,10 +6220,6 @@ def event_line(event: Dict[str, Any], now: float) -> str:
 
 # ==== §13 Kubectl runner =======================================================================
 
-import functools  # noqa: E402 - the I/O half of the module starts here
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
 
 
 class Stream(enum.Enum):
