@@ -84,6 +84,26 @@ class _LazyModule:
 
 asyncio: Any = _LazyModule("asyncio")
 
+
+class LazyPattern:
+    """re.compile on first use. A module of ~100 patterns would otherwise spend most of its
+    import time compiling them, and `--version`, `--help` and completion need none.
+
+    The first lookup of a method binds the compiled pattern's own method on the instance, so
+    later calls cost exactly what a compiled pattern's do.
+    """
+
+    def __init__(self, pattern: Any, flags: int = 0) -> None:
+        self._args = (pattern, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        attribute = getattr(re.compile(*self._args), name)
+        setattr(self, name, attribute)
+        return attribute
+
+
 # ==== §02 Constants & limits ===================================================================
 
 #: Environment variable kubectl (1.37+) sets to its own path when it dispatches a plugin.
@@ -281,7 +301,7 @@ class KubectlNotFound(VibeError):
 
 #: A line that is already a complete kubectl error: "error: ...", "Error from server (...)",
 #: or a klog line ("E1125 14:02:03.123456   42 portforward.go:...").
-_KUBECTL_ERROR_LINE = re.compile(r"error: |Error[ :]|E\d{4} ")
+_KUBECTL_ERROR_LINE = LazyPattern(r"error: |Error[ :]|E\d{4} ")
 
 
 class KubectlError(VibeError):
@@ -307,6 +327,7 @@ class KubectlError(VibeError):
 
 # ==== §04 Utilities ============================================================================
 
+
 _GO_DURATION_UNITS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -319,7 +340,7 @@ _GO_DURATION_UNITS = {
 }
 #: One step of Go's ParseDuration loop: a number ([0-9]*(.[0-9]*)?), then everything up to the
 #: next digit or dot as its unit (Go reads the unit that greedily, hence "unknown unit").
-_GO_DURATION_STEP = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
+_GO_DURATION_STEP = LazyPattern(r"(\d*)(?:\.(\d*))?([^\d.]*)")
 
 
 def parse_go_duration(text: str) -> float:
@@ -1859,21 +1880,21 @@ class Unrecognized:
 
 KubectlEvent = Any  # one of the frozen dataclasses above
 
-_FORWARDING_FROM = re.compile(r"^Forwarding from (\[[^\]]+\]|[^\s:]+):(\d+) -> (\d+)$")
-_HANDLING = re.compile(r"^Handling connection for (\d+)$")
-_LISTEN_FAILED = re.compile(r"^Unable to listen on port (\d+): (.*)$")
+_FORWARDING_FROM = LazyPattern(r"^Forwarding from (\[[^\]]+\]|[^\s:]+):(\d+) -> (\d+)$")
+_HANDLING = LazyPattern(r"^Handling connection for (\d+)$")
+_LISTEN_FAILED = LazyPattern(r"^Unable to listen on port (\d+): (.*)$")
 #: Rare (client-go getListener): the listener's own address could not be read back.
-_FAILED_TO_FORWARD = re.compile(r"^Failed to forward from \S+:(\d+) -> \d+$")
+_FAILED_TO_FORWARD = LazyPattern(r"^Failed to forward from \S+:(\d+) -> \d+$")
 #: klog header: severity, MMDD, time, thread id, file:line]
-_KLOG = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^ \]]+)\] (.*)$")
+_KLOG = LazyPattern(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^ \]]+)\] (.*)$")
 #: "an error occurred forwarding 8080 -> 80: ..." (≤1.36 message body)
-_FORWARDING_PORTS = re.compile(r"(?:forwarding|port) (\d+) -> (\d+)")
+_FORWARDING_PORTS = LazyPattern(r"(?:forwarding|port) (\d+) -> (\d+)")
 _GO_QUOTED = r'"((?:[^"\\]|\\.)*)"'
-_STRUCTURED = re.compile(r"^" + _GO_QUOTED + r"(.*)$")
-_KV = re.compile(r"(\w+)=(" + _GO_QUOTED + r"|\S+)")
+_STRUCTURED = LazyPattern(r"^" + _GO_QUOTED + r"(.*)$")
+_KV = LazyPattern(r"(\w+)=(" + _GO_QUOTED + r"|\S+)")
 
 
-_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)
+_GO_ESCAPE = LazyPattern(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)
 _GO_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
@@ -1987,7 +2008,6 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
 # Sniffers keep only what they must (header blocks, frame headers, short names), skip bodies
 # by length, never raise into the proxy (garbage or a limit → ProtocolGaveUp, then a no-op),
 # and report through frozen events that also update the per-forward ProtocolStats.
-
 
 
 class Direction(enum.Enum):
@@ -2181,8 +2201,8 @@ class _GiveUp(Exception):
     """Raised inside a sniffer to stop parsing; Sniffer.feed() turns it into ProtocolGaveUp."""
 
 
-_LINE_END = re.compile(rb"\n")
-_HEAD_END = re.compile(rb"\n\r?\n")
+_LINE_END = LazyPattern(rb"\n")
+_HEAD_END = LazyPattern(rb"\n\r?\n")
 
 
 class _Reassembler:
@@ -2900,10 +2920,12 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PG_SSL_REQUEST = 80877103
 _PG_GSSENC_REQUEST = 80877104
 _PG_CANCEL_REQUEST = 80877102
-_HTTP1_REQUEST_START = re.compile(rb"[A-Z][A-Z-]{1,19} (/|\*|[a-zA-Z][a-zA-Z0-9+.-]*://|[^ /]+:\d)")
-_HTTP1_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\r?\n")
-_RESP_ARRAY_START = re.compile(rb"\*[0-9]{1,9}\r\n[$*]")
-_REDIS_INLINE = re.compile(rb"(?i)(PING|AUTH|HELLO|INFO|SELECT|ECHO|QUIT|COMMAND)( |\r?\n)")
+_HTTP1_REQUEST_START = LazyPattern(
+    rb"[A-Z][A-Z-]{1,19} (/|\*|[a-zA-Z][a-zA-Z0-9+.-]*://|[^ /]+:\d)"
+)
+_HTTP1_REQUEST_LINE = LazyPattern(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\r?\n")
+_RESP_ARRAY_START = LazyPattern(rb"\*[0-9]{1,9}\r\n[$*]")
+_REDIS_INLINE = LazyPattern(rb"(?i)(PING|AUTH|HELLO|INFO|SELECT|ECHO|QUIT|COMMAND)( |\r?\n)")
 #: Ports that only break ties: a short first line on 6379 is an inline Redis command, a
 #: short first server packet on 3306 may still grow into a MySQL greeting.
 _PORT_HINTS = {6379: ProtocolKind.REDIS, 6380: ProtocolKind.REDIS, 3306: ProtocolKind.MYSQL}
@@ -3059,9 +3081,9 @@ class _H1Request:
         self.request_bytes = 0
 
 
-_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)")
-_STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) (\d{3})(?: .*)?")
-_ID_SEGMENT = re.compile(
+_REQUEST_LINE = LazyPattern(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)")
+_STATUS_LINE = LazyPattern(r"HTTP/(\d)\.(\d) (\d{3})(?: .*)?")
+_ID_SEGMENT = LazyPattern(
     r"(?<=/)(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|[0-9a-fA-F]{16,}|[A-Za-z0-9_-]{22,})(?=/|$)"
 )
 
@@ -3090,7 +3112,7 @@ def _fold_path(target: str) -> str:
 
 
 #: The only headers read: those that frame the message or end HTTP/1 on the connection.
-_FRAMING_HEADER = re.compile(
+_FRAMING_HEADER = LazyPattern(
     rb"\n(content-length|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
 )
 
@@ -3795,8 +3817,8 @@ _RESP_ATTRIBUTE, _RESP_PUSH, _RESP_ERROR, _RESP_BLOB_ERROR = ord("|"), ord(">"),
 _REDIS_UNPAIRED = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"})
 #: A bulk string length beyond Redis's own proto-max-bulk-len ceiling (512 MiB default).
 _RESP_MAX_BULK = 2**32
-_RESP_COMMAND_HEAD = re.compile(rb"\*([1-9][0-9]{0,8})\r\n\$([0-9]{1,9})\r\n")
-_RESP_BULK_HEAD = re.compile(rb"\$([0-9]{1,9})\r\n")
+_RESP_COMMAND_HEAD = LazyPattern(rb"\*([1-9][0-9]{0,8})\r\n\$([0-9]{1,9})\r\n")
+_RESP_BULK_HEAD = LazyPattern(rb"\$([0-9]{1,9})\r\n")
 _RESP_FAST_SIMPLE = frozenset(b"+:")
 
 
@@ -6221,7 +6243,6 @@ def event_line(event: Dict[str, Any], now: float) -> str:
 # ==== §13 Kubectl runner =======================================================================
 
 
-
 class Stream(enum.Enum):
     STDOUT = "stdout"
     STDERR = "stderr"
@@ -8456,7 +8477,11 @@ def _next_steps_for(view: ForwardView) -> List[str]:
 
 
 class PortForwardSession:
-    """Binds the user's ports, supervises the tunnels, shows what happens, ends cleanly."""
+    """Binds the user's ports, supervises the tunnels, shows what happens, ends cleanly.
+
+    One Supervisor per target; they share the kubectl runner, the relay buffer and the sink,
+    so many targets cost one process. (The CLI takes kubectl's single TYPE/NAME today.)
+    """
 
     def __init__(
         self, options: PortForwardOptions, runner: KubectlRunner, resolver: TargetResolver
@@ -8468,14 +8493,17 @@ class PortForwardSession:
         self.views: List[ForwardView] = []
         self.live: Optional[LiveView] = None
         self.sink: EventSink = self._make_sink()
-        self.supervisor = Supervisor(
-            runner,
-            resolver,
-            options.resolution,
-            options.ports,
-            pod_running_timeout=options.pod_running_timeout,
-            emit=self.sink,
-        )
+        self.supervisors = [
+            Supervisor(
+                runner,
+                resolver,
+                options.resolution,
+                options.ports,
+                pod_running_timeout=options.pod_running_timeout,
+                emit=self.sink,
+            )
+        ]
+        self._relay = RelayBuffer(RELAY_BUFFER_BYTES)
         self._stop = asyncio.Event()
         self._signals = 0
         self._started = _monotonic()
@@ -8490,15 +8518,21 @@ class PortForwardSession:
 
     async def run(self) -> int:
         self._install_signal_handlers()
-        await self._listen()
-        supervising = asyncio.ensure_future(self.supervisor.run())
-        ticking = asyncio.ensure_future(self._tick())
+        failed: List[Forward] = []
+        for supervisor in self.supervisors:
+            failed += await self._listen(supervisor)
+        if not self.views:
+            pairs = " ".join("{%d %d}" % (f.local_port, f.remote_port) for f in failed)
+            raise VibeError("unable to listen on any of the requested ports: [%s]" % pairs)
+        supervising = [asyncio.ensure_future(s.run()) for s in self.supervisors]
+        helpers = [asyncio.ensure_future(self._tick())]
+        helpers += [asyncio.ensure_future(self._announce_when_ready(s)) for s in self.supervisors]
         stopped = asyncio.ensure_future(self._stop.wait())
-        announcing = asyncio.ensure_future(self._announce_when_ready())
-        await asyncio.wait([supervising, stopped], return_when=asyncio.FIRST_COMPLETED)
-        await self._shutdown(ticking, supervising, stopped, announcing)
-        if self.supervisor.fatal is not None:
-            raise self.supervisor.fatal
+        await asyncio.wait([*supervising, stopped], return_when=asyncio.FIRST_COMPLETED)
+        await self._shutdown(*helpers, *supervising, stopped)
+        for supervisor in self.supervisors:
+            if supervisor.fatal is not None:
+                raise supervisor.fatal
         return 0
 
     def _install_signal_handlers(self) -> None:
@@ -8513,17 +8547,17 @@ class PortForwardSession:
         self._signals += 1  # a second Ctrl-C skips the grace period
         self._stop.set()
 
-    async def _listen(self) -> None:
-        """Bind every forward's port; kubectl's messages when some or all of them fail."""
-        relay = RelayBuffer(RELAY_BUFFER_BYTES)
+    async def _listen(self, supervisor: Supervisor) -> List[Forward]:
+        """Bind every forward's port, with kubectl's message for each one that fails; return
+        the failed ones."""
         listen = self.options.listen
         failed = []
-        for key, forward in enumerate(self.supervisor.resolution.forwards):
+        for key, forward in enumerate(supervisor.resolution.forwards):
             inspection = ForwardInspection(forward.remote_port) if self.options.inspect else None
             proxy = ForwardProxy(
-                self.supervisor,
+                supervisor,
                 key,
-                relay,
+                self._relay,
                 wait_timeout=self.options.pod_running_timeout,
                 inspector_factory=inspection.new_link if inspection else None,
                 on_accept=self._accepted,
@@ -8531,32 +8565,29 @@ class PortForwardSession:
             errors = await proxy.listen(listen.addresses, forward.local_port, listen.port_ok)
             if errors:
                 failed.append(forward)
-                self.supervisor.emit(
+                supervisor.emit(
                     EventKind.LISTEN_FAILED,
                     "Unable to listen on port %d: Listeners failed to create with the following "
                     "errors: [%s]" % (forward.local_port, " ".join(errors)),
                 )
                 continue
-            self.supervisor.proxies.append(proxy)
-            view = ForwardView(proxy, self.supervisor, key, ActivityHistory(), inspection)
-            self.views.append(view)
-        if not self.views:
-            pairs = " ".join("{%d %d}" % (f.local_port, f.remote_port) for f in failed)
-            raise VibeError("unable to listen on any of the requested ports: [%s]" % pairs)
+            supervisor.proxies.append(proxy)
+            self.views.append(ForwardView(proxy, supervisor, key, ActivityHistory(), inspection))
+        return failed
 
     def _accepted(self, proxy: ForwardProxy) -> None:
-        if self.mode is not OutputMode.LIVE:
-            self.supervisor.emit(EventKind.CONNECTION, "connection", port=proxy.port)
+        if self.mode is not OutputMode.LIVE and isinstance(proxy.source, Supervisor):
+            proxy.source.emit(EventKind.CONNECTION, "connection", port=proxy.port)
 
-    async def _announce_when_ready(self) -> None:
-        """kubectl's `Forwarding from` lines once the first tunnel is ready: scripts wait for
-        them before they connect."""
-        await self.supervisor.wait_ready()
+    async def _announce_when_ready(self, supervisor: Supervisor) -> None:
+        """kubectl's `Forwarding from` lines once the target's first tunnel is ready: scripts
+        wait for them before they connect."""
+        await supervisor.wait_ready()
         for view in self.views:
-            for line in view.forwarding_lines():
-                self.supervisor.emit(
-                    EventKind.FORWARDING, line, port=view.proxy.port, remote_port=view.remote_port
-                )
+            if view.supervisor is supervisor:
+                for line in view.forwarding_lines():
+                    supervisor.emit(EventKind.FORWARDING, line, port=view.proxy.port,
+                                    remote_port=view.remote_port)  # fmt: skip
 
     async def _tick(self) -> None:
         """Once a second: rates and sparklines; in a terminal, redraw when something changed."""
@@ -8577,7 +8608,7 @@ class PortForwardSession:
     async def _shutdown(self, *tasks: Any) -> None:
         grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
         await asyncio.gather(*(view.proxy.close(grace) for view in self.views))
-        await self.supervisor.stop()
+        await asyncio.gather(*(supervisor.stop() for supervisor in self.supervisors))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -8589,8 +8620,8 @@ class PortForwardSession:
         lines = build_summary(self.views, now - self._started, now)
         if self.mode is OutputMode.JSON:
             data = tuple(self._summary_data().items())
-            self.sink(SessionEvent(_wall_clock(), EventKind.STOPPED, self.supervisor.label,
-                                   "\n".join(lines), data))  # fmt: skip
+            label = ",".join(supervisor.label for supervisor in self.supervisors)
+            self.sink(SessionEvent(_wall_clock(), EventKind.STOPPED, label, "\n".join(lines), data))
             return
         if self.live is not None:
             self.live.screen.clear()
@@ -8604,6 +8635,7 @@ class PortForwardSession:
             stats = view.proxy.stats
             forwards.append(
                 {
+                    "target": view.supervisor.label,
                     "local": view.local_text,
                     "remote_port": view.remote_port,
                     "bytes_up": stats.bytes_up,
@@ -8617,7 +8649,8 @@ class PortForwardSession:
                     "protocols": view.protocol_lines(),
                 }
             )
-        return {"forwards": forwards, "reconnects": dict(self.supervisor.reconnects)}
+        reconnects = {s.label: dict(s.reconnects) for s in self.supervisors}
+        return {"forwards": forwards, "reconnects": reconnects}
 
 
 def _stdout_is_tty() -> bool:
