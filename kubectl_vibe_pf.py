@@ -7018,7 +7018,8 @@ class Supervisor(UpstreamSource):
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopped.is_set():
                 raise NoUpstream(self._why_no_tunnel(timeout))
-            self._active_ready.clear() if tunnel is None or not tunnel.usable else None
+            if tunnel is None or not tunnel.usable:
+                self._active_ready.clear()
             try:
                 await asyncio.wait_for(self._active_ready.wait(), min(remaining, 0.5))
             except asyncio.TimeoutError:
@@ -7702,7 +7703,10 @@ class Link:
                 self.finish(LinkOutcome.CLOSED)
             return
         if not verdict.retry or self.forward.replays_exhausted(self):
-            self.client.abort() if verdict.outcome is LinkOutcome.RESET else self.client.close()
+            if verdict.outcome is LinkOutcome.RESET:
+                self.client.abort()  # the client must see a reset, not a clean end of data
+            else:
+                self.client.close()
             self.finish(verdict.outcome, verdict.reason)
             return
         self.forward.source.link_ended(lease, self)
