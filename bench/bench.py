@@ -69,7 +69,7 @@ class Sizes:
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
             return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5)
-        return cls(GIB, 3, 20000, 1000, MIB, 20, 10.0, 64 * MIB, 2000, 1.0)
+        return cls(GIB, 5, 20000, 1000, MIB, 20, 10.0, 64 * MIB, 2000, 1.0)
 
 
 @dataclass
@@ -187,6 +187,7 @@ RELAY_LABELS = {
     "buffered1m": "BufferedProtocol 1 MiB",
     "shared": "BufferedProtocol, 1 shared 1 MiB buffer",
     "sockloop": "sock_recv_into/sock_sendall",
+    "rawfd": "add_reader + recv_into/send, no transport",
     "splice": "os.splice via pipe",
 }
 
@@ -609,6 +610,7 @@ class Bench:
                 "buffered256",
                 "buffered1m",
                 "shared",
+                "rawfd",
                 "sockloop",
                 "splice",
             ):
