@@ -8857,6 +8857,8 @@ class WaitSession:
         self.lookup_errors: List[str] = []
         #: Whether the initial lookup is done: until then "not seen" does not mean NotFound.
         self.synced = False
+        #: Set once the decision is made: the progress loop ends at its next beat.
+        self.finished = False
 
     # -- watches --------------------------------------------------------------------------
 
@@ -8938,15 +8940,12 @@ class WaitSession:
     async def progress_loop(self) -> None:
         """Redraw on change (at most LIVE_WAIT_REFRESH_S apart) or once a second for timers;
         check --fail-fast grace periods on the same beat."""
-        while True:
-            try:
-                await asyncio.wait_for(self.changed.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+        while not self.finished:
             self.changed.clear()
             self.refresh()
             self.check_fail_fast()
             await asyncio.sleep(LIVE_WAIT_REFRESH_S)
+            await _event_or_timeout(self.changed, 1.0)
 
     def check_fail_fast(self) -> None:
         if not self.options.fail_fast:
@@ -8968,17 +8967,19 @@ class WaitSession:
             await self.start_watches()
             ticker = asyncio.ensure_future(self.progress_loop())
             decider = asyncio.ensure_future(self.decide())
-            done, _ = await asyncio.wait({ticker, decider}, return_when=asyncio.FIRST_COMPLETED)
-            if decider not in done:
+            await asyncio.wait({ticker, decider}, return_when=asyncio.FIRST_COMPLETED)
+            self.finished = True  # the ticker ends at its next beat; no cancellation race
+            self.changed.set()
+            failed = ticker.exception() if ticker.done() else None
+            if not decider.done():
+                await self.stop_kubectl_children()
                 decider.cancel()
-                await asyncio.gather(decider, return_exceptions=True)
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            await asyncio.gather(decider, ticker, return_exceptions=True)
             self.refresh()
-            if ticker in done and isinstance(ticker.exception(), FailedFast):
-                return await self.fail_fast_exit(ticker.exception())
-            if ticker in done and ticker.exception() is not None:
-                raise ticker.exception()
+            if isinstance(failed, FailedFast):
+                return self.fail_fast_exit(failed)
+            if failed is not None:
+                raise failed
             code = decider.result()
         finally:
             self.progress.close()
@@ -9010,7 +9011,8 @@ class WaitSession:
         for obj in _listed_items(done.stdout):
             self.board.apply_target("ADDED", obj, ALL_OF_WATCH, now)
         self.lookup_errors = [line for line in done.stderr.splitlines() if line.strip()]
-        self.synced = True
+        # Unreachable server, bad flags...: "not seen" then says nothing about existence.
+        self.synced = done.returncode == 0 or "(NotFound)" in done.stderr
         self.changed.set()
 
     async def run_kubectl_waits(self) -> int:
@@ -9082,10 +9084,7 @@ class WaitSession:
 
     async def wake_or_timeout(self, timeout: float) -> None:
         """Sleep until a watch reports something, or `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self.decider_wake.wait(), max(0.0, timeout))
-        except asyncio.TimeoutError:
-            pass
+        await _event_or_timeout(self.decider_wake, timeout)
 
     async def decide_readiness(self) -> int:
         """No --for: our kstatus rules decide; the output and errors mimic kubectl wait's."""
@@ -9116,14 +9115,13 @@ class WaitSession:
 
     def print_errors(self, errors: List[str]) -> int:
         """kubectl's aggregate: one error gets `error: `, several are listed bare; the lookup's
-        own `Error from server (NotFound)` lines come last, as kubectl prints them."""
-        lines = errors + [e for e in self.lookup_errors if not e.startswith("error: ")]
-        lines += [e[len("error: ") :] for e in self.lookup_errors if e.startswith("error: ")]
-        if len(lines) == 1 and not lines[0].startswith("Error from server"):
+        own lines (`Error from server (NotFound): ...`) follow verbatim, as kubectl prints them."""
+        lines = list(errors)
+        if len(lines) == 1 and not self.lookup_errors:
             lines[0] = "error: " + lines[0]
-        for line in lines:
+        for line in lines + self.lookup_errors:
             _write_line(sys.stderr, line)
-        return EXIT_ERROR if lines else 0
+        return EXIT_ERROR if lines or self.lookup_errors else 0
 
     async def print_met(self, target: WaitTarget) -> None:
         """kubectl's printer: `<id> condition met`, or -o name/json/yaml/... of the object."""
@@ -9146,9 +9144,11 @@ class WaitSession:
 
     # -- endings --------------------------------------------------------------------------
 
-    async def fail_fast_exit(self, failed: FailedFast) -> int:
+    async def stop_kubectl_children(self) -> None:
         for child in self._kubectl_children:
             await child.stop()
+
+    def fail_fast_exit(self, failed: FailedFast) -> int:
         _write_line(
             sys.stderr,
             "error: %s failed: %s (--fail-fast)" % (failed.target.obj_id, failed.failure),
@@ -9160,7 +9160,7 @@ class WaitSession:
         now = _monotonic()
         for target in self.board.ordered_targets():
             unmet = target_unmet(target, self.options.fors)
-            if not unmet:
+            if not unmet or (target.obj is None and not self.synced):
                 continue
             meta = (target.obj or {}).get("metadata") or {}
             item = Explanation(
@@ -9176,6 +9176,18 @@ class WaitSession:
                 item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()
             ):
                 _write_line(sys.stderr, line)
+
+
+async def _event_or_timeout(event: asyncio.Event, timeout: float) -> None:
+    """Wait for `event`, at most `timeout` seconds. Not asyncio.wait_for: up to Python 3.11 it
+    can swallow a cancellation that races the event (bpo-42130), leaving a loop running."""
+    if event.is_set():
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=max(0.0, timeout))
+    finally:
+        waiter.cancel()
 
 
 class _WatchFeed:
