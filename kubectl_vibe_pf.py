@@ -4793,6 +4793,21 @@ def merge_translation(flags: ParsedFlags, translated: Sequence[str]) -> ParsedFl
     return FlagParser(WAIT_FLAGS, "wait").parse([*translated, *own])
 
 
+_RESOURCE_ARG = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9.]*(/[a-z0-9][-a-z0-9.:]*)?$")
+
+
+def _looks_like_resource_args(positionals: Sequence[str]) -> bool:
+    """TYPE[.GROUP] NAME... or TYPE/NAME...: a known or qualified kind, never prose."""
+    if not positionals:
+        return True
+    if not all(_RESOURCE_ARG.match(arg) for arg in positionals):
+        return False
+    first = positionals[0]
+    if "/" in first:
+        return all("/" in arg for arg in positionals)
+    return first.lower() in _NL_KIND_BY_WORD or "." in first
+
+
 def parse_llm_answer(answer: str) -> List[str]:
     """The --llm command's answer: kubectl wait arguments on one line (an optional leading
     `kubectl wait` is dropped). Validated by the same parser; plain English is refused."""
@@ -4808,7 +4823,8 @@ def parse_llm_answer(answer: str) -> List[str]:
     while args and args[0] in ("→", "kubectl", "vibe", "wait"):
         args = args[1:]
     parsed = FlagParser(WAIT_FLAGS, "wait").parse(args)
-    if is_plain_english(parsed.positionals) or not (parsed.positionals or parsed.get("filename")):
+    resources = parsed.positionals or parsed.get("filename")
+    if not resources or not _looks_like_resource_args(parsed.positionals):
         raise VibeError("the --llm command's answer is not kubectl wait arguments: %s" % lines[-1])
     for name in ("llm", "dry-run"):
         if name in parsed.explicit:
@@ -8636,10 +8652,16 @@ class ProgressRow:
     warning: str = ""
 
 
-def progress_rows(board: WaitBoard, fors: Sequence[WaitFor], now: float) -> List[ProgressRow]:
-    """The live view's content, in display order (pure: board and time in, rows out)."""
+def progress_rows(
+    board: WaitBoard, fors: Sequence[WaitFor], now: float, show_missing: bool = True
+) -> List[ProgressRow]:
+    """The live view's content, in display order (pure: board and time in, rows out).
+
+    Until the first lookup is done, not having seen a resource does not mean NotFound."""
     rows = []
     for target in board.ordered_targets():
+        if target.obj is None and not show_missing:
+            continue
         warning = board.latest_warning(target)
         rows.append(
             ProgressRow(
@@ -8915,6 +8937,8 @@ class WaitSession:
                 self.board.apply_target(event_type, obj, spec, now)
                 if not self._pods_watched and obj.get("kind") != "Pod" and has_pods(obj):
                     asyncio.ensure_future(self.start_pods_watch())
+        if not isinstance(self.progress, LiveProgress):
+            self.refresh()  # lines and JSON records: every state change, none coalesced
         self.changed.set()
         self.decider_wake.set()
 
@@ -8931,10 +8955,8 @@ class WaitSession:
         )
 
     def refresh(self) -> None:
-        if not self.synced:
-            return
         now = _monotonic()
-        rows = progress_rows(self.board, self.options.fors, now)
+        rows = progress_rows(self.board, self.options.fors, now, show_missing=self.synced)
         self.progress.update(rows, now, self.header(now))
 
     async def progress_loop(self) -> None:
@@ -9034,23 +9056,29 @@ class WaitSession:
 
     async def run_kubectl_wait(self, fors: List[str], timeout_text: Optional[str]) -> int:
         argv = self.options.child_argv(fors, timeout_text)
-        child = await self.runner.start(argv, self.pass_through)
+        child = await self.runner.start(argv, self.pass_through, on_data=self.pass_stdout)
         self._kubectl_children.append(child)
         return await child.wait()
 
     def pass_through(self, stream: Stream, line: str) -> None:
-        """kubectl's own lines, verbatim, on the stream it used (through the live view's
-        console when both share the terminal, so the view is not torn)."""
-        live = isinstance(self.progress, LiveProgress)
-        if stream is Stream.STDERR:
-            if live:
-                self.progress.message(line)
-            else:
-                _write_line(sys.stderr, line)
-        elif live and _is_terminal(sys.stdout):
+        """kubectl's stderr lines, on our stderr (through the live view's console when it is
+        on, so the view is not torn)."""
+        if isinstance(self.progress, LiveProgress):
             self.progress.message(line)
         else:
-            _write_line(sys.stdout, line)
+            _write_line(sys.stderr, line)
+
+    def pass_stdout(self, data: bytes) -> None:
+        """kubectl's stdout, byte for byte (`-o jsonpath=...` prints no final newline)."""
+        if isinstance(self.progress, LiveProgress) and _is_terminal(sys.stdout):
+            self.progress.message(data.decode("utf-8", "replace").rstrip("\n"))
+            return
+        try:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except (BrokenPipeError, ValueError):
+            pass
 
     def expect_named_targets(self) -> None:
         """A row for every resource named on the command line (NotFound until seen)."""
@@ -9069,7 +9097,8 @@ class WaitSession:
         one) exists, within the global deadline; then the real wait starts."""
         while True:
             self.decider_wake.clear()
-            if self.all_created():
+            if self.all_created():  # the lookup's NotFound errors are history now
+                self.lookup_errors = [e for e in self.lookup_errors if "(NotFound)" not in e]
                 return True
             if _monotonic() >= self.deadline:
                 missing = [t for t in self.board.targets.values() if t.obj is None]
