@@ -741,8 +741,8 @@ WAIT_FLAGS: Tuple[Flag, ...] = (
         "output",
         FlagKind.STRING,
         "Output format. One of: (json, yaml, name, go-template, go-template-file, template, "
-        "templatefile, jsonpath, jsonpath-as-json, jsonpath-file). With -o json and a "
-        "non-terminal stdout, progress is printed as JSON lines on stderr.",
+        "templatefile, jsonpath, jsonpath-as-json, jsonpath-file): kubectl's printing of "
+        "the waited objects, on stdout. Progress has its own --progress.",
         "o",
         default="",
     ),
@@ -786,7 +786,8 @@ WAIT_FLAGS: Tuple[Flag, ...] = (
     Flag(
         "wait-for-create",
         FlagKind.BOOL,
-        "Wait for resources that do not exist yet to be created first.",
+        "Wait for resources that do not exist yet to be created first (like --for=create, on "
+        "any kubectl version), within the same --timeout.",
     ),
     Flag(
         "dry-run",
@@ -856,19 +857,34 @@ Forward one or more local ports to a pod, like kubectl port-forward, but observa
 Wait for a specific condition on one or many resources, exactly as kubectl wait decides it, while
 showing each resource's live state, and explaining what is missing when it fails.
 
- Without --for, waits for the kind's own readiness (Deployment available and rolled out, Pod
- Ready, Job complete, ...). A quoted plain-English request is turned into exact kubectl wait
- arguments, printed before anything runs.
+ The real kubectl wait decides every --for: its stdout is ours byte for byte, its errors and exit
+ code too. Progress goes to stderr: a live view on a terminal, one line per state change when
+ piped (--progress=plain), JSON objects with --progress=json, nothing with --progress=none. On a
+ timeout or failure, each unsatisfied resource is explained after kubectl's own error: its
+ state, what is missing and why, its pods, the latest Warning events and the next command.
 
- Exit codes: 0 condition met, 1 error or timeout (as kubectl), 3 --fail-fast saw a terminal
- failure.
+ Without --for, waits for the kind's own readiness: Deployment available and rolled out,
+ StatefulSet/DaemonSet rolled out, Job complete, Pod Ready, PVC Bound, Service with a ready
+ endpoint, CRD Established, anything else its Ready condition (or current).
+
+ A quoted plain-English request is turned into exact kubectl wait arguments, offline, and
+ printed before anything runs ("→ kubectl wait ..."); what cannot be mapped exactly is refused.
+ --llm CMD asks your own command instead (run by /bin/sh with the request as "$1"); its answer
+ must be kubectl wait arguments and is checked by the same parser.
+
+ Exit codes: 0 condition met; 1 any error or timeout (as kubectl); 3 --fail-fast saw a terminal
+ failure (CrashLoopBackOff, ImagePullBackOff/ErrImagePull for 5s, Unschedulable for 15s, Job
+ Failed, ProgressDeadlineExceeded, OOMKilled 3 times, Stalled).
 """,
         examples="""
 # Wait for the pod "busybox1" to contain the status condition of type "Ready"
 {prog} wait --for=condition=Ready pod/busybox1
 
-# Wait for the web deployment to be ready, stopping early if its pods cannot start
+# Wait for the web deployment's own readiness, stopping early (exit 3) if its pods cannot start
 {prog} wait deploy/web --fail-fast --timeout=5m
+
+# Wait for a job that does not exist yet, then for it to complete, with JSON progress on stderr
+{prog} wait job/migrate --wait-for-create --for=condition=Complete --progress=json
 
 # Say it in English; --dry-run only prints the kubectl arguments
 {prog} wait "for the web deployment in prod to be available, up to 5 minutes" --dry-run
@@ -8729,6 +8745,9 @@ class PlainProgress:
     def message(self, line: str) -> None:
         self._write(line)
 
+    def result(self, code: int, now: float) -> None:
+        """The end: only machine-readable progress reports it (plain output has exit codes)."""
+
     def close(self) -> None:
         pass
 
@@ -8744,6 +8763,11 @@ class JsonProgress(PlainProgress):
             if not row.depth:
                 parent = row.obj_id
             state = (row.status, row.message, row.met)
+            if row.warning and row.warning.split(" ago ", 1)[1] not in self._warnings:
+                self._warnings.add(row.warning.split(" ago ", 1)[1])
+                event = {"type": "event", "elapsed": round(now - self.started, 3)}
+                event.update(resource=row.obj_id, message=row.warning)
+                self._write(json.dumps(event, sort_keys=True))
             if self._last.get(row.obj_id) == state:
                 continue
             self._last[row.obj_id] = state
@@ -8761,6 +8785,10 @@ class JsonProgress(PlainProgress):
 
     def message(self, line: str) -> None:
         self._write(json.dumps({"type": "message", "message": line}))
+
+    def result(self, code: int, now: float) -> None:
+        elapsed = round(now - self.started, 3)
+        self._write(json.dumps({"type": "result", "exit_code": code, "elapsed": elapsed}))
 
 
 class NullProgress(PlainProgress):
@@ -8804,7 +8832,7 @@ class LiveProgress(PlainProgress):  # pragma: no cover - drawn on a terminal
         from rich.text import Text
 
         table = Table(box=None, show_header=True, title=header, title_justify="left", expand=False)
-        for column in ("RESOURCE", "STATUS", "FOR", "MESSAGE"):
+        for column in ("RESOURCE", "STATUS", "SINCE", "MESSAGE"):
             table.add_column(column, no_wrap=column != "MESSAGE", overflow="fold")
         for row in rows:
             name = ("  └ " if row.depth else "") + row.obj_id
@@ -8984,6 +9012,7 @@ class WaitSession:
 
     async def run(self) -> int:
         self.progress = make_progress(self.options.progress, self.started)
+        failed: Optional[BaseException] = None
         try:
             self.expect_named_targets()
             await self.start_watches()
@@ -8992,21 +9021,24 @@ class WaitSession:
             await asyncio.wait({ticker, decider}, return_when=asyncio.FIRST_COMPLETED)
             self.finished = True  # the ticker ends at its next beat; no cancellation race
             self.changed.set()
-            failed = ticker.exception() if ticker.done() else None
+            # A decision already made wins over a failure seen in the same instant.
+            failed = ticker.exception() if ticker.done() and not decider.done() else None
             if not decider.done():
                 await self.stop_kubectl_children()
                 decider.cancel()
             await asyncio.gather(decider, ticker, return_exceptions=True)
             self.refresh()
-            if isinstance(failed, FailedFast):
-                return self.fail_fast_exit(failed)
-            if failed is not None:
+            if failed is not None and not isinstance(failed, FailedFast):
                 raise failed
-            code = decider.result()
         finally:
             self.progress.close()
-        if code != 0:
-            self.print_explanations()
+        if isinstance(failed, FailedFast):
+            code = self.fail_fast_exit(failed)
+        else:
+            code = decider.result()
+            if code != 0:
+                self.print_explanations()
+        self.progress.result(code, _monotonic())
         return code
 
     async def decide(self) -> int:
@@ -9061,12 +9093,22 @@ class WaitSession:
         return await child.wait()
 
     def pass_through(self, stream: Stream, line: str) -> None:
-        """kubectl's stderr lines, on our stderr (through the live view's console when it is
-        on, so the view is not torn)."""
+        """kubectl's stderr lines, on our stderr."""
+        self.err_line(line)
+
+    def err_line(self, line: str) -> None:
+        """A line for stderr, through the live view's console while it is on (not torn)."""
         if isinstance(self.progress, LiveProgress):
             self.progress.message(line)
         else:
             _write_line(sys.stderr, line)
+
+    def out_line(self, line: str) -> None:
+        """A line for stdout; on a terminal shared with the live view, through its console."""
+        if isinstance(self.progress, LiveProgress) and _is_terminal(sys.stdout):
+            self.progress.message(line)
+        else:
+            _write_line(sys.stdout, line)
 
     def pass_stdout(self, data: bytes) -> None:
         """kubectl's stdout, byte for byte (`-o jsonpath=...` prints no final newline)."""
@@ -9103,7 +9145,7 @@ class WaitSession:
             if _monotonic() >= self.deadline:
                 missing = [t for t in self.board.targets.values() if t.obj is None]
                 what = missing[0].plural_name() if missing else "the selected resources"
-                _write_line(sys.stderr, "error: timed out waiting for %s to be created" % what)
+                self.err_line("error: timed out waiting for %s to be created" % what)
                 return False
             await self.wake_or_timeout(min(1.0, self.deadline - _monotonic()))
 
@@ -9149,16 +9191,16 @@ class WaitSession:
         if len(lines) == 1 and not self.lookup_errors:
             lines[0] = "error: " + lines[0]
         for line in lines + self.lookup_errors:
-            _write_line(sys.stderr, line)
+            self.err_line(line)
         return EXIT_ERROR if lines or self.lookup_errors else 0
 
     async def print_met(self, target: WaitTarget) -> None:
         """kubectl's printer: `<id> condition met`, or -o name/json/yaml/... of the object."""
         output = self.options.flags.get("output") or ""
         if not output:
-            _write_line(sys.stdout, "%s condition met" % target.obj_id)
+            self.out_line("%s condition met" % target.obj_id)
         elif output == "name":
-            _write_line(sys.stdout, target.obj_id)
+            self.out_line(target.obj_id)
         else:
             printing = [
                 "--%s=%s" % (name, raw)
@@ -9182,12 +9224,16 @@ class WaitSession:
             sys.stderr,
             "error: %s failed: %s (--fail-fast)" % (failed.target.obj_id, failed.failure),
         )
-        self.print_explanations()
+        self.print_explanations(failed.target)
         return EXIT_FAIL_FAST
 
-    def print_explanations(self) -> None:
+    def print_explanations(self, first: Optional[WaitTarget] = None) -> None:
+        """Every unsatisfied resource's story (the one that failed fast first)."""
         now = _monotonic()
-        for target in self.board.ordered_targets():
+        targets = self.board.ordered_targets()
+        if first is not None:
+            targets = [first] + [t for t in targets if t is not first]
+        for target in targets:
             unmet = target_unmet(target, self.options.fors)
             if not unmet or (target.obj is None and not self.synced):
                 continue
