@@ -137,8 +137,12 @@ def test_several_resources_by_selector(vibe: Vibe, sim_cluster: SimCluster):
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == ["pod/sel-%d condition met" % n for n in range(3)]
     records = [json.loads(line) for line in r.stderr.splitlines()]
-    assert {rec["resource"] for rec in records} == {"pod/sel-0", "pod/sel-1", "pod/sel-2"}
-    assert all(rec["type"] == "status" for rec in records)
+    assert records[-1]["type"] == "result" and records[-1]["exit_code"] == 0
+    statuses = [rec for rec in records if rec["type"] == "status"]
+    assert {rec["resource"] for rec in statuses} == {"pod/sel-0", "pod/sel-1", "pod/sel-2"}
+    assert {(rec["resource"], rec["status"]) for rec in statuses if rec["met"]} == {
+        ("pod/sel-%d" % n, "Current") for n in range(3)
+    }
 
 
 def test_several_for_are_all_waited_on_any_kubectl(vibe: Vibe, sim_cluster: SimCluster):
