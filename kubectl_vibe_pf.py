@@ -8846,7 +8846,7 @@ class LiveProgress(PlainProgress):  # pragma: no cover - drawn on a terminal
         self.live.update(table, refresh=True)
 
     def message(self, line: str) -> None:
-        self.live.console.print(line, markup=False, highlight=False)
+        self.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         self.live.stop()
