@@ -8690,26 +8690,59 @@ def progress_rows(
                 event_line(warning, now) if warning else "",
             )
         )
-        pods = board.pods_of(target)
-        for pod in pods[:LIVE_PODS_SHOWN]:
+        rows.extend(child_rows(board.pods_of(target), now, target.kind == "Deployment"))
+    return rows
+
+
+def _replicaset_of(pod: Dict[str, Any]) -> str:
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "ReplicaSet":
+            return str(owner.get("name") or "")
+    return ""
+
+
+def child_rows(pods: Sequence[Dict[str, Any]], now: float, by_replicaset: bool) -> List[Any]:
+    """A workload's pods (at most LIVE_PODS_SHOWN), under their ReplicaSet for a Deployment
+    (deployment → replicaset → pods, from the pods' owners: no extra watch)."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for pod in pods:
+        groups.setdefault(_replicaset_of(pod) if by_replicaset else "", []).append(pod)
+    rows = []
+    for replicaset in sorted(groups):
+        members = groups[replicaset]
+        depth = 1
+        if replicaset:
+            ready = sum(1 for pod in members if is_pod_ready(pod))
+            state = ResourceStatus.CURRENT if ready == len(members) else ResourceStatus.IN_PROGRESS
+            rows.append(
+                ProgressRow(
+                    "replicaset/" + replicaset,
+                    state.value,
+                    "%d/%d pods ready" % (ready, len(members)),
+                    1,
+                    0.0,
+                    False,
+                )
+            )
+            depth = 2
+        for pod in members:
             report = compute_status(pod, now)
             rows.append(
                 ProgressRow(
-                    "pod/" + pod_name(pod), report.status.value, report.message, 1, 0.0, False
+                    "pod/" + pod_name(pod), report.status.value, report.message, depth, 0.0, False
                 )
             )
-        if len(pods) > LIVE_PODS_SHOWN:
-            rows.append(
-                ProgressRow(
-                    "", "", "... %d more pods" % (len(pods) - LIVE_PODS_SHOWN), 1, 0.0, False
-                )
-            )
+    shown = [row for row in rows if row.obj_id.startswith("pod/")][:LIVE_PODS_SHOWN]
+    rows = [row for row in rows if not row.obj_id.startswith("pod/") or row in shown]
+    if len(pods) > LIVE_PODS_SHOWN:
+        more = "... %d more pods" % (len(pods) - LIVE_PODS_SHOWN)
+        rows.append(ProgressRow("", "", more, 1, 0.0, False))
     return rows
 
 
 def render_plain_row(row: ProgressRow, elapsed_s: float) -> str:
     prefix = "[%s] " % human_duration(elapsed_s)
-    indent = "  " if row.depth else ""
+    indent = "  " * row.depth
     mark = " (met)" if row.met and not row.depth else ""
     return "%s%s%s: %s%s: %s" % (prefix, indent, row.obj_id, row.status, mark, row.message)
 
@@ -8835,7 +8868,7 @@ class LiveProgress(PlainProgress):  # pragma: no cover - drawn on a terminal
         for column in ("RESOURCE", "STATUS", "SINCE", "MESSAGE"):
             table.add_column(column, no_wrap=column != "MESSAGE", overflow="fold")
         for row in rows:
-            name = ("  └ " if row.depth else "") + row.obj_id
+            name = ("  " * row.depth + "└ " if row.depth else "") + row.obj_id
             status = Text(
                 row.status + (" ✓" if row.met else ""), style=_STATUS_STYLES.get(row.status, "")
             )
