@@ -8405,25 +8405,28 @@ class LiveView:
             highlight=False,
             emoji=False,
         )
-        console.print(self._table(now))
+        console.print(self._table(now, width))
         for line in self._footer_lines():
             console.print(line, overflow="ellipsis", no_wrap=True)
         return buffer.getvalue().rstrip("\n").split("\n")
 
-    def _table(self, now: float) -> Any:
+    def _table(self, now: float, width: int) -> Any:
         from rich.table import Table
 
         title = "kubectl vibe port-forward · %s · Ctrl-C to stop" % human_duration(
             now - self.started
         )
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-        for name in ("status", "for", "local → target", "↑ up", "↓ down", "conns", "activity 60s"):
-            table.add_column(name, no_wrap=True, overflow="ellipsis")
+        shown = _columns_for_width(width)
+        for name in shown:
+            flexible = name == "local → target"  # the only column that shrinks (with …)
+            table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1 if flexible else None)
         for view in self.views:
-            table.add_row(*self._row(view, now))
+            cells = self._row(view, now)
+            table.add_row(*(cells[name] for name in shown))
         return table
 
-    def _row(self, view: ForwardView, now: float) -> List[str]:
+    def _row(self, view: ForwardView, now: float) -> Dict[str, str]:
         supervisor, stats = view.supervisor, view.proxy.stats
         color, label = _STATE_STYLE[supervisor.state]
         moving = view.history.rate > 0 or supervisor.state is not ForwardState.READY
@@ -8437,15 +8440,17 @@ class LiveView:
         target = "%s (%s) :%d" % (supervisor.label, supervisor.pod_name, view.remote_port)
         failed = stats.failed + stats.reset
         conns = "%d/%d" % (stats.active, stats.opened) + (" [red]✗%d[/]" % failed if failed else "")
-        return [
-            "[%s]%s %s[/]" % (color, mark, label),
-            human_duration(now - since),
-            "%s → %s" % (view.local_text, target),
-            "%s %s" % (human_bytes(stats.bytes_up), _dim_rate(view.up_rate)),
-            "%s %s" % (human_bytes(stats.bytes_down), _dim_rate(view.down_rate)),
-            conns,
-            "[cyan]%s[/]" % sparkline(view.history.samples, 20),
-        ]
+        up, down = human_bytes(stats.bytes_up), human_bytes(stats.bytes_down)
+        return {
+            "status": "[%s]%s %s[/]" % (color, mark, label),
+            "for": human_duration(now - since),
+            "local → target": "%s → %s" % (view.local_text, target),
+            "↑ up": "%s %s" % (up, _dim_rate(view.up_rate)),
+            "↓ down": "%s %s" % (down, _dim_rate(view.down_rate)),
+            "↑↓": "%s↑ %s↓" % (up, down),
+            "conns": conns,
+            "activity 60s": "[cyan]%s[/]" % sparkline(view.history.samples, 20),
+        }
 
     def _footer_lines(self) -> List[str]:
         import time
@@ -8462,6 +8467,27 @@ class LiveView:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
             lines.append("[dim]%s[/] %s %s" % (stamp, event.target, _escape(event.message)))
         return lines
+
+
+#: Live view layouts, widest first: a narrow terminal gets the first one that fits beside a
+#: readable target column (status and the target never go; the target shrinks with …).
+_LIVE_LAYOUTS = (
+    ("status", "for", "local → target", "↑ up", "↓ down", "conns", "activity 60s"),
+    ("status", "for", "local → target", "↑ up", "↓ down", "conns"),
+    ("status", "local → target", "↑ up", "↓ down", "conns"),
+    ("status", "local → target", "↑↓", "conns"),
+)
+_LIVE_COLUMN_WIDTHS = {"status": 18, "for": 7, "↑ up": 20, "↓ down": 20, "↑↓": 20, "conns": 12,
+                       "activity 60s": 22}  # fmt: skip
+_LIVE_TARGET_MIN = 40
+
+
+def _columns_for_width(width: int) -> Tuple[str, ...]:
+    for layout in _LIVE_LAYOUTS:
+        fixed = sum(_LIVE_COLUMN_WIDTHS.get(column, 0) for column in layout)
+        if fixed + _LIVE_TARGET_MIN <= width:
+            return layout
+    return _LIVE_LAYOUTS[-1]
 
 
 def _dim_rate(rate: float) -> str:
