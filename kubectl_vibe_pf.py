@@ -8412,18 +8412,27 @@ class LiveView:
 
     def _table(self, now: float, width: int) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         title = "kubectl vibe port-forward · %s · Ctrl-C to stop" % human_duration(
             now - self.started
         )
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         shown = _columns_for_width(width)
+        rows = [self._row(view, now) for view in self.views]
+        natural = {
+            name: max([len(name)] + [Text.from_markup(row[name]).cell_len for row in rows])
+            for name in shown
+        }
+        # The target column takes what the others leave (with …), so status never shrinks.
+        others = sum(natural[name] for name in shown if name != "local → target")
+        target_width = max(LIVE_TARGET_MIN_WIDTH, width - others - 2 * (len(shown) - 1))
         for name in shown:
-            flexible = name == "local → target"  # the only column that shrinks (with …)
-            table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1 if flexible else None)
-        for view in self.views:
-            cells = self._row(view, now)
-            table.add_row(*(cells[name] for name in shown))
+            is_target = name == "local → target"
+            table.add_column(name, no_wrap=True, overflow="ellipsis",
+                             max_width=target_width if is_target else None)  # fmt: skip
+        for row in rows:
+            table.add_row(*(row[name] for name in shown))
         return table
 
     def _row(self, view: ForwardView, now: float) -> Dict[str, str]:
@@ -8480,6 +8489,8 @@ _LIVE_LAYOUTS = (
 _LIVE_COLUMN_WIDTHS = {"status": 18, "for": 7, "↑ up": 20, "↓ down": 20, "↑↓": 20, "conns": 12,
                        "activity 60s": 22}  # fmt: skip
 _LIVE_TARGET_MIN = 40
+#: The narrowest the target column gets before the other columns give way too.
+LIVE_TARGET_MIN_WIDTH = 24
 
 
 def _columns_for_width(width: int) -> Tuple[str, ...]:
