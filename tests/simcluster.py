@@ -89,6 +89,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
@@ -439,6 +440,20 @@ _TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
             e.get("reason", ""),
             "%s/%s" % (e["involvedObject"]["kind"].lower(), e["involvedObject"]["name"]),
             e.get("message", ""),
+        ],
+    ),
+    "endpoints": (
+        [_col("Name", fmt="name"), _col("Endpoints"), _col("Age")],
+        lambda e: [
+            e["metadata"]["name"],
+            ",".join(
+                "%s:%s" % (a["ip"], p["port"])
+                for ss in e.get("subsets", [])
+                for a in ss.get("addresses", [])
+                for p in ss.get("ports", [])
+            )
+            or "<none>",
+            _age(e["metadata"].get("creationTimestamp")),
         ],
     ),
     "namespaces": (
@@ -1499,6 +1514,16 @@ class SimCluster:
         )
         rs_tpl = dict(tpl, labels=dict(tpl["labels"], **{"pod-template-hash": phash}))
         rsname = "%s-%s" % (dname, phash)
+        template = copy.deepcopy(deploy["spec"]["template"])
+        template["metadata"]["labels"] = dict(rs_tpl["labels"])
+        revision = 1 + sum(
+            1
+            for r in self.store.list("replicasets", ns)
+            if any(
+                x["uid"] == deploy["metadata"]["uid"]
+                for x in r["metadata"].get("ownerReferences", [])
+            )
+        )
         rs = {
             "kind": "ReplicaSet",
             "apiVersion": "apps/v1",
@@ -1508,15 +1533,12 @@ class SimCluster:
                 "labels": dict(rs_tpl["labels"]),
                 "ownerReferences": [_owner_ref(deploy)],
                 "generation": 1,
-                "annotations": {"deployment.kubernetes.io/revision": "1"},
+                "annotations": {"deployment.kubernetes.io/revision": str(revision)},
             },
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": dict(rs_tpl["labels"])},
-                "template": {
-                    "metadata": {"labels": dict(rs_tpl["labels"])},
-                    "spec": {"containers": copy.deepcopy(tpl["containers"])},
-                },
+                "template": template,
             },
             "status": {},
         }
@@ -2094,10 +2116,7 @@ class SimCluster:
                 "replicasets",
                 ns,
                 rsname,
-                lambda o: (
-                    o["spec"].update(replicas=1),
-                    o["metadata"]["annotations"].update({"deployment.kubernetes.io/revision": "2"}),
-                ),
+                lambda o: o["spec"].update(replicas=1),
             )
             rs = self.store.get("replicasets", ns, rsname)
             assert rs is not None
@@ -2325,7 +2344,13 @@ class SimCluster:
                 self.user_agents.add(headers.get("user-agent", ""))
                 if len(self.requests) > 10000:
                     del self.requests[:5000]
-                keep = await self._dispatch(method, target, headers, body, reader, writer)
+                try:
+                    keep = await self._dispatch(method, target, headers, body, reader, writer)
+                except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                    raise
+                except Exception as e:  # a simulator bug must not look like a network error
+                    traceback.print_exc()
+                    keep = self._status(writer, 500, "InternalError", "simcluster: %r" % e)
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
@@ -2380,6 +2405,15 @@ class SimCluster:
         url = urlsplit(target)
         path = unquote(url.path).rstrip("/") or "/"
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        ctype = headers.get("content-type", "")
+        if body and "json" not in ctype and "yaml" not in ctype:
+            # Protobuf / CBOR bodies: 415 makes client-go retry the request as JSON.
+            return self._status(
+                writer,
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format",
+            )
         if path.startswith("/_sim"):
             return await self._admin(method, path[len("/_sim/") :], q, writer)
         if path in ("/healthz", "/readyz", "/livez"):
@@ -2477,6 +2511,8 @@ class SimCluster:
         if True:  # the loop thread is the only writer; the store lock is taken per mutation
             if sub == "portforward" and plural == "pods" and ns and name:
                 return await self._portforward(ns, name, headers, reader, writer)
+            if sub == "scale" and plural in ("deployments", "replicasets", "statefulsets"):
+                return await self._scale_subresource(writer, method, plural, ns or "", name, body)
             if sub == "log" and plural == "pods":
                 p = self.store.get("pods", ns or self.namespace, name or "")
                 if p is None:
@@ -2568,6 +2604,30 @@ class SimCluster:
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
+        )
+
+    async def _scale_subresource(self, writer, method, plural, ns, name, body) -> bool:
+        o = self.store.get(plural, ns, name)
+        if o is None:
+            return self._status(writer, 404, "NotFound", '%s "%s" not found' % (plural, name))
+        if method in ("PATCH", "PUT"):
+            want = (json.loads(body or b"{}").get("spec") or {}).get("replicas")
+            if isinstance(want, int):
+                await self._scale_async(plural, ns, name, want)
+                o = self.store.get(plural, ns, name) or o
+        sel = _selector_string(o["spec"].get("selector", {}).get("matchLabels", {}))
+        meta = {k: o["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion")}
+        meta["creationTimestamp"] = o["metadata"].get("creationTimestamp")
+        return self._reply(
+            writer,
+            200,
+            {
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": meta,
+                "spec": {"replicas": o["spec"].get("replicas", 0)},
+                "status": {"replicas": o["status"].get("replicas", 0), "selector": sel},
+            },
         )
 
     async def _create_manifest(self, obj: dict) -> Optional[dict]:
@@ -2761,8 +2821,11 @@ class SimCluster:
         uid = rec.uid
 
         def resolve(port: int) -> Tuple[str, Optional[int]]:
-            if self._alive(ns, name, uid) is None:
+            live = self._alive(ns, name, uid)
+            if live is None:
                 return "gone", None
+            if not _port_running(live, port):
+                return "refused", None  # e.g. in CrashLoopBackOff: nothing listens
             srv = self._backends.get(uid, {}).get(port)
             if srv is None or not srv.port:
                 return "refused", None
@@ -2938,6 +3001,21 @@ def _unsched_status() -> dict:
         "qosClass": "BestEffort",
         "conditions": [_cond("PodScheduled", "False", "Unschedulable", _UNSCHED_MSG)],
     }
+
+
+def _port_running(p: dict, port: int) -> bool:
+    """Is the container that declares ``port`` (else the first one) running?"""
+    containers = p["spec"].get("containers", [])
+    owner = next(
+        (c for c in containers for cp in c.get("ports", []) if cp.get("containerPort") == port),
+        containers[0] if containers else None,
+    )
+    if owner is None:
+        return True
+    for cs in p.get("status", {}).get("containerStatuses", []):
+        if cs["name"] == owner["name"]:
+            return "running" in cs.get("state", {})
+    return False
 
 
 def _pod_ready(p: dict) -> bool:
