@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -82,6 +82,21 @@ def sim_cluster() -> Iterator[SimCluster]:
     """A fresh simulated cluster per test (starts in milliseconds, stops all its threads)."""
     with SimCluster() as sim:
         yield sim
+
+
+@pytest.fixture
+def make_sim_cluster() -> Iterator[Callable[..., SimCluster]]:
+    """Factory for clusters with options, e.g. ``make_sim_cluster(websockets=False)``."""
+    made: List[SimCluster] = []
+
+    def make(**options) -> SimCluster:
+        sim = SimCluster(**options).start()
+        made.append(sim)
+        return sim
+
+    yield make
+    for sim in made:
+        sim.stop()
 
 
 @pytest.fixture(scope="session")

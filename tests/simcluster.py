@@ -59,15 +59,39 @@ Observability
     tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict]
     wait_for(predicate, timeout=10) (condition variable, woken by every store/tunnel change)
     await async_wait_for(predicate, timeout=10); requests (list of (method, path) seen)
-Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` with actions
-    delete-pod(name), restart-container(pod, reason, exit_code), image-pull-backoff(target,
-    image), unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
-    message, on), tunnel-eof(pod), tunnel-close(pod), stall(pod, on=1|0), backend(pod, port,
-    slow, status, reset), set-condition(kind, name, type, status, reason, message); and
-    ``GET /_sim/state``.
-CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH]`` starts the demo scenario (``web``
-    2 replicas behind svc ``web`` 80/http -> ``http`` 8080, ``db`` Postgres 5432, ``cache``
-    Redis 6379), writes the kubeconfig, prints one line, and runs until SIGINT/SIGTERM.
+Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` (all take an
+    optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod, reason,
+    exit_code, back_off), image-pull-backoff(target, image), unschedulable(pod), fail-job(name),
+    scale(kind, name, replicas), tunnel-error(pod, message, on), tunnel-eof(pod, on),
+    tunnel-close(pod), stall(pod, on=1|0), clear-faults(pod), backend(pod, port, slow, status,
+    reset=1), set-condition(kind, name, type, status, reason, message, after), set-phase(pod,
+    phase, after), emit-event(kind, name, reason, message, type); and ``GET /_sim/state``
+    (pods with their backend ports, tunnels, counters).  Example::
+
+        curl -XPOST "$ADMIN/delete-pod?name=web-2tj49vgw4n-9r2tm"
+        curl -XPOST "$ADMIN/backend?pod=web-2tj49vgw4n-9r2tm&port=8080&status=503"
+CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH]`` (or ``python -m tests.simcluster
+    demo``) starts the demo scenario (``web`` 2 replicas behind svc ``web`` 80/http -> ``http``
+    8080, ``db`` Postgres 5432, ``cache`` Redis 6379), writes the kubeconfig, prints one line
+    ``simcluster ready: KUBECONFIG=<path> admin=<url>``, and runs until SIGINT/SIGTERM.
+    Demo recipe::
+
+        python3 tests/simcluster.py demo --kubeconfig /tmp/sim/kubeconfig &
+        export KUBECONFIG=/tmp/sim/kubeconfig KUBECTL_KUBERC=false
+        kubectl vibe pf svc/web 8080:80 &
+        python3 tests/traffic.py --url http://127.0.0.1:8080 --duration 60
+
+What kubectl can do against it (verified with kubectl 1.37.1 and the image's 1.32.4, both
+port-forward transports, by ``tests/test_simcluster.py``): discovery (legacy JSON), get (JSON,
+YAML, server-side Tables, label/field selectors, ``-A``, ``-w``), describe, logs (a fixed
+line), wait (condition, delete, jsonpath, create; streaming lists with the initial-events-end
+bookmark), delete, scale, label/annotate, rollout status, ``run``, ``create/apply -f`` with
+``--validate=false``, port-forward to pod/svc/deploy/rs/sts/ds/job.
+
+Known gaps: no /openapi (client-side validation needs ``--validate=false``); typed-client
+creates such as ``kubectl create deployment`` send protobuf and get 415; no auth/RBAC; no
+rolling updates on template changes (except ``make_image_pull_backoff``); no exec/attach; watch
+resourceVersions older than the last 5,000 changes are silently replayed from what is left.
 """
 
 from __future__ import annotations
@@ -2938,6 +2962,28 @@ class SimCluster:
                     q.get("message", ""),
                     float(q.get("after", 0)),
                 )
+                ok = True
+            elif action == "set-phase":
+                self._patch(
+                    "pods",
+                    ns,
+                    q["pod"],
+                    {"status": {"phase": q["phase"]}},
+                    float(q.get("after", 0)),
+                )
+                ok = True
+            elif action == "emit-event":
+                self._event_for(
+                    kind_of(q.get("kind", "pod")).plural,
+                    ns,
+                    q["name"],
+                    q["reason"],
+                    q.get("message", ""),
+                    q.get("type", "Normal"),
+                )
+                ok = True
+            elif action == "clear-faults":
+                await self._clear_faults(q.get("pod"))
                 ok = True
             else:
                 return self._reply(writer, 404, {"error": "unknown action %r" % action})

@@ -7,6 +7,7 @@ asserted from the User-Agent kubectl sent.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import http.client
@@ -287,18 +288,47 @@ def test_port_forward_targets(kubectl, web, transport):
     assert web.tunnels_opened() >= 4
 
 
-def test_port_forward_falls_back_to_spdy(kubectl_bin, tmp_path):
+def test_port_forward_falls_back_to_spdy(kubectl_bin, make_sim_cluster):
     from .conftest import Kubectl, kubectl_version
 
-    with SimCluster(websockets=False) as sim:
-        sim.add_pod("p", ports=[ContainerPort("http", 8080)])
-        k = Kubectl(kubectl_bin, kubectl_version(kubectl_bin), sim.env())
-        try:
-            p = k.bg("port-forward", "pod/p", ":8080")
-            assert http_get(p.local_port())[0] == 200
-            assert [t["transport"] for t in sim.tunnels("p")] == ["spdy"]
-        finally:
-            k.close()
+    sim = make_sim_cluster(websockets=False)  # no PortForwardWebsockets: 400 on the upgrade
+    sim.add_pod("p", ports=[ContainerPort("http", 8080)])
+    k = Kubectl(kubectl_bin, kubectl_version(kubectl_bin), sim.env())
+    try:
+        p = k.bg("port-forward", "pod/p", ":8080")
+        assert http_get(p.local_port())[0] == 200
+        assert [t["transport"] for t in sim.tunnels("p")] == ["spdy"]
+    finally:
+        k.close()
+
+
+async def test_usable_from_asyncio(kubectl, sim_cluster):
+    """pytest-asyncio tests share the same API; the cluster runs on its own loop."""
+    sim_cluster.add_pod(
+        "a", ports=[ContainerPort("echo", 7000)], backends={7000: Backend.echo()}, ready_delay=0.2
+    )
+    await sim_cluster.async_wait_for(lambda: "a" in sim_cluster.pods(ready=True), timeout=5)
+    proc = await asyncio.create_subprocess_exec(
+        kubectl.path,
+        "port-forward",
+        "pod/a",
+        ":7000",
+        env=kubectl.env,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        port = int(re.match(r"Forwarding from 127\.0\.0\.1:(\d+)", line).group(1))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"async hello")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b"async hello"
+        writer.close()
+        await sim_cluster.async_wait_for(lambda: sim_cluster.active_streams("a") == 0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 def test_many_concurrent_connections(kubectl, web, transport):
