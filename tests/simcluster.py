@@ -187,6 +187,63 @@ def _merge(dst: dict, patch: dict) -> dict:
     return dst
 
 
+def _merge_key(items: list) -> Optional[str]:
+    for key in ("name", "containerPort", "type", "port", "ip"):
+        if items and all(isinstance(i, dict) and key in i for i in items):
+            return key
+    return None
+
+
+def _strategic_merge(dst: dict, patch: dict) -> dict:
+    """Enough of a strategic merge patch for kubectl: lists of named items merge by key."""
+    for k, v in patch.items():
+        if k.startswith("$"):
+            continue
+        if v is None:
+            dst.pop(k, None)
+        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _strategic_merge(dst[k], v)
+        elif isinstance(v, list) and isinstance(dst.get(k), list) and _merge_key(v):
+            key = _merge_key(v)
+            out = dst[k]
+            for item in v:
+                if item.get("$patch") == "delete":
+                    out[:] = [o for o in out if o.get(key) != item.get(key)]
+                    continue
+                for o in out:
+                    if isinstance(o, dict) and o.get(key) == item[key]:
+                        _strategic_merge(o, item)
+                        break
+                else:
+                    out.append(_strategic_merge({}, item))
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def _json_patch(doc: dict, ops: list) -> dict:
+    """RFC 6902 add / replace / remove (what ``kubectl patch --type=json`` sends)."""
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent: Any = doc
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
+        last = parts[-1]
+        if isinstance(parent, list):
+            idx = len(parent) if last == "-" else int(last)
+            if op["op"] == "remove":
+                parent.pop(idx)
+            elif op["op"] == "add":
+                parent.insert(idx, copy.deepcopy(op["value"]))
+            else:
+                parent[idx] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            parent.pop(last, None)
+        elif op["op"] in ("add", "replace"):
+            parent[last] = copy.deepcopy(op["value"])
+    return doc
+
+
 def _dig(obj: Any, path: str) -> Any:
     for part in path.split("."):
         if not isinstance(obj, dict):
@@ -751,6 +808,7 @@ class SimCluster:
         self._rng = random.Random(0x5EED)
         self._closing = False
         self._reconcile_pending = False
+        self._rollouts: Dict[Tuple[str, str], asyncio.Task] = {}
         self._timers_later: List[threading.Timer] = []
 
     # -- lifecycle -------------------------------------------------------------
@@ -1166,6 +1224,25 @@ class SimCluster:
             self._async(self._patch, kind_of(kind).plural, self._ns(namespace), name, patch, after)
         )
 
+    def rollout(
+        self, name: str, image: Optional[str] = None, namespace: Optional[str] = None
+    ) -> None:
+        """Roll a deployment (``kubectl rollout restart``, or a new image for every container):
+        a new ReplicaSet's pods come up one at a time (Pending -> Running -> Ready) and an old
+        pod is deleted after each becomes Ready."""
+        ns = self._ns(namespace)
+        d = self.get("deployments", name, ns)
+        if d is None:
+            raise KeyError(name)
+        t = d["spec"]["template"]
+        if image:
+            containers = [{"name": c["name"], "image": image} for c in t["spec"]["containers"]]
+            template: dict = {"spec": {"containers": containers}}
+        else:
+            template = {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": _now()}}}
+        patch = {"spec": {"template": template}}
+        self._run(self._async(self._patch, "deployments", ns, name, patch, 0, "strategic"))
+
     def patch_status(
         self, kind: str, name: str, status: dict, after: float = 0, namespace: Optional[str] = None
     ) -> None:
@@ -1229,9 +1306,15 @@ class SimCluster:
 
     # -- fault API (any thread) ---------------------------------------------------------
     def delete_pod(
-        self, name: str, replace_delay: Optional[float] = None, namespace: Optional[str] = None
+        self,
+        name: str,
+        replace_delay: Optional[float] = None,
+        namespace: Optional[str] = None,
+        grace: float = 0,
     ) -> bool:
-        return self._run(self._delete_pod(self._ns(namespace), name, replace_delay))
+        """Delete a pod; with ``grace`` it is Terminating (not Ready, tunnels still work) for
+        that long first.  Its owner creates a replacement after ``replace_delay``."""
+        return self._run(self._delete_pod(self._ns(namespace), name, replace_delay, grace))
 
     def restart_container(
         self,
@@ -1532,12 +1615,17 @@ class SimCluster:
 
     async def _new_replicaset(self, deploy: dict, tpl: dict, replicas: int) -> str:
         ns, dname = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
-        h = hashlib.sha256(json.dumps(tpl["containers"], sort_keys=True).encode()).hexdigest()
+        h = hashlib.sha256(
+            json.dumps(deploy["spec"]["template"], sort_keys=True).encode()
+        ).hexdigest()
         phash = "".join(
             "bcdfghjklmnpqrstvwxz2456789"[int(h[i : i + 2], 16) % 27] for i in range(0, 20, 2)
         )
         rs_tpl = dict(tpl, labels=dict(tpl["labels"], **{"pod-template-hash": phash}))
         rsname = "%s-%s" % (dname, phash)
+        self._templates[("replicasets", ns, rsname)] = rs_tpl
+        if self.store.get("replicasets", ns, rsname) is not None:  # rolled back to it
+            return rsname
         template = copy.deepcopy(deploy["spec"]["template"])
         template["metadata"]["labels"] = dict(rs_tpl["labels"])
         revision = 1 + sum(
@@ -1577,6 +1665,86 @@ class SimCluster:
         await self._fill("replicasets", ns, rsname)
         return rsname
 
+    def _start_rollout(self, ns: str, name: str) -> None:
+        prev = self._rollouts.pop((ns, name), None)
+        if prev is not None:
+            prev.cancel()
+        self._rollouts[(ns, name)] = self._spawn(self._rollout(ns, name))
+
+    async def _rollout(self, ns: str, name: str) -> None:
+        """RollingUpdate with maxSurge 1 / maxUnavailable 0: one new pod, Ready, one old gone."""
+        d = self.store.get("deployments", ns, name)
+        tpl = self._templates.get(("deployments", ns, name))
+        if d is None or tpl is None:
+            return
+        t = d["spec"]["template"]
+        ntpl = dict(
+            tpl,
+            containers=copy.deepcopy(t["spec"]["containers"]),
+            labels=dict(t["metadata"].get("labels") or tpl["labels"]),
+            start_delay=max(tpl.get("start_delay") or 0, self.start_delay),
+            ready_delay=max(tpl.get("ready_delay") or 0, self.ready_delay),
+        )
+        ntpl.pop("bad_image", None)
+        self._templates[("deployments", ns, name)] = ntpl
+        uid = d["metadata"]["uid"]
+        rsname = await self._new_replicaset(d, dict(ntpl), 0)
+        top = 1 + max(
+            int(r["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", "1"))
+            for r in self._owned_rs(ns, uid)
+        )
+        self.store.update(
+            "replicasets",
+            ns,
+            rsname,
+            lambda o: (
+                o["metadata"]
+                .setdefault("annotations", {})
+                .update({"deployment.kubernetes.io/revision": str(top)})
+            ),
+        )
+        want = d["spec"].get("replicas", 1)
+
+        def count(rs: str, ready: bool = False) -> int:
+            o = self.store.get("replicasets", ns, rs)
+            pods = self._owned_pods(o) if o else []
+            return len([p for p in pods if _pod_ready(p)] if ready else pods)
+
+        async def scale_rs(rs: str, n: int) -> None:
+            before = (
+                (self.store.get("replicasets", ns, rs) or {}).get("spec", {}).get("replicas", 0)
+            )
+            await self._scale_async("replicasets", ns, rs, n)
+            self._event(
+                d,
+                "ScalingReplicaSet",
+                "Scaled %s replica set %s from %d to %d"
+                % ("up" if n > before else "down", rs, before, n),
+                source="deployment-controller",
+            )
+
+        for i in range(1, want + 1):
+            if count(rsname) < i:
+                await scale_rs(rsname, i)
+            while count(rsname, ready=True) < i and not self._closing:
+                await asyncio.sleep(0.02)  # controller poll; tests await store changes instead
+            for old in self._owned_rs(ns, uid):
+                oname = old["metadata"]["name"]
+                if oname != rsname and old["spec"].get("replicas", 0) > 0:
+                    await scale_rs(oname, old["spec"]["replicas"] - 1)
+                    break
+        for old in self._owned_rs(ns, uid):
+            if old["metadata"]["name"] != rsname and old["spec"].get("replicas", 0):
+                await scale_rs(old["metadata"]["name"], 0)
+        self._reconcile_soon()
+
+    def _owned_rs(self, ns: str, uid: str) -> List[dict]:
+        return [
+            r
+            for r in self.store.list("replicasets", ns)
+            if any(x["uid"] == uid for x in r["metadata"].get("ownerReferences", []))
+        ]
+
     def _owned_pods(self, owner: dict) -> List[dict]:
         uid = owner["metadata"]["uid"]
         return [
@@ -1601,6 +1769,7 @@ class SimCluster:
             want = 1
         else:
             want = owner["spec"].get("replicas", 1)
+        pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         if plural == "statefulsets":
             have = {p["metadata"]["name"] for p in pods}
             for i in range(want):
@@ -1698,7 +1867,7 @@ class SimCluster:
         want = o["spec"].get("replicas", 1)
 
         def fn(d: dict) -> None:
-            st = d["status"]
+            st = d.setdefault("status", {})
             st["observedGeneration"] = d["metadata"].get("generation", 1)
             if plural == "jobs":
                 st["active"] = sum(
@@ -1926,10 +2095,29 @@ class SimCluster:
         self._reconcile_soon()
         return p
 
-    async def _delete_pod(self, ns: str, name: str, replace_delay: Optional[float]) -> bool:
-        p = await self._remove_pod(ns, name)
-        if p is None:
-            return False
+    async def _delete_pod(
+        self, ns: str, name: str, replace_delay: Optional[float], grace: float = 0
+    ) -> bool:
+        if grace > 0:
+            p = self.store.get("pods", ns, name)
+            if p is None:
+                return False
+            uid = p["metadata"]["uid"]
+
+            def terminating(o: dict) -> None:
+                o["metadata"]["deletionTimestamp"] = _now()
+                o["metadata"]["deletionGracePeriodSeconds"] = int(grace)
+                _set_cond(o["status"], "Ready", "False", "PodTerminating")
+                for cs in o["status"].get("containerStatuses", []):
+                    cs["ready"] = False
+
+            self.store.update("pods", ns, name, terminating)
+            self._later(uid, grace, lambda: self._spawn(self._remove_pod(ns, name)))
+            self._reconcile_soon()
+        else:
+            p = await self._remove_pod(ns, name)
+            if p is None:
+                return False
         delay = self.replace_delay if replace_delay is None else replace_delay
         for ref in p["metadata"].get("ownerReferences", []):
             plural = kind_of(ref["kind"]).plural
@@ -1977,15 +2165,32 @@ class SimCluster:
         return True
 
     # -- status changes --------------------------------------------------------------------
-    def _patch(self, plural: str, ns: str, name: str, patch: dict, after: float = 0) -> None:
+    def _patch(
+        self, plural: str, ns: str, name: str, patch: Any, after: float = 0, kind: str = "merge"
+    ) -> None:
+        """Apply a merge (default), ``strategic`` or ``json`` patch; template changes roll."""
         if after:
-            self._later("timers", after, self._patch, plural, ns, name, patch, 0)
+            self._later("timers", after, self._patch, plural, ns, name, patch, 0, kind)
             return
-        self.store.update(plural, ns, name, lambda o: _merge(o, patch))
-        if plural in ("deployments", "replicasets", "statefulsets") and "replicas" in (
-            patch.get("spec") or {}
-        ):
-            self._spawn(self._scale_async(plural, ns, name, patch["spec"]["replicas"]))
+        old = self.store.get(plural, ns, name)
+        if old is None:
+            return
+        apply = {"json": _json_patch, "strategic": _strategic_merge}.get(kind, _merge)
+        new = self.store.update(plural, ns, name, lambda o: apply(o, patch))
+        if new is None:
+            return
+        if "spec" in old:
+            if new["spec"].get("replicas") != old["spec"].get("replicas") and plural in (
+                "deployments",
+                "replicasets",
+                "statefulsets",
+            ):
+                self._spawn(self._scale_async(plural, ns, name, new["spec"]["replicas"]))
+            if plural == "deployments" and new["spec"].get("template") != old["spec"].get(
+                "template"
+            ):
+                self.store.update(plural, ns, name, _bump_generation)
+                self._start_rollout(ns, name)
         self._reconcile_soon()
 
     def _set_condition_later(self, plural, ns, name, ctype, status, reason, message, after) -> None:
@@ -2593,16 +2798,16 @@ class SimCluster:
                         {"name": name, "kind": plural},
                     )
                 patch = json.loads(body or b"{}")
-                if method == "PUT":
-                    patch = {
-                        "spec": patch.get("spec"),
-                        "status": patch.get("status"),
-                        "metadata": {
-                            "labels": patch.get("metadata", {}).get("labels"),
-                            "annotations": patch.get("metadata", {}).get("annotations"),
-                        },
-                    }
-                self._patch(plural, ns or "", name, patch)
+                ctype = headers.get("content-type", "")
+                pkind = "json" if "json-patch" in ctype else "merge"
+                if "strategic-merge" in ctype:
+                    pkind = "strategic"
+                if method == "PUT":  # a replace, done as a merge of what may change
+                    meta = patch.get("metadata") or {}
+                    patch = {k: patch[k] for k in ("spec", "status", "data") if k in patch}
+                    patch["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+                    pkind = "merge"
+                self._patch(plural, ns or "", name, patch, 0, pkind)
                 return self._reply(writer, 200, self.store.get(plural, ns or "", name))
             if method == "POST" and name is None:
                 obj = json.loads(body or b"{}")
@@ -3047,6 +3252,10 @@ def _unsched_status() -> dict:
         "qosClass": "BestEffort",
         "conditions": [_cond("PodScheduled", "False", "Unschedulable", _UNSCHED_MSG)],
     }
+
+
+def _bump_generation(o: dict) -> None:
+    o["metadata"]["generation"] = o["metadata"].get("generation", 1) + 1
 
 
 def _port_running(p: dict, port: int) -> bool:

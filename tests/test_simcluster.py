@@ -220,6 +220,41 @@ def test_wait_deployment_after_pod_replacement(kubectl, web):
     assert "Killing" in reasons and "SuccessfulCreate" in reasons
 
 
+def test_rollouts_and_graceful_delete(kubectl, web):
+    before = set(web.pods("web-"))
+    r = kubectl("rollout", "restart", "deploy/web")
+    assert r.returncode == 0, r.stderr
+    r = kubectl("rollout", "status", "deploy/web", "--timeout=30s")
+    assert r.returncode == 0 and 'deployment "web" successfully rolled out' in r.stdout, r.stderr
+    after = set(web.pods("web-", ready=True))
+    assert len(after) == 2 and not after & before and set(web.pods("web-")) == after
+    r = kubectl("set", "image", "deploy/web", "app=nginx:1.28")
+    assert r.returncode == 0, r.stderr
+    r = kubectl("rollout", "status", "deploy/web", "--timeout=30s")
+    assert r.returncode == 0, r.stderr
+    pods = [web.get("pod", n) for n in web.pods("web-")]
+    assert [p["spec"]["containers"][0]["image"] for p in pods] == ["nginx:1.28"] * 2
+    assert next(cp["name"] for cp in pods[0]["spec"]["containers"][0]["ports"]) == "http"
+    r = kubectl("get", "rs", "-o", "name")
+    assert len(r.stdout.split()) == 3
+    web.rollout("web", image="nginx:1.29")
+    web.wait_for(
+        lambda: (
+            [
+                web.get("pod", n)["spec"]["containers"][0]["image"]
+                for n in web.pods("web-", ready=True)
+            ]
+            == ["nginx:1.29"] * 2
+            and len(web.pods("web-")) == 2
+        ),
+        timeout=20,
+    )
+    victim = web.pods("web-")[0]
+    web.delete_pod(victim, grace=30)
+    r = kubectl("get", "pod", victim)
+    assert re.search(r"0/1\s+Terminating", r.stdout), r.stdout
+
+
 def test_job_complete_and_failed(kubectl, sim_cluster):
     sim_cluster.add_job("ok", duration=0.5)
     sim_cluster.add_job("bad", duration=60)
