@@ -26,8 +26,10 @@ Backends (``Backend.kind``):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -99,6 +101,7 @@ def tls_files() -> tuple:
     with _TLS_LOCK:
         if _TLS_FILES is None:
             d = tempfile.mkdtemp(prefix="simcluster-tls-")
+            atexit.register(shutil.rmtree, d, True)
             cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
             subprocess.run(
                 [

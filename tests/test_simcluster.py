@@ -177,6 +177,27 @@ def test_wait_condition_while_state_changes(kubectl, sim_cluster):
         assert any("sendInitialEvents=true" in path for _, path in sim_cluster.requests)
 
 
+def test_conditions_phases_and_events_on_timers(kubectl, sim_cluster):
+    sim_cluster.add_pod("flip")
+    sim_cluster.set_condition("pod", "flip", "Ready", "False", "Flipped", "by a timer", after=0.5)
+    r = kubectl("wait", "--for=condition=Ready=false", "pod/flip", "--timeout=20s")
+    assert r.returncode == 0, r.stderr
+    sim_cluster.set_condition("pod", "flip", "example.com/Degraded", "True", after=0.3)
+    r = kubectl("wait", "--for=condition=example.com/degraded", "pod/flip", "--timeout=20s")
+    assert r.returncode == 0, r.stderr
+    sim_cluster.set_phase("flip", "Succeeded", after=0.3)
+    r = kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/flip", "--timeout=20s")
+    assert r.returncode == 0, r.stderr
+    sim_cluster.emit_event("pod", "flip", "Unhealthy", "Readiness probe failed: 503", "Warning")
+    r = kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=flip,type=Warning", "-o", "json"
+    )
+    events = json.loads(r.stdout)["items"]
+    assert [(e["reason"], e["message"]) for e in events] == [
+        ("Unhealthy", "Readiness probe failed: 503")
+    ]
+
+
 def test_wait_delete_jsonpath_create(kubectl, sim_cluster):
     sim_cluster.add_pod("doomed")
     sim_cluster.create_later(0.5, lambda: sim_cluster.delete("pod", "doomed"))
@@ -389,11 +410,13 @@ def test_large_transfers_byte_exact(kubectl, web, transport):
         else [port]
         + [int(p.wait_line(r"127\.0\.0\.1:(\d+) -> %d$" % r).group(1)) for r in (8080, 7001)]
     )
+    # 100 MiB both ways at once through the echo port.
+    big = os.urandom(100 * 1024 * 1024)
+    got = echo_roundtrip(ports[0], big, timeout=120)
+    assert len(got) == len(big) and hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
+    del big, got
     size = 24 * 1024 * 1024
     data = os.urandom(size)
-    # Both ways at once through the echo port.
-    got = echo_roundtrip(ports[0], data, timeout=60)
-    assert len(got) == size and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     # Download.
     status, _, body = http_get(ports[1], "/bytes/%d" % size, timeout=60)
     assert (
