@@ -964,6 +964,9 @@ class SimCluster:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("blocking SimCluster API called on its own loop")
+        if self._closing:
+            coro.close()
+            raise RuntimeError("SimCluster is stopping")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _later(self, uid: str, delay: float, fn: Callable, *args) -> None:
@@ -2145,16 +2148,15 @@ class SimCluster:
         if o is None:
             return False
         self._templates.pop((plural, ns, name), None)
+        rollout = self._rollouts.pop((ns, name), None) if plural == "deployments" else None
+        if rollout is not None:
+            rollout.cancel()
         if plural in ("deployments", "replicasets", "statefulsets", "daemonsets", "jobs"):
             uid = o["metadata"]["uid"]
-            for plural2 in ("replicasets", "pods"):
-                for child in self.store.list(plural2, ns):
-                    if any(r["uid"] == uid for r in child["metadata"].get("ownerReferences", [])):
-                        await self._delete(
-                            plural2, ns, child["metadata"]["name"]
-                        ) if plural2 == "replicasets" else await self._remove_pod(
-                            ns, child["metadata"]["name"]
-                        )
+            for rs in self._owned_rs(ns, uid):
+                await self._delete("replicasets", ns, rs["metadata"]["name"])
+            for pod in self._owned_pods(o):
+                await self._remove_pod(ns, pod["metadata"]["name"])
         if plural == "services":
             self.store.remove("endpoints", ns, name)
             for es in self.store.list("endpointslices", ns):
@@ -2737,97 +2739,92 @@ class SimCluster:
         if not k.namespaced:
             ns = None
         accept = headers.get("accept", "")
-        if True:  # the loop thread is the only writer; the store lock is taken per mutation
-            if sub == "portforward" and plural == "pods" and ns and name:
-                return await self._portforward(ns, name, headers, reader, writer)
-            if sub == "scale" and plural in ("deployments", "replicasets", "statefulsets"):
-                return await self._scale_subresource(writer, method, plural, ns or "", name, body)
-            if sub == "log" and plural == "pods":
-                p = self.store.get("pods", ns or self.namespace, name or "")
-                if p is None:
-                    return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
-                return self._reply(
-                    writer, 200, ("simulated log of %s\n" % name).encode(), "text/plain"
+        # Only the loop thread writes the store; it takes the store lock per mutation.
+        if sub == "portforward" and plural == "pods" and ns and name:
+            return await self._portforward(ns, name, headers, reader, writer)
+        if sub == "scale" and plural in ("deployments", "replicasets", "statefulsets"):
+            return await self._scale_subresource(writer, method, plural, ns or "", name, body)
+        if sub == "log" and plural == "pods":
+            p = self.store.get("pods", ns or self.namespace, name or "")
+            if p is None:
+                return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
+            return self._reply(writer, 200, ("simulated log of %s\n" % name).encode(), "text/plain")
+        if method == "GET" and name is None:
+            if q.get("watch") in ("true", "1"):
+                return await self._watch(writer, plural, ns, q, accept)
+            return self._list(writer, plural, ns, q, accept)
+        if method == "GET":
+            o = self.store.get(plural, ns or "", name or "")
+            if o is None:
+                return self._status(
+                    writer,
+                    404,
+                    "NotFound",
+                    '%s "%s" not found' % (plural, name),
+                    {"name": name, "kind": plural},
                 )
-            if method == "GET" and name is None:
-                if q.get("watch") in ("true", "1"):
-                    return await self._watch(writer, plural, ns, q, accept)
-                return self._list(writer, plural, ns, q, accept)
-            if method == "GET":
-                o = self.store.get(plural, ns or "", name or "")
-                if o is None:
-                    return self._status(
-                        writer,
-                        404,
-                        "NotFound",
-                        '%s "%s" not found' % (plural, name),
-                        {"name": name, "kind": plural},
-                    )
-                if "as=Table" in accept:
-                    return self._reply(
-                        writer,
-                        200,
-                        make_table(
-                            plural,
-                            [o],
-                            o["metadata"]["resourceVersion"],
-                            q.get("includeObject") == "Object",
-                        ),
-                    )
-                return self._reply(writer, 200, o)
-            if method == "DELETE" and name:
-                o = self.store.get(plural, ns or "", name)
-                if o is None:
-                    return self._status(
-                        writer,
-                        404,
-                        "NotFound",
-                        '%s "%s" not found' % (plural, name),
-                        {"name": name, "kind": plural},
-                    )
-                await self._delete(plural, ns or "", name)
-                return self._reply(writer, 200, o)
-            if method in ("PATCH", "PUT") and name:
-                o = self.store.get(plural, ns or "", name)
-                if o is None:
-                    return self._status(
-                        writer,
-                        404,
-                        "NotFound",
-                        '%s "%s" not found' % (plural, name),
-                        {"name": name, "kind": plural},
-                    )
-                patch = json.loads(body or b"{}")
-                ctype = headers.get("content-type", "")
-                pkind = "json" if "json-patch" in ctype else "merge"
-                if "strategic-merge" in ctype:
-                    pkind = "strategic"
-                if method == "PUT":  # a replace, done as a merge of what may change
-                    meta = patch.get("metadata") or {}
-                    patch = {k: patch[k] for k in ("spec", "status", "data") if k in patch}
-                    patch["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
-                    pkind = "merge"
-                self._patch(plural, ns or "", name, patch, 0, pkind)
-                return self._reply(writer, 200, self.store.get(plural, ns or "", name))
-            if method == "POST" and name is None:
-                obj = json.loads(body or b"{}")
-                meta = obj.setdefault("metadata", {})
-                if not meta.get("name") and meta.get("generateName"):
-                    meta["name"] = meta["generateName"] + _suffix()
-                if k.namespaced:
-                    meta["namespace"] = ns or self.namespace
-                if (
-                    self.store.get(plural, meta.get("namespace", ""), meta.get("name", ""))
-                    is not None
-                ):
-                    return self._status(
-                        writer,
-                        409,
-                        "AlreadyExists",
-                        '%s "%s" already exists' % (plural, meta.get("name")),
-                    )
-                obj["kind"] = k.kind
-                return self._reply(writer, 201, await self._create_manifest(obj))
+            if "as=Table" in accept:
+                return self._reply(
+                    writer,
+                    200,
+                    make_table(
+                        plural,
+                        [o],
+                        o["metadata"]["resourceVersion"],
+                        q.get("includeObject") == "Object",
+                    ),
+                )
+            return self._reply(writer, 200, o)
+        if method == "DELETE" and name:
+            o = self.store.get(plural, ns or "", name)
+            if o is None:
+                return self._status(
+                    writer,
+                    404,
+                    "NotFound",
+                    '%s "%s" not found' % (plural, name),
+                    {"name": name, "kind": plural},
+                )
+            await self._delete(plural, ns or "", name)
+            return self._reply(writer, 200, o)
+        if method in ("PATCH", "PUT") and name:
+            o = self.store.get(plural, ns or "", name)
+            if o is None:
+                return self._status(
+                    writer,
+                    404,
+                    "NotFound",
+                    '%s "%s" not found' % (plural, name),
+                    {"name": name, "kind": plural},
+                )
+            patch = json.loads(body or b"{}")
+            ctype = headers.get("content-type", "")
+            pkind = "json" if "json-patch" in ctype else "merge"
+            if "strategic-merge" in ctype:
+                pkind = "strategic"
+            if method == "PUT":  # a replace, done as a merge of what may change
+                meta = patch.get("metadata") or {}
+                patch = {k: patch[k] for k in ("spec", "status", "data") if k in patch}
+                patch["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+                pkind = "merge"
+            self._patch(plural, ns or "", name, patch, 0, pkind)
+            return self._reply(writer, 200, self.store.get(plural, ns or "", name))
+        if method == "POST" and name is None:
+            obj = json.loads(body or b"{}")
+            meta = obj.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + _suffix()
+            if k.namespaced:
+                meta["namespace"] = ns or self.namespace
+            if self.store.get(plural, meta.get("namespace", ""), meta.get("name", "")) is not None:
+                return self._status(
+                    writer,
+                    409,
+                    "AlreadyExists",
+                    '%s "%s" already exists' % (plural, meta.get("name")),
+                )
+            obj["kind"] = k.kind
+            return self._reply(writer, 201, await self._create_manifest(obj))
         return self._status(
             writer,
             405,
