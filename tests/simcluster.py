@@ -15,7 +15,7 @@ Quick start::
         sim.add_deployment("web", replicas=2, ports=[ContainerPort("http", 8080)],
                            backends={8080: Backend.http()})
         sim.add_service("web", selector={"app": "web"},
-                        ports=[ServicePort(80, "http", name="http")])
+                        ports=[ServicePort("http", 80, "http")])
         subprocess.run(["kubectl", "get", "pods"], env=sim.env())
         sim.delete_pod(sim.pods("web")[0])         # replaced after ``replace_delay``
         sim.wait_for(lambda: len(sim.pods("web", ready=True)) == 2, timeout=10)
@@ -140,9 +140,12 @@ class ContainerPort(NamedTuple):
 
 
 class ServicePort(NamedTuple):
+    """A Service port: ``ServicePort("http", 80, "http")`` (name first, like ContainerPort);
+    ``target_port`` is a number or a container port name, and defaults to ``port``."""
+
+    name: Optional[str]
     port: int
     target_port: Union[int, str, None] = None
-    name: Optional[str] = None
     protocol: str = "TCP"
 
 
@@ -1176,7 +1179,7 @@ class SimCluster:
         sports = []
         for p in ports:
             if isinstance(p, int):
-                p = ServicePort(p)
+                p = ServicePort(None, p)
             if isinstance(p, tuple):
                 sp = {"port": p.port, "protocol": p.protocol}
                 if p.name:
@@ -2324,6 +2327,8 @@ class SimCluster:
 
     async def _image_pull_backoff(self, ns: str, target: str, image: str) -> Optional[str]:
         kind, _, name = target.rpartition("/")
+        if not kind and self.store.get("pods", ns, name) is None:
+            kind = "deployments"  # a bare deployment name
         if kind and kind_of(kind).plural == "deployments":
             d = self.store.get("deployments", ns, name)
             tpl = self._templates.get(("deployments", ns, name))
@@ -3367,7 +3372,7 @@ def demo_scenario(sim: SimCluster) -> None:
         image="ghcr.io/example/web:1.4.2",
         ready_delay=0.3,
     )
-    sim.add_service("web", selector={"app": "web"}, ports=[ServicePort(80, "http", name="http")])
+    sim.add_service("web", selector={"app": "web"}, ports=[ServicePort("http", 80, "http")])
     sim.add_deployment(
         "db",
         replicas=1,
@@ -3375,9 +3380,7 @@ def demo_scenario(sim: SimCluster) -> None:
         backends={5432: Backend.postgres()},
         image="postgres:16",
     )
-    sim.add_service(
-        "db", selector={"app": "db"}, ports=[ServicePort(5432, "postgres", name="postgres")]
-    )
+    sim.add_service("db", selector={"app": "db"}, ports=[ServicePort("postgres", 5432, "postgres")])
     sim.add_deployment(
         "cache",
         replicas=1,
@@ -3385,9 +3388,7 @@ def demo_scenario(sim: SimCluster) -> None:
         backends={6379: Backend.redis()},
         image="redis:7.2",
     )
-    sim.add_service(
-        "cache", selector={"app": "cache"}, ports=[ServicePort(6379, "redis", name="redis")]
-    )
+    sim.add_service("cache", selector={"app": "cache"}, ports=[ServicePort("redis", 6379, "redis")])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

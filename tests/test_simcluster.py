@@ -65,7 +65,7 @@ def web(sim_cluster: SimCluster) -> SimCluster:
     sim_cluster.add_service(
         "web",
         selector={"app": "web"},
-        ports=[ServicePort(80, "http", name="http"), ServicePort(7000, "echo", name="echo")],
+        ports=[ServicePort("http", 80, "http"), ServicePort("echo", 7000, "echo")],
     )
     return sim_cluster
 
@@ -325,23 +325,34 @@ def test_pod_faults_in_status_and_events(kubectl, web):
 def test_port_forward_targets(kubectl, web, transport):
     pod = web.pods("web-")[0]
     rs = web.list("rs")[0]["metadata"]["name"]
+    http = dict(ports=[ContainerPort("http", 8080)], backends={8080: Backend.http()})
+    web.add_statefulset("st", replicas=2, labels={"app": "st"}, **http)
+    web.add_daemonset("agent", labels={"app": "agent"}, **http)
+    web.add_job("batch", duration=600, labels={"app": "batch"}, **http)
+    # Headless: kubectl ignores targetPort and forwards to the Service port itself.
+    web.add_service("st", {"app": "st"}, [ServicePort("web", 8080, "nope")], headless=True)
     for target, spec, remote in (
         ("pod/" + pod, ":8080", 8080),
         ("svc/web", ":80", 8080),
         ("deploy/web", ":http", None),
         ("rs/" + rs, ":8080", 8080),
+        ("sts/st", ":http", None),
+        ("svc/st", ":8080", 8080),
+        ("ds/agent", ":8080", 8080),
+        ("job/batch", ":8080", 8080),
     ):
         p = kubectl.bg("port-forward", target, spec, env=TRANSPORT_ENV[transport])
         m = p.wait_line(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$")
         if remote:
             assert int(m.group(2)) == remote
         status, _headers, body = http_get(int(m.group(1)))
-        assert status == 200 and body.startswith(b"hello from web-"), body
+        assert status == 200 and body.startswith(b"hello from "), body
         p.wait_line(r"^Handling connection for %s$" % m.group(1))
         assert p.stop() == 0  # SIGINT: clean exit
     kinds = {t["transport"] for t in web.tunnels()}
     assert kinds <= {transport}
-    assert web.tunnels_opened() >= 4
+    assert web.tunnels_opened() == 8
+    assert web.tunnels_opened("st-0") == 2  # sts/st and svc/st both pick the oldest pod
 
 
 def test_port_forward_falls_back_to_spdy(kubectl_bin, make_sim_cluster):
