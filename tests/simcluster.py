@@ -3093,6 +3093,10 @@ class SimCluster:
                                 str(k): v.port
                                 for k, v in self._backends.get(p["metadata"]["uid"], {}).items()
                             },
+                            "requests": sum(
+                                v.requests
+                                for v in self._backends.get(p["metadata"]["uid"], {}).values()
+                            ),
                         }
                         for p in self.store.list("pods")
                     ]
