@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import struct
+import traceback
 import zlib
 from typing import Callable, Dict, List, Optional
 
@@ -311,6 +312,9 @@ class PortForwardSession:
                 await self.transport.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except (struct.error, zlib.error, ValueError, IndexError):
+            traceback.print_exc()  # a protocol error: drop the tunnel like a kubelet would
+            self.abort()
         finally:
             self.closed.set()
             for pair in list(self.pairs.values()):
@@ -383,6 +387,15 @@ class PortForwardSession:
             self.changed()
 
     async def _serve_pair(self, pair: StreamPair) -> None:
+        try:
+            await self._serve_pair_inner(pair)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a simulator bug: say so on the error stream
+            traceback.print_exc()
+            pair.fail("simcluster internal error: %r" % e)
+
+    async def _serve_pair_inner(self, pair: StreamPair) -> None:
         self.hooks.streams_opened += 1
         state, backend_port = self.resolve(pair.port)
         if state == "gone":
