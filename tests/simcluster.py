@@ -788,7 +788,8 @@ class SimCluster:
         self.store = Store(self._cond)
         self.tunnel_faults = TunnelFaults(self)
         self.requests: List[Tuple[str, str]] = []
-        self.user_agents: set = set()  # which kubectl builds talked to us
+        #: User-Agent headers seen, in order (a tuple, replaced whole: safe to read anywhere).
+        self.user_agents: Tuple[str, ...] = ()
         self.websockets = websockets
         self.port = 0
         self._dir = kubeconfig_dir
@@ -1045,6 +1046,11 @@ class SimCluster:
 
     def active_streams(self, pod: Optional[str] = None) -> int:
         return sum(t["active_streams"] for t in self.tunnels(pod) if t["open"])
+
+    def state(self) -> dict:
+        """Pods (phase, readiness, IP, backend ports, requests) and tunnels, as ``/_sim/state``."""
+        with self._cond:
+            return self._state()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> Any:
         """Block until ``predicate()`` is truthy (re-checked on every change); return its value."""
@@ -2577,7 +2583,9 @@ class SimCluster:
                 if headers.get("content-length"):
                     body = await reader.readexactly(int(headers["content-length"]))
                 self.requests.append((method, target))
-                self.user_agents.add(headers.get("user-agent", ""))
+                agent = headers.get("user-agent", "")
+                if agent not in self.user_agents:
+                    self.user_agents = (*self.user_agents, agent)
                 if len(self.requests) > 10000:
                     del self.requests[:5000]
                 try:
@@ -3078,37 +3086,30 @@ class SimCluster:
         return False
 
     # -- admin endpoint ------------------------------------------------------------------------
+    def _state(self) -> dict:
+        pods = []
+        for p in self.store.list("pods", None):
+            servers = self._backends.get(p["metadata"]["uid"], {})
+            pods.append(
+                {
+                    "name": p["metadata"]["name"],
+                    "namespace": p["metadata"]["namespace"],
+                    "phase": p["status"].get("phase"),
+                    "ready": _pod_ready(p),
+                    "ip": p["status"].get("podIP"),
+                    "backends": {str(k): v.port for k, v in servers.items()},
+                    "requests": sum(v.requests for v in servers.values()),
+                }
+            )
+        tunnels = [t.snapshot() for t in self._tunnels]
+        return {"pods": pods, "tunnels": tunnels, "opened": dict(self._opened)}
+
     async def _admin(self, method: str, action: str, q: dict, writer) -> bool:
         ns = q.get("namespace") or self.namespace
         try:
             if action == "state":
                 with self._cond:
-                    pods = [
-                        {
-                            "name": p["metadata"]["name"],
-                            "phase": p["status"].get("phase"),
-                            "ready": _pod_ready(p),
-                            "ip": p["status"].get("podIP"),
-                            "backends": {
-                                str(k): v.port
-                                for k, v in self._backends.get(p["metadata"]["uid"], {}).items()
-                            },
-                            "requests": sum(
-                                v.requests
-                                for v in self._backends.get(p["metadata"]["uid"], {}).values()
-                            ),
-                        }
-                        for p in self.store.list("pods")
-                    ]
-                    return self._reply(
-                        writer,
-                        200,
-                        {
-                            "pods": pods,
-                            "tunnels": [t.snapshot() for t in self._tunnels],
-                            "opened": self._opened,
-                        },
-                    )
+                    return self._reply(writer, 200, self._state())
             if method != "POST":
                 return self._reply(writer, 405, {"error": "use POST"})
             if action == "delete-pod":
@@ -3404,6 +3405,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument(
         "--replace-delay", type=float, default=2.0, help="seconds before a deleted pod is replaced"
     )
+    ap.add_argument(
+        "--chaos",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="every SECONDS delete a web pod (replaced after --replace-delay), for live demos",
+    )
     args = ap.parse_args(argv)
     sim = SimCluster(replace_delay=args.replace_delay, start_delay=0.5, ready_delay=1.0)
     sim.start()
@@ -3417,8 +3425,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.kubeconfig:
             path = sim._write_kubeconfig(os.path.abspath(args.kubeconfig))
         print("simcluster ready: KUBECONFIG=%s admin=%s" % (path, sim.admin_url), flush=True)
-        while not stop.wait(0.5):
-            pass
+        rng = random.Random(7)
+        next_chaos = time.monotonic() + args.chaos
+        while not stop.wait(0.2):
+            if args.chaos and time.monotonic() >= next_chaos:
+                next_chaos = time.monotonic() + args.chaos
+                victims = sim.pods("web-", ready=True)
+                if victims:
+                    victim = rng.choice(victims)
+                    sim.delete_pod(victim)
+                    print("chaos: deleted pod %s" % victim, flush=True)
     finally:
         sim.stop()
     return 0

@@ -26,19 +26,18 @@ import urllib.request
 import pytest
 import yaml
 
-from .kubectl_proc import KubectlProcess
+from .kubectl_proc import PF_TRANSPORT_ENV, Kubectl, KubectlProcess, kubectl_version
 from .sim_backends import pattern_bytes, tls_files
 from .simcluster import Backend, ContainerPort, ServicePort, SimCluster
 
 pytestmark = pytest.mark.e2e
 
-TRANSPORT_ENV = {"websocket": {}, "spdy": {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}}
 LOST = "error: lost connection to pod"
 
 
-@pytest.fixture(params=["websocket", "spdy"])
-def transport(request) -> str:
-    return request.param
+@pytest.fixture
+def transport(pf_transport: str) -> str:
+    return pf_transport
 
 
 @pytest.fixture
@@ -71,7 +70,7 @@ def web(sim_cluster: SimCluster) -> SimCluster:
 
 
 def forward(kubectl, transport: str, *args: str) -> tuple[KubectlProcess, int]:
-    p = kubectl.bg("port-forward", *args, env=TRANSPORT_ENV[transport])
+    p = kubectl.bg("port-forward", *args, env=PF_TRANSPORT_ENV[transport])
     return p, p.local_port()
 
 
@@ -105,7 +104,7 @@ def echo_roundtrip(port: int, payload: bytes, timeout: float = 20) -> bytes:
 
 
 def assert_version_seen(sim: SimCluster, kubectl) -> None:
-    agents = " ".join(sim.user_agents)
+    agents = " | ".join(sim.user_agents)
     assert "kubectl" in agents, agents
     # The image's kubectl is a gcloud dispatcher that may exec a sibling build; report it.
     print("kubectl %s at %s; server saw: %s" % (kubectl.version, kubectl.path, agents))
@@ -341,7 +340,7 @@ def test_port_forward_targets(kubectl, web, transport):
         ("ds/agent", ":8080", 8080),
         ("job/batch", ":8080", 8080),
     ):
-        p = kubectl.bg("port-forward", target, spec, env=TRANSPORT_ENV[transport])
+        p = kubectl.bg("port-forward", target, spec, env=PF_TRANSPORT_ENV[transport])
         m = p.wait_line(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$")
         if remote:
             assert int(m.group(2)) == remote
@@ -369,8 +368,6 @@ def test_port_forward_waits_for_a_pod(kubectl, sim_cluster):
 
 
 def test_port_forward_falls_back_to_spdy(kubectl_bin, make_sim_cluster):
-    from .conftest import Kubectl, kubectl_version
-
     sim = make_sim_cluster(websockets=False)  # no PortForwardWebsockets: 400 on the upgrade
     sim.add_pod("p", ports=[ContainerPort("http", 8080)])
     k = Kubectl(kubectl_bin, kubectl_version(kubectl_bin), sim.env())
@@ -626,8 +623,6 @@ def test_refused_port(kubectl, web, transport):
 
 
 def test_demo_cli_admin_and_traffic(tmp_path, kubectl_bin):
-    from .conftest import Kubectl, kubectl_version
-
     kc = tmp_path / "kc" / "kubeconfig"
     here = os.path.dirname(os.path.abspath(__file__))
     demo = subprocess.Popen(
