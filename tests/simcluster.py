@@ -7,76 +7,94 @@ each container port of a pod is backed by a real local server (see ``sim_backend
 (kubectl's default) or over legacy SPDY (``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``); see
 ``sim_tunnel``.  Pod IPs (10.244.x.y) and cluster IPs are labels only: nothing routes to them.
 
-Quick start::
+Quick start (``tests`` is a package; from the repo root)::
 
-    from simcluster import SimCluster, ContainerPort, ServicePort, Backend
+    from tests.simcluster import Backend, ContainerPort, ServicePort, SimCluster
 
-    with SimCluster() as sim:                       # starts in ~50 ms
+    with SimCluster() as sim:                       # starts in a few ms
         sim.add_deployment("web", replicas=2, ports=[ContainerPort("http", 8080)],
                            backends={8080: Backend.http()})
-        sim.add_service("web", selector={"app": "web"},
-                        ports=[ServicePort("http", 80, "http")])
+        sim.add_service("web", {"app": "web"}, [ServicePort("http", 80, "http")])
         subprocess.run(["kubectl", "get", "pods"], env=sim.env())
-        sim.delete_pod(sim.pods("web")[0])         # replaced after ``replace_delay``
-        sim.wait_for(lambda: len(sim.pods("web", ready=True)) == 2, timeout=10)
+        sim.delete_pod(sim.pods("web-")[0])        # replaced after ``replace_delay``
+        sim.wait_for(lambda: len(sim.pods("web-", ready=True)) == 2, timeout=10)
 
 Public API (every mutating method is thread-safe: it runs on the cluster's loop and returns
-once applied; reads take the store lock and never block on the loop):
+once applied; reads take the store lock and never block on the loop; calling a blocking method
+from the cluster's own loop raises RuntimeError).  Pytest fixtures live in ``conftest.py``
+(``sim_cluster``, ``make_sim_cluster(**options)``, ``kubectl_bin``, ``kubectl``,
+``pf_transport``); kubectl process helpers in ``kubectl_proc.py``.
 
 Lifecycle
-    SimCluster(namespace="default", replace_delay=0.5, start_delay=0.1, ready_delay=0.1)
-    .start() -> self; .stop(); context manager; .url; .port; .kubeconfig (path, context ``sim``,
-    namespace ``default``); .env(base=None) -> dict for subprocesses (os.environ + KUBECONFIG,
-    a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY); .admin_url
+    SimCluster(namespace="default", replace_delay=0.5, start_delay=0.1, ready_delay=0.1,
+               kubeconfig_dir=None, websockets=True)   # websockets=False: 400 on WS upgrades
+    .start() -> self; .stop(); context manager; .url; .port; .admin_url; .kubeconfig (path of
+    a kubeconfig: context ``sim``, namespace ``default``, no auth); .env(base=None) -> dict for
+    subprocesses (os.environ + KUBECONFIG, a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY)
 Objects (``kind`` accepts kubectl spellings: "pod", "pods", "po", "deploy", "svc", ...)
+    ContainerPort(name, port, protocol="TCP"); ServicePort(name, port, target_port=None,
+        protocol="TCP"); Backend.http() / .echo() / .sha256() / .tls() / .refuse() /
+        .postgres() / .redis() / .mysql()  (TCP ports without a backend get Backend.http())
     add_namespace(name)
     add_pod(name, ports=(), backends=None, labels=None, image="nginx:1.27", namespace=None,
             start_delay=0, ready_delay=0, unschedulable=False, containers=None) -> name
     add_deployment(name, replicas=1, ports=(), backends=None, labels=None, image=...,
-                   start_delay=0, ready_delay=0, namespace=None) -> name
-    add_replicaset / add_statefulset / add_daemonset (same shape), add_job(name, duration=1.0,
-        completions=1, ...), add_service(name, selector, ports, headless=False, namespace=None)
-    create_later(delay, fn_or_spec)   e.g. sim.create_later(2, lambda: sim.add_pod("late"))
-    delete(kind, name, namespace=None); get(kind, name, namespace=None) -> dict | None
-    list(kind, namespace=None, labels=None) -> [dict]; pods(prefix=None, ready=None) -> [names]
-    patch_status(kind, name, patch: dict, after=0)  (JSON merge patch into .status)
-    patch(kind, name, patch: dict, after=0)          (JSON merge patch into the object)
+                   start_delay=0, ready_delay=0, namespace=None, containers=None) -> name
+    add_replicaset(name, replicas, **same) / add_statefulset(name, replicas, **same) /
+        add_daemonset(name, **same) / add_job(name, completions=1, duration=1.0, **same)
+    add_service(name, selector, ports=(), headless=False, namespace=None, type="ClusterIP")
+        (Endpoints and EndpointSlices follow pods automatically)
+    create_later(delay, obj)  obj: a manifest dict, or a callable such as
+        ``lambda: sim.add_pod("late")``
+    delete(kind, name); get(kind, name) -> dict | None; list(kind, namespace=None,
+        labels=None) -> [dict]; pods(prefix=None, ready=None) -> [names]
+    patch(kind, name, patch, after=0, type="merge"|"strategic"|"json")
+    patch_status(kind, name, status: dict, after=0); set_phase(pod, phase, after=0)
     set_condition(kind, name, type, status="True", reason="", message="", after=0)
-    set_phase(pod, phase, after=0); scale(kind, name, replicas)
+    scale(kind, name, replicas); rollout(deployment, image=None)  (one new pod Ready, one
+        old pod deleted, repeat)
     emit_event(kind, name, reason, message, type="Normal", namespace=None)
 Faults
-    delete_pod(name, replace_delay=None)  live tunnels get a containerd reset error, new streams
-        ``failed to find sandbox``; owners recreate it (new name/IP, Pending->Running->Ready)
+    delete_pod(name, replace_delay=None, grace=0)  live tunnels get containerd's "connection
+        reset by peer" on their error streams, new streams ``failed to find sandbox``; owners
+        recreate it (new name or, for StatefulSets, same name; new IP; Pending->Running->Ready).
+        ``grace`` keeps it Terminating (not Ready, still forwarding) that long first.
     restart_container(pod, reason="OOMKilled", exit_code=137, container=None, back_off=0.3)
-    make_image_pull_backoff(target, image)  target "deploy/x" or a pod name
-    make_unschedulable(pod); fail_job(name); complete_job(name)
+        (restartCount+1, lastState.terminated, CrashLoopBackOff + Warning BackOff event for
+        ``back_off`` s, during which its ports refuse; open connections are reset)
+    make_image_pull_backoff(target, image)  target "deploy/x" (a new ReplicaSet whose pod is
+        stuck Pending in ImagePullBackOff) or a pod name; make_unschedulable(pod)
+    fail_job(name); complete_job(name)
     backend(pod, port) -> BackendServer with .slow(s), .return_status(code|None),
-        .reset_connections(), .connections, .requests
+        .reset_connections(), .connections, .requests, .port (the real 127.0.0.1 port)
     tunnel_faults.error(pod, message=None, on="active"|"next"|"each")
-    tunnel_faults.eof(pod, on="active"|"next"|"each"); tunnel_faults.close(pod)
-    tunnel_faults.stall(pod, stalled=True); tunnel_faults.clear(pod=None)
+    tunnel_faults.eof(pod, on=...); tunnel_faults.close(pod, on=...)  (GOAWAY + TCP close,
+        or a WebSocket close frame); tunnel_faults.stall(pod, stalled=True); .clear(pod=None)
+    Texts: sim_tunnel.MSG_RESET / MSG_SANDBOX_GONE / MSG_REFUSED, wrapped by kubelet_error().
 Observability
-    tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict]
-    wait_for(predicate, timeout=10) (condition variable, woken by every store/tunnel change)
-    await async_wait_for(predicate, timeout=10); requests (list of (method, path) seen)
+    tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict
+        with transport, open, active_streams, streams_opened, bytes_up, bytes_down]
+    state() -> dict (as GET /_sim/state); requests: [(method, path)]; user_agents: (str, ...)
+    wait_for(predicate, timeout=10) -> value  (condition variable, woken by every store and
+        tunnel change; raises TimeoutError); await async_wait_for(predicate, timeout=10)
 Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` (all take an
     optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod, reason,
     exit_code, back_off), image-pull-backoff(target, image), unschedulable(pod), fail-job(name),
     scale(kind, name, replicas), tunnel-error(pod, message, on), tunnel-eof(pod, on),
     tunnel-close(pod), stall(pod, on=1|0), clear-faults(pod), backend(pod, port, slow, status,
     reset=1), set-condition(kind, name, type, status, reason, message, after), set-phase(pod,
-    phase, after), emit-event(kind, name, reason, message, type); and ``GET /_sim/state``
-    (pods with their backend ports, tunnels, counters).  Example::
+    phase, after), emit-event(kind, name, reason, message, type); and ``GET /_sim/state``.
+    Example::
 
         curl -XPOST "$ADMIN/delete-pod?name=web-2tj49vgw4n-9r2tm"
         curl -XPOST "$ADMIN/backend?pod=web-2tj49vgw4n-9r2tm&port=8080&status=503"
-CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH]`` (or ``python -m tests.simcluster
-    demo``) starts the demo scenario (``web`` 2 replicas behind svc ``web`` 80/http -> ``http``
-    8080, ``db`` Postgres 5432, ``cache`` Redis 6379), writes the kubeconfig, prints one line
-    ``simcluster ready: KUBECONFIG=<path> admin=<url>``, and runs until SIGINT/SIGTERM.
-    Demo recipe::
+CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH] [--chaos SECONDS]`` (or ``python
+    -m tests.simcluster demo``) starts the demo scenario (``web`` 2 replicas behind svc ``web``
+    80/http -> ``http`` 8080, ``db`` Postgres 5432, ``cache`` Redis 6379), writes the
+    kubeconfig, prints ``simcluster ready: KUBECONFIG=<path> admin=<url>``, and runs until
+    SIGINT/SIGTERM; ``--chaos N`` deletes a web pod every N seconds.  Demo recipe::
 
-        python3 tests/simcluster.py demo --kubeconfig /tmp/sim/kubeconfig &
+        python3 tests/simcluster.py demo --kubeconfig /tmp/sim/kubeconfig --chaos 20 &
         export KUBECONFIG=/tmp/sim/kubeconfig KUBECTL_KUBERC=false
         kubectl vibe pf svc/web 8080:80 &
         python3 tests/traffic.py --url http://127.0.0.1:8080 --duration 60
@@ -85,13 +103,14 @@ What kubectl can do against it (verified with kubectl 1.37.1 and the image's 1.3
 port-forward transports, by ``tests/test_simcluster.py``): discovery (legacy JSON), get (JSON,
 YAML, server-side Tables, label/field selectors, ``-A``, ``-w``), describe, logs (a fixed
 line), wait (condition, delete, jsonpath, create; streaming lists with the initial-events-end
-bookmark), delete, scale, label/annotate, rollout status, ``run``, ``create/apply -f`` with
-``--validate=false``, port-forward to pod/svc/deploy/rs/sts/ds/job.
+bookmark), delete, scale, label/annotate, patch, set image, rollout restart/status,
+``events``, ``api-resources``, ``run``, ``create/apply -f`` with ``--validate=false``,
+port-forward to pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).
 
 Known gaps: no /openapi (client-side validation needs ``--validate=false``); typed-client
 creates such as ``kubectl create deployment`` send protobuf and get 415; no auth/RBAC; no
-rolling updates on template changes (except ``make_image_pull_backoff``); no exec/attach; watch
-resourceVersions older than the last 5,000 changes are silently replayed from what is left.
+exec/attach/cp; ``logs`` is one fixed line; no 410 Gone for watches older than the last 5,000
+changes (they replay what is left); one node (``sim-node``); UDP ports have no backend.
 """
 
 from __future__ import annotations
@@ -1230,11 +1249,19 @@ class SimCluster:
         return self._run(self._delete(kind_of(kind).plural, self._ns(namespace), name))
 
     def patch(
-        self, kind: str, name: str, patch: dict, after: float = 0, namespace: Optional[str] = None
+        self,
+        kind: str,
+        name: str,
+        patch: Any,
+        after: float = 0,
+        namespace: Optional[str] = None,
+        type: str = "merge",
     ) -> None:
-        self._run(
-            self._async(self._patch, kind_of(kind).plural, self._ns(namespace), name, patch, after)
-        )
+        """Patch an object now or ``after`` seconds: ``type`` is "merge" (RFC 7386),
+        "strategic" (lists of named items merge by key) or "json" (RFC 6902 ops).  A changed
+        Deployment pod template starts a rollout."""
+        plural, ns = kind_of(kind).plural, self._ns(namespace)
+        self._run(self._async(self._patch, plural, ns, name, patch, after, type))
 
     def rollout(
         self, name: str, image: Optional[str] = None, namespace: Optional[str] = None
