@@ -231,7 +231,8 @@ def test_wait_delete_jsonpath_create(kubectl, sim_cluster):
 def test_wait_deployment_after_pod_replacement(kubectl, web):
     victim = web.pods("web-")[0]
     old = web.get("pod", victim)
-    assert web.delete_pod(victim)
+    r = kubectl("delete", "pod", victim)
+    assert r.returncode == 0 and 'pod "%s" deleted' % victim in r.stdout, r.stderr
     r = kubectl(
         "get", "deploy", "web", "-o", "jsonpath={.status.conditions[?(@.type=='Available')].status}"
     )
@@ -611,6 +612,21 @@ def test_tunnel_faults(kubectl, web, transport):
     p2, _ = forward(kubectl, transport, "pod/" + pod, ":8080")
     web.tunnel_faults.close(pod)
     assert p2.wait(15) == 1 and p2.stderr[-1] == LOST
+
+
+def test_port_refused_while_container_restarts(kubectl, web):
+    pod = web.pods("web-")[0]
+    p, port = forward(kubectl, "websocket", "pod/" + pod, ":8080")
+    assert http_get(port)[0] == 200
+    web.restart_container(pod, reason="Error", exit_code=1, back_off=30)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.recv(1)
+    assert p.wait(15) == 1
+    assert "failed to connect to localhost:8080 inside namespace" in p.err, p.err
+    assert (
+        web.get("pod", pod)["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"]
+        == "Error"
+    )
 
 
 def test_refused_port(kubectl, web, transport):
