@@ -74,7 +74,8 @@ Faults
 Observability
     tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict
         with transport, open, active_streams, streams_opened, bytes_up, bytes_down]
-    state() -> dict (as GET /_sim/state); requests: [(method, path)]; user_agents: (str, ...)
+    state() -> dict (as GET /_sim/state); requests: [(method, path)]; user_agents: (str, ...);
+    SIMCLUSTER_DEBUG=1 in the environment logs every API request to stderr
     wait_for(predicate, timeout=10) -> value  (condition variable, woken by every store and
         tunnel change; raises TimeoutError); await async_wait_for(predicate, timeout=10)
 Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` (all take an
@@ -784,6 +785,8 @@ class TunnelFaults:
 ###############################################################################
 
 _PROTO_JSON = "application/json"
+#: ``SIMCLUSTER_DEBUG=1`` logs every API request to stderr.
+_DEBUG = os.environ.get("SIMCLUSTER_DEBUG", "") not in ("", "0")
 _EVENT_SEQ = itertools.count(int(time.time() * 1e9))
 
 
@@ -2610,6 +2613,8 @@ class SimCluster:
                 if headers.get("content-length"):
                     body = await reader.readexactly(int(headers["content-length"]))
                 self.requests.append((method, target))
+                if _DEBUG:
+                    print("simcluster: %s %s" % (method, target), file=sys.stderr, flush=True)
                 agent = headers.get("user-agent", "")
                 if agent not in self.user_agents:
                     self.user_agents = (*self.user_agents, agent)
