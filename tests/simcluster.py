@@ -14,7 +14,7 @@ Quick start (``tests`` is a package; from the repo root)::
     with SimCluster() as sim:                       # starts in a few ms
         sim.add_deployment("web", replicas=2, ports=[ContainerPort("http", 8080)],
                            backends={8080: Backend.http()})
-        sim.add_service("web", {"app": "web"}, [ServicePort("http", 80, "http")])
+        sim.add_service("web", {"app": "web"}, [ServicePort(80, "http", name="http")])
         subprocess.run(["kubectl", "get", "pods"], env=sim.env())
         sim.delete_pod(sim.pods("web-")[0])        # replaced after ``replace_delay``
         sim.wait_for(lambda: len(sim.pods("web-", ready=True)) == 2, timeout=10)
@@ -32,7 +32,7 @@ Lifecycle
     a kubeconfig: context ``sim``, namespace ``default``, no auth); .env(base=None) -> dict for
     subprocesses (os.environ + KUBECONFIG, a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY)
 Objects (``kind`` accepts kubectl spellings: "pod", "pods", "po", "deploy", "svc", ...)
-    ContainerPort(name, port, protocol="TCP"); ServicePort(name, port, target_port=None,
+    ContainerPort(name, port, protocol="TCP"); ServicePort(port, target_port=None, name=None,
         protocol="TCP"); Backend.http() / .echo() / .sha256() / .tls() / .refuse() /
         .postgres() / .redis() / .mysql()  (TCP ports without a backend get Backend.http())
     add_namespace(name)
@@ -59,9 +59,9 @@ Faults
         reset by peer" on their error streams, new streams ``failed to find sandbox``; owners
         recreate it (new name or, for StatefulSets, same name; new IP; Pending->Running->Ready).
         ``grace`` keeps it Terminating (not Ready, still forwarding) that long first.
-    restart_container(pod, reason="OOMKilled", exit_code=137, container=None, back_off=0.3)
-        (restartCount+1, lastState.terminated, CrashLoopBackOff + Warning BackOff event for
-        ``back_off`` s, during which its ports refuse; open connections are reset)
+    restart_container(pod, reason="OOMKilled", exit_code=137, container=None, back_off=0.3,
+        refuse=False)  (restartCount+1, lastState.terminated, CrashLoopBackOff + Warning BackOff
+        event for ``back_off`` s; open connections are reset; ``refuse``: ports refuse meanwhile)
     make_image_pull_backoff(target, image)  target "deploy/x" (a new ReplicaSet whose pod is
         stuck Pending in ImagePullBackOff) or a pod name; make_unschedulable(pod)
     fail_job(name); complete_job(name)
@@ -79,12 +79,13 @@ Observability
     wait_for(predicate, timeout=10) -> value  (condition variable, woken by every store and
         tunnel change; raises TimeoutError); await async_wait_for(predicate, timeout=10)
 Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` (all take an
-    optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod, reason,
-    exit_code, back_off), image-pull-backoff(target, image), unschedulable(pod), fail-job(name),
-    scale(kind, name, replicas), tunnel-error(pod, message, on), tunnel-eof(pod, on),
-    tunnel-close(pod), stall(pod, on=1|0), clear-faults(pod), backend(pod, port, slow, status,
-    reset=1), set-condition(kind, name, type, status, reason, message, after), set-phase(pod,
-    phase, after), emit-event(kind, name, reason, message, type); and ``GET /_sim/state``.
+    optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod,
+    reason, exit_code, back_off, refuse=1), image-pull-backoff(target, image),
+    unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
+    message, on), tunnel-eof(pod, on), tunnel-close(pod), stall(pod, on=1|0),
+    clear-faults(pod), backend(pod, port, slow, status, reset=1), set-condition(kind, name,
+    type, status, reason, message, after), set-phase(pod, phase, after), emit-event(kind,
+    name, reason, message, type); and ``GET /_sim/state``.
     Example::
 
         curl -XPOST "$ADMIN/delete-pod?name=web-2tj49vgw4n-9r2tm"
@@ -160,12 +161,12 @@ class ContainerPort(NamedTuple):
 
 
 class ServicePort(NamedTuple):
-    """A Service port: ``ServicePort("http", 80, "http")`` (name first, like ContainerPort);
-    ``target_port`` is a number or a container port name, and defaults to ``port``."""
+    """A Service port: ``ServicePort(80, "http", name="http")``; ``target_port`` is a number or
+    a container port name, and defaults to ``port``."""
 
-    name: Optional[str]
     port: int
     target_port: Union[int, str, None] = None
+    name: Optional[str] = None
     protocol: str = "TCP"
 
 
@@ -834,6 +835,7 @@ class SimCluster:
         self._rng = random.Random(0x5EED)
         self._closing = False
         self._reconcile_pending = False
+        self._refusing: set = set()  # pod uids whose down containers refuse connections
         self._rollouts: Dict[Tuple[str, str], asyncio.Task] = {}
         self._timers_later: List[threading.Timer] = []
 
@@ -1207,7 +1209,7 @@ class SimCluster:
         sports = []
         for p in ports:
             if isinstance(p, int):
-                p = ServicePort(None, p)
+                p = ServicePort(p)
             if isinstance(p, tuple):
                 sp = {"port": p.port, "protocol": p.protocol}
                 if p.name:
@@ -1366,7 +1368,12 @@ class SimCluster:
         container: Optional[str] = None,
         back_off: float = 0.3,
         namespace: Optional[str] = None,
+        refuse: bool = False,
     ) -> None:
+        """Container restart: restartCount+1, lastState.terminated (reason, exit code), open
+        connections reset, CrashLoopBackOff and a Warning BackOff event for ``back_off`` s.
+        With ``refuse`` its ports refuse connections until it runs again (as when nothing
+        listens); by default the backend keeps answering."""
         self._run(
             self._async(
                 self._restart_container,
@@ -1376,6 +1383,7 @@ class SimCluster:
                 exit_code,
                 container,
                 back_off,
+                refuse,
             )
         )
 
@@ -2280,11 +2288,15 @@ class SimCluster:
             await self._fill(plural, ns, name)
         self._reconcile_soon()
 
-    def _restart_container(self, ns, pod, reason, exit_code, container, back_off) -> None:
+    def _restart_container(
+        self, ns, pod, reason, exit_code, container, back_off, refuse=False
+    ) -> None:
         p = self.store.get("pods", ns, pod)
         if p is None:
             raise KeyError("no pod %r" % pod)
         uid = p["metadata"]["uid"]
+        if refuse:
+            self._refusing.add(uid)
         cname = container or p["spec"]["containers"][0]["name"]
         now = _now()
 
@@ -2344,6 +2356,7 @@ class SimCluster:
         tpl = {"ready_delay": self.ready_delay}
 
         def running_again() -> None:
+            self._refusing.discard(uid)
             if self._alive(ns, pod, uid) is None:
                 return
             t = _now()
@@ -3095,8 +3108,8 @@ class SimCluster:
             live = self._alive(ns, name, uid)
             if live is None:
                 return "gone", None
-            if not _port_running(live, port):
-                return "refused", None  # e.g. in CrashLoopBackOff: nothing listens
+            if uid in self._refusing and not _port_running(live, port):
+                return "refused", None  # restart_container(refuse=True): nothing listens
             srv = self._backends.get(uid, {}).get(port)
             if srv is None or not srv.port:
                 return "refused", None
@@ -3156,6 +3169,7 @@ class SimCluster:
                     int(q.get("exit_code", 137)),
                     q.get("container"),
                     float(q.get("back_off", 0.3)),
+                    q.get("refuse", "") not in ("", "0", "false"),
                 )
                 ok = True
             elif action == "image-pull-backoff":
@@ -3409,7 +3423,7 @@ def demo_scenario(sim: SimCluster) -> None:
         image="ghcr.io/example/web:1.4.2",
         ready_delay=0.3,
     )
-    sim.add_service("web", selector={"app": "web"}, ports=[ServicePort("http", 80, "http")])
+    sim.add_service("web", selector={"app": "web"}, ports=[ServicePort(80, "http", name="http")])
     sim.add_deployment(
         "db",
         replicas=1,
@@ -3417,7 +3431,9 @@ def demo_scenario(sim: SimCluster) -> None:
         backends={5432: Backend.postgres()},
         image="postgres:16",
     )
-    sim.add_service("db", selector={"app": "db"}, ports=[ServicePort("postgres", 5432, "postgres")])
+    sim.add_service(
+        "db", selector={"app": "db"}, ports=[ServicePort(5432, "postgres", name="postgres")]
+    )
     sim.add_deployment(
         "cache",
         replicas=1,
@@ -3425,7 +3441,9 @@ def demo_scenario(sim: SimCluster) -> None:
         backends={6379: Backend.redis()},
         image="redis:7.2",
     )
-    sim.add_service("cache", selector={"app": "cache"}, ports=[ServicePort("redis", 6379, "redis")])
+    sim.add_service(
+        "cache", selector={"app": "cache"}, ports=[ServicePort(6379, "redis", name="redis")]
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:

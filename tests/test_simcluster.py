@@ -70,7 +70,7 @@ def web(sim_cluster: SimCluster) -> SimCluster:
     sim_cluster.add_service(
         "web",
         selector={"app": "web"},
-        ports=[ServicePort("http", 80, "http"), ServicePort("echo", 7000, "echo")],
+        ports=[ServicePort(80, "http", name="http"), ServicePort(7000, "echo", name="echo")],
     )
     return sim_cluster
 
@@ -336,7 +336,7 @@ def test_port_forward_targets(kubectl, web, transport):
     web.add_daemonset("agent", labels={"app": "agent"}, **http)
     web.add_job("batch", duration=600, labels={"app": "batch"}, **http)
     # Headless: kubectl ignores targetPort and forwards to the Service port itself.
-    web.add_service("st", {"app": "st"}, [ServicePort("web", 8080, "nope")], headless=True)
+    web.add_service("st", {"app": "st"}, [ServicePort(8080, "nope", name="web")], headless=True)
     for target, spec, remote in (
         ("pod/" + pod, ":8080", 8080),
         ("svc/web", ":80", 8080),
@@ -363,7 +363,7 @@ def test_port_forward_targets(kubectl, web, transport):
 
 def test_port_forward_waits_for_a_pod(kubectl, sim_cluster):
     """svc/ with no pods yet: kubectl watches by label selector until one appears."""
-    sim_cluster.add_service("later", {"app": "later"}, [ServicePort("http", 80, "http")])
+    sim_cluster.add_service("later", {"app": "later"}, [ServicePort(80, "http", name="http")])
     sim_cluster.create_later(
         0.5, lambda: sim_cluster.add_deployment("later", ports=[ContainerPort("http", 8080)])
     )
@@ -618,7 +618,7 @@ def test_port_refused_while_container_restarts(kubectl, web):
     pod = web.pods("web-")[0]
     p, port = forward(kubectl, "websocket", "pod/" + pod, ":8080")
     assert http_get(port)[0] == 200
-    web.restart_container(pod, reason="Error", exit_code=1, back_off=30)
+    web.restart_container(pod, reason="Error", exit_code=1, back_off=30, refuse=True)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.recv(1)
     assert p.wait(15) == 1

@@ -67,7 +67,7 @@ def test_spdy_and_websocket_constants():
 
 def test_api_and_admin_without_kubectl(sim_cluster: SimCluster):
     sim_cluster.add_deployment("web", replicas=2, ports=[ContainerPort("http", 8080)])
-    sim_cluster.add_service("web", {"app": "web"}, [ServicePort("http", 80, "http")])
+    sim_cluster.add_service("web", {"app": "web"}, [ServicePort(80, "http", name="http")])
     url = sim_cluster.url + "/api/v1/namespaces/default/endpoints/web"
     ep = json.loads(urllib.request.urlopen(url, timeout=5).read())
     assert len(ep["subsets"][0]["addresses"]) == 2 and ep["subsets"][0]["ports"][0]["port"] == 8080
