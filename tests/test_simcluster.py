@@ -618,6 +618,7 @@ def test_port_refused_while_container_restarts(kubectl, web):
     pod = web.pods("web-")[0]
     p, port = forward(kubectl, "websocket", "pod/" + pod, ":8080")
     assert http_get(port)[0] == 200
+    web.wait_for(lambda: web.active_streams(pod) == 0)  # else the restart resets it
     web.restart_container(pod, reason="Error", exit_code=1, back_off=30, refuse=True)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.recv(1)
