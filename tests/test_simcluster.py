@@ -109,6 +109,18 @@ def echo_roundtrip(port: int, payload: bytes, timeout: float = 20) -> bytes:
         return bytes(out)
 
 
+def poke(port: int, data: bytes = b"") -> bytes:
+    """One connection through a tunnel that is about to fail: kubectl may close it with a
+    RST (unread bytes), so a reset counts as the end too."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            if data:
+                s.sendall(data)
+            return s.recv(1)
+        except ConnectionResetError:
+            return b""
+
+
 def assert_version_seen(sim: SimCluster, kubectl) -> None:
     agents = " | ".join(sim.user_agents)
     assert "kubectl" in agents, agents
@@ -603,9 +615,7 @@ def test_tunnel_faults(kubectl, web, transport):
         assert s.recv(5) == b"stuck"
     # Error text on the next connection: kubectl gives up on the whole tunnel.
     web.tunnel_faults.error(pod, on="next")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"y")
-        s.recv(1)
+    poke(port, b"y")
     assert p.wait(15) == 1
     assert "read: connection reset by peer" in p.err and p.stderr[-1] == LOST
     # Abrupt close (GOAWAY + TCP close / WebSocket close) of an idle tunnel.
@@ -620,8 +630,7 @@ def test_port_refused_while_container_restarts(kubectl, web):
     assert http_get(port)[0] == 200
     web.wait_for(lambda: web.active_streams(pod) == 0)  # else the restart resets it
     web.restart_container(pod, reason="Error", exit_code=1, back_off=30, refuse=True)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.recv(1)
+    poke(port)
     assert p.wait(15) == 1
     assert "failed to connect to localhost:8080 inside namespace" in p.err, p.err
     assert (
@@ -633,8 +642,7 @@ def test_port_refused_while_container_restarts(kubectl, web):
 def test_refused_port(kubectl, web, transport):
     pod = web.pods("web-")[0]
     p, port = forward(kubectl, transport, "pod/" + pod, ":9999")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.recv(1)
+    poke(port)
     assert p.wait(15) == 1
     assert "failed to connect to localhost:9999 inside namespace" in p.err, p.err
     assert "connect: connection refused" in p.err and p.stderr[-1] == LOST
