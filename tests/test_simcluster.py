@@ -243,6 +243,7 @@ def test_wait_delete_jsonpath_create(kubectl, sim_cluster):
 def test_wait_deployment_after_pod_replacement(kubectl, web):
     victim = web.pods("web-")[0]
     old = web.get("pod", victim)
+    web.replace_delay = 1.5  # room for a slow kubectl to see the deployment unavailable
     r = kubectl("delete", "pod", victim)
     assert r.returncode == 0 and 'pod "%s" deleted' % victim in r.stdout, r.stderr
     r = kubectl(
