@@ -1739,10 +1739,7 @@ class SimCluster:
         self._templates[("deployments", ns, name)] = ntpl
         uid = d["metadata"]["uid"]
         rsname = await self._new_replicaset(d, dict(ntpl), 0)
-        top = 1 + max(
-            int(r["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", "1"))
-            for r in self._owned_rs(ns, uid)
-        )
+        top = 1 + max(_revision(r) for r in self._owned_rs(ns, uid))
         self.store.update(
             "replicasets",
             ns,
@@ -1894,14 +1891,7 @@ class SimCluster:
                 )
             ]
             pods = [p for r in rss for p in self._owned_pods(r)]
-            newest = rss and max(
-                rss,
-                key=lambda r: int(
-                    r["metadata"]
-                    .get("annotations", {})
-                    .get("deployment.kubernetes.io/revision", "1")
-                ),
-            )
+            newest = rss and max(rss, key=_revision)
             updated = [
                 p
                 for p in pods
@@ -2277,13 +2267,11 @@ class SimCluster:
         self.store.update(plural, ns, name, bump)
         if plural == "deployments":
             d = self.store.get(plural, ns, name)
-            for rs in self.store.list("replicasets", ns):
-                if d and any(
-                    r["uid"] == d["metadata"]["uid"]
-                    for r in rs["metadata"].get("ownerReferences", [])
-                ):
-                    self.store.update("replicasets", ns, rs["metadata"]["name"], bump)
-                    await self._fill("replicasets", ns, rs["metadata"]["name"])
+            rss = self._owned_rs(ns, d["metadata"]["uid"]) if d else []
+            if rss:  # scale the newest ReplicaSet; older ones stay at 0 after a rollout
+                newest = max(rss, key=_revision)["metadata"]["name"]
+                self.store.update("replicasets", ns, newest, bump)
+                await self._fill("replicasets", ns, newest)
         else:
             await self._fill(plural, ns, name)
         self._reconcile_soon()
@@ -3305,6 +3293,10 @@ def _unsched_status() -> dict:
         "qosClass": "BestEffort",
         "conditions": [_cond("PodScheduled", "False", "Unschedulable", _UNSCHED_MSG)],
     }
+
+
+def _revision(rs: dict) -> int:
+    return int(rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", "1"))
 
 
 def _bump_generation(o: dict) -> None:

@@ -289,6 +289,10 @@ def test_rollouts_and_graceful_delete(kubectl, web):
         ),
         timeout=20,
     )
+    r = kubectl("scale", "deploy/web", "--replicas=3")
+    assert r.returncode == 0, r.stderr
+    web.wait_for(lambda: len(web.pods("web-", ready=True)) == 3, timeout=20)
+    assert [r["spec"]["replicas"] for r in web.list("rs")].count(0) == 3  # old ones stay at 0
     victim = web.pods("web-")[0]
     web.delete_pod(victim, grace=30)
     r = kubectl("get", "pod", victim)
