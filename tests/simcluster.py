@@ -103,15 +103,16 @@ CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH] [--chaos SECONDS]`` 
 
 What kubectl can do against it (verified with kubectl 1.37.1 and the image's 1.32.4, both
 port-forward transports, by ``tests/test_simcluster.py``): discovery (legacy JSON), get (JSON,
-YAML, server-side Tables, label/field selectors, ``-A``, ``-w``), describe, logs (a fixed
-line), wait (condition, delete, jsonpath, create; streaming lists with the initial-events-end
-bookmark), delete, scale, label/annotate, patch, set image, rollout restart/status,
-``events``, ``api-resources``, ``run``, ``create/apply -f`` with ``--validate=false``,
-port-forward to pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).
+YAML, server-side Tables, label/field selectors, ``-A``, ``-w``), describe, logs (a start-up
+line plus the HTTP backends' access log; ``--previous`` after a restart, 400 before), wait
+(condition, delete, jsonpath, create; streaming lists with the initial-events-end bookmark),
+delete, scale, label/annotate, patch, set image, rollout restart/status, ``events``,
+``api-resources``, ``run``, ``create/apply -f`` with ``--validate=false``, port-forward to
+pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).
 
 Known gaps: no /openapi (client-side validation needs ``--validate=false``); typed-client
 creates such as ``kubectl create deployment`` send protobuf and get 415; no auth/RBAC; no
-exec/attach/cp; ``logs`` is one fixed line; no 410 Gone for watches older than the last 5,000
+exec/attach/cp; ``logs -f`` does not follow; no 410 Gone for watches older than the last 5,000
 changes (they replay what is left); one node (``sim-node``); UDP ports have no backend.
 """
 
@@ -836,6 +837,7 @@ class SimCluster:
         self._closing = False
         self._reconcile_pending = False
         self._refusing: set = set()  # pod uids whose down containers refuse connections
+        self._logs: Dict[str, List[List[str]]] = {}  # pod uid -> log lines per container run
         self._rollouts: Dict[Tuple[str, str], asyncio.Task] = {}
         self._timers_later: List[threading.Timer] = []
 
@@ -2132,6 +2134,7 @@ class SimCluster:
         self.store.remove("pods", ns, name)
         for srv in self._backends.pop(uid, {}).values():
             await srv.stop()
+        self._logs.pop(uid, None)
         self._reconcile_soon()
         return p
 
@@ -2285,6 +2288,15 @@ class SimCluster:
         uid = p["metadata"]["uid"]
         if refuse:
             self._refusing.add(uid)
+        runs = self._logs.setdefault(uid, [["starting container in pod %s" % pod]])
+        for srv in self._backends.get(uid, {}).values():
+            runs[-1].extend(srv.log)
+            srv.log.clear()
+        runs[-1].append(
+            {"OOMKilled": "fatal error: runtime: out of memory"}.get(reason, "exiting: %s" % reason)
+        )
+        runs.append(["starting container in pod %s (restart %d)" % (pod, len(runs))])
+        del runs[:-2]
         cname = container or p["spec"]["containers"][0]["name"]
         now = _now()
 
@@ -2791,10 +2803,7 @@ class SimCluster:
         if sub == "scale" and plural in ("deployments", "replicasets", "statefulsets"):
             return await self._scale_subresource(writer, method, plural, ns or "", name, body)
         if sub == "log" and plural == "pods":
-            p = self.store.get("pods", ns or self.namespace, name or "")
-            if p is None:
-                return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
-            return self._reply(writer, 200, ("simulated log of %s\n" % name).encode(), "text/plain")
+            return self._pod_log(writer, ns or self.namespace, name or "", q)
         if method == "GET" and name is None:
             if q.get("watch") in ("true", "1"):
                 return await self._watch(writer, plural, ns, q, accept)
@@ -2877,6 +2886,33 @@ class SimCluster:
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         )
+
+    def _pod_log(self, writer, ns: str, name: str, q: dict) -> bool:
+        """``kubectl logs``: start-up lines plus the HTTP backends' access log; ``previous``
+        gives the instance before the last restart (400 if there was none, like the kubelet)."""
+        p = self.store.get("pods", ns, name)
+        if p is None:
+            return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
+        uid = p["metadata"]["uid"]
+        cname = q.get("container") or p["spec"]["containers"][0]["name"]
+        logs = self._logs.setdefault(uid, [["starting container in pod %s" % name]])
+        if q.get("previous") == "true":
+            if len(logs) < 2:
+                return self._status(
+                    writer,
+                    400,
+                    "BadRequest",
+                    'previous terminated container "%s" in pod "%s" not found' % (cname, name),
+                )
+            lines = list(logs[-2])
+        else:
+            lines = list(logs[-1])
+            for srv in self._backends.get(uid, {}).values():
+                lines += list(srv.log)
+        if q.get("tailLines", "").isdigit():
+            lines = lines[-int(q["tailLines"]) :] if int(q["tailLines"]) else []
+        text = "".join(line + "\n" for line in lines)
+        return self._reply(writer, 200, text.encode(), "text/plain")
 
     async def _scale_subresource(self, writer, method, plural, ns, name, body) -> bool:
         o = self.store.get(plural, ns, name)

@@ -325,6 +325,11 @@ def test_pod_faults_in_status_and_events(kubectl, web):
     r = kubectl("get", "events", "--field-selector", "type=Warning,reason=BackOff", "-o", "json")
     assert any(p0 in e["message"] for e in json.loads(r.stdout)["items"])
     web.wait_for(lambda: p0 in web.pods(ready=True))
+    r = kubectl("logs", p0, "--previous")
+    assert r.returncode == 0 and "fatal error: runtime: out of memory" in r.stdout, r.stderr
+    r = kubectl("logs", p1, "--previous")
+    assert r.returncode == 1
+    assert 'previous terminated container "app" in pod "%s" not found' % p1 in r.stderr
 
     web.make_unschedulable(p1)
     r = kubectl("get", "pod", p1)
