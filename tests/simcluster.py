@@ -562,6 +562,22 @@ _TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
             _age(e["metadata"].get("creationTimestamp")),
         ],
     ),
+    "endpointslices": (
+        [
+            _col("Name", fmt="name"),
+            _col("AddressType"),
+            _col("Ports"),
+            _col("Endpoints"),
+            _col("Age"),
+        ],
+        lambda e: [
+            e["metadata"]["name"],
+            e.get("addressType", "IPv4"),
+            ",".join(str(p["port"]) for p in e.get("ports", [])) or "<unset>",
+            ",".join(a for ep in e.get("endpoints", []) for a in ep["addresses"]) or "<unset>",
+            _age(e["metadata"].get("creationTimestamp")),
+        ],
+    ),
     "namespaces": (
         [_col("Name", fmt="name"), _col("Status"), _col("Age")],
         lambda n: [
