@@ -108,7 +108,9 @@ line plus the HTTP backends' access log; ``--previous`` after a restart, 400 bef
 (condition, delete, jsonpath, create; streaming lists with the initial-events-end bookmark),
 delete, scale, label/annotate, patch, set image, rollout restart/status, ``events``,
 ``api-resources``, ``run``, ``create/apply -f`` with ``--validate=false``, port-forward to
-pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).
+pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).  Also checked by hand:
+the gcloud SDK's kubectl 1.27, 1.30 (SPDY), 1.31 and 1.33 (WebSocket) forward, wait, and exit 1
+with ``error: lost connection to pod`` when the pod is deleted.
 
 Known gaps: no /openapi (client-side validation needs ``--validate=false``); typed-client
 creates such as ``kubectl create deployment`` send protobuf and get 415; no auth/RBAC; no
@@ -1095,7 +1097,10 @@ class SimCluster:
             return self._state()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> Any:
-        """Block until ``predicate()`` is truthy (re-checked on every change); return its value."""
+        """Block until ``predicate()`` is truthy (re-checked on every change); return its value.
+
+        The predicate runs under the store lock: keep it quick and read-only (``pods()``,
+        ``get()``, ``active_streams()``... are fine; mutating methods would deadlock)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
