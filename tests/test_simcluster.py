@@ -452,14 +452,11 @@ def test_many_concurrent_connections(kubectl, web, transport):
 @pytest.mark.slow
 def test_large_transfers_byte_exact(kubectl, web, transport):
     pod = web.pods("web-")[0]
-    p, port = forward(kubectl, transport, "pod/" + pod, ":7000", ":8080", ":7001")
-    ports = [int(m) for m in re.findall(r"127\.0\.0\.1:(\d+) ->", p.out)]
-    ports = (
-        ports
-        if len(ports) == 3
-        else [port]
-        + [int(p.wait_line(r"127\.0\.0\.1:(\d+) -> %d$" % r).group(1)) for r in (8080, 7001)]
-    )
+    p, _ = forward(kubectl, transport, "pod/" + pod, ":7000", ":8080", ":7001")
+    ports = [
+        int(p.wait_line(r"^Forwarding from 127\.0\.0\.1:(\d+) -> %d$" % remote).group(1))
+        for remote in (7000, 8080, 7001)
+    ]
     # Both ways at once through the echo port: 100 MiB on kubectl's default path, else 24 MiB.
     big = os.urandom((100 if transport == "websocket" and kubectl.minor >= 37 else 24) << 20)
     got = echo_roundtrip(ports[0], big, timeout=120)
