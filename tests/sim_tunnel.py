@@ -229,6 +229,12 @@ class PortForwardSession:
         self.closed = asyncio.Event()
         self.last_stream = 0
         self.tasks: List[asyncio.Task] = []
+        self.held_replies: List[int] = []  # SYN_REPLYs withheld while streams are stalled
+
+    def release_replies(self) -> None:
+        for sid in self.held_replies:
+            self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._headers({}))
+        self.held_replies = []
 
     # -- helpers -------------------------------------------------------------
     def sandbox(self) -> str:
@@ -364,7 +370,10 @@ class PortForwardSession:
         self.last_stream = max(self.last_stream, sid)
         stream = Stream(sid, headers)
         self.streams[sid] = stream
-        self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._headers({}))
+        if getattr(self.hooks, "stall_streams", False) and not self.hooks.stalled.is_set():
+            self.held_replies.append(sid)  # kubectl: "error creating ... stream: Timeout"
+        else:
+            self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._headers({}))
         if flags & FLAG_FIN:
             stream.fin_received = True
             stream.inbox.put_nowait(None)

@@ -69,7 +69,9 @@ Faults
         .reset_connections(), .connections, .requests, .port (the real 127.0.0.1 port)
     tunnel_faults.error(pod, message=None, on="active"|"next"|"each")
     tunnel_faults.eof(pod, on=...); tunnel_faults.close(pod, on=...)  (GOAWAY + TCP close,
-        or a WebSocket close frame); tunnel_faults.stall(pod, stalled=True); .clear(pod=None)
+        or a WebSocket close frame); tunnel_faults.stall(pod, stalled=True, streams=False)
+        (``streams``: new streams get no SYN_REPLY either: kubectl's "Timeout occurred" after
+        30 s); tunnel_faults.clear(pod=None)
     Texts: sim_tunnel.MSG_RESET / MSG_SANDBOX_GONE / MSG_REFUSED, wrapped by kubelet_error().
 Observability
     tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict
@@ -82,7 +84,7 @@ Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v``
     optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod,
     reason, exit_code, back_off, refuse=1), image-pull-backoff(target, image),
     unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
-    message, on), tunnel-eof(pod, on), tunnel-close(pod), stall(pod, on=1|0),
+    message, on), tunnel-eof(pod, on), tunnel-close(pod), stall(pod, on=1|0, streams=1),
     clear-faults(pod), backend(pod, port, slow, status, reset=1), set-condition(kind, name,
     type, status, reason, message, after), set-phase(pod, phase, after), emit-event(kind,
     name, reason, message, type); and ``GET /_sim/state``.
@@ -745,6 +747,7 @@ class TunnelRecord:
         self.stalled.set()  # set = flowing
         if self.pod_name in cluster._stalled:
             self.stalled.clear()
+        self.stall_streams = self.pod_name in cluster._stall_streams
 
     def changed(self) -> None:
         with self.cluster._cond:
@@ -792,9 +795,12 @@ class TunnelFaults:
         """Abrupt close: GOAWAY then TCP close (a WebSocket close frame on that transport)."""
         self._c._run(self._c._tunnel_fault(pod, "close", None, on))
 
-    def stall(self, pod: str, stalled: bool = True) -> None:
-        """Stop (or resume) relaying bytes on every tunnel to the pod, now and later."""
-        self._c._run(self._c._stall(pod, stalled))
+    def stall(self, pod: str, stalled: bool = True, streams: bool = False) -> None:
+        """Stop (or resume) relaying bytes on every tunnel to the pod, now and later.  With
+        ``streams`` new streams get no SYN_REPLY either, so after its 30 s stream-creation
+        timeout kubectl 1.37 logs ``"Error creating error stream" err="Timeout occurred"`` and
+        keeps running (checked by hand on both transports)."""
+        self._c._run(self._c._stall(pod, stalled, streams))
 
     def clear(self, pod: Optional[str] = None) -> None:
         self._c._run(self._c._clear_faults(pod))
@@ -847,6 +853,7 @@ class SimCluster:
         self._opened: Dict[str, int] = {}
         self._pending_faults: Dict[str, deque] = {}
         self._stalled: set = set()
+        self._stall_streams: set = set()
         self._conns: set = set()
         self._tasks: set = set()
         self._ip = itertools.count(10)
@@ -2603,19 +2610,21 @@ class SimCluster:
                 else:
                     pair.finish()
 
-    async def _stall(self, pod: str, stalled: bool) -> None:
+    async def _stall(self, pod: str, stalled: bool, streams: bool = False) -> None:
         (self._stalled.add if stalled else self._stalled.discard)(pod)
+        (self._stall_streams.add if stalled and streams else self._stall_streams.discard)(pod)
         for t in self._tunnels:
             if t.pod_name == pod:
+                t.stall_streams = stalled and streams
                 (t.stalled.clear if stalled else t.stalled.set)()
+                if not stalled and t.session is not None:
+                    t.session.release_replies()
 
     async def _clear_faults(self, pod: Optional[str]) -> None:
-        for name in [pod] if pod else list(self._pending_faults):
+        names = [pod] if pod else set(self._pending_faults) | self._stalled | self._stall_streams
+        for name in names:
             self._pending_faults.pop(name, None)
-            self._stalled.discard(name)
-            for t in self._tunnels:
-                if t.pod_name == name:
-                    t.stalled.set()
+            await self._stall(name, False)
 
     ###############################################################################
     # HTTP API server
@@ -3240,7 +3249,11 @@ class SimCluster:
                 )
                 ok = True
             elif action == "stall":
-                await self._stall(q["pod"], q.get("on", "1") not in ("0", "false"))
+                await self._stall(
+                    q["pod"],
+                    q.get("on", "1") not in ("0", "false"),
+                    q.get("streams", "") not in ("", "0", "false"),
+                )
                 ok = True
             elif action == "backend":
                 p = self.store.get("pods", ns, q["pod"])
