@@ -184,13 +184,14 @@ def test_200_concurrent_connections_all_succeed(vibe: Vibe) -> None:
 def test_a_deleted_pod_is_replaced_behind_the_same_local_port(
     vibe: Vibe, cluster: SimCluster
 ) -> None:
-    proc = vibe.start("pf", "svc/web", "18080:80", "--no-live")
+    port = _free_port()
+    proc = vibe.start("pf", "svc/web", "%d:80" % port, "--no-live")
     proc.wait_line(FORWARDING)
-    first = http_get(18080).getheader("X-Pod")
+    first = http_get(port).getheader("X-Pod")
 
     cluster.delete_pod(first)
     # connections opened during the gap wait for the replacement instead of failing
-    answers = [http_get(18080, timeout=30) for _ in range(3)]
+    answers = [http_get(port, timeout=30) for _ in range(3)]
 
     assert all(a.status == 200 for a in answers)
     assert {a.getheader("X-Pod") for a in answers}.isdisjoint({first})
@@ -246,6 +247,12 @@ def test_a_busy_local_port_fails_like_kubectl(vibe: Vibe) -> None:
 
     assert ours.returncode == theirs.returncode == 1
     assert ours.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _a_pod(vibe: Vibe) -> str:
@@ -322,18 +329,19 @@ def test_the_live_view_in_a_terminal_shows_state_ports_bytes_and_activity(
     env = Vibe(cluster, kubectl_bin, transport).env
     env.update(COLUMNS="160", LINES="30", TERM="xterm-256color")
     master, slave = pty.openpty()
+    port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, MODULE, "pf", "svc/web", "18181:80"],
+        [sys.executable, MODULE, "pf", "svc/web", "%d:80" % port],
         env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
     )  # fmt: skip
     os.close(slave)
     try:
         _read_pty(master, 3.0)
         for _ in range(5):
-            http_get(18181, "/bytes/200000")
+            http_get(port, "/bytes/200000")
         screen = _read_pty(master, 2.0).decode("utf-8", "replace")
         plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
-        assert "ready" in plain and "127.0.0.1:18181 → svc/web (web-" in plain
+        assert "ready" in plain and "127.0.0.1:%d → svc/web (web-" % port in plain
         assert ":8080" in plain and "0/5" in plain  # no active connection, 5 in total
         assert re.search(r"9\d\d(\.\d)? KiB", plain)  # ~977 KiB came down
         assert re.search(r"HTTP: 5 requests", plain)
@@ -377,7 +385,7 @@ def test_connections_cut_by_a_pod_deletion_are_blamed_on_the_pod(
     holder = socket.create_connection(("127.0.0.1", port), timeout=10)
     holder.sendall(b"ping")
     assert holder.recv(4) == b"ping"
-    pod = [p for p in cluster.pods("web") if cluster.active_streams(p)][0]
+    pod = next(p for p in cluster.pods("web") if cluster.active_streams(p))
 
     cluster.delete_pod(pod)
     proc.wait_line(r"now forwarding to pod", stream="stderr", timeout=30)

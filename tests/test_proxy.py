@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 from typing import List, Optional, Tuple
 
@@ -336,3 +337,75 @@ async def test_inspection_summarises_http_seen_on_the_relay_including_the_first_
     assert any("503" in problem for problem in inspection.problems())
     await forward.close()
     server.close()
+
+
+class _Resolver:
+    namespace = "prod"
+
+
+def _supervisor_for_display() -> vibe.Supervisor:
+    ref = vibe.parse_resource_ref("svc/web")
+    forward = vibe.Forward(8080, 80, vibe.parse_port_spec("8080:80", ref.kind), 80)
+    resolution = vibe.Resolution(ref, "web-abc", {}, (forward,), {})
+    return vibe.Supervisor(
+        None, _Resolver(), resolution, [], pod_running_timeout=60.0, emit=lambda event: None
+    )
+
+
+async def test_the_live_view_fits_the_terminal_and_honours_no_color(monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    supervisor = _supervisor_for_display()
+    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
+    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
+    proxy.stats.bytes_down = 3 * 1024 * 1024
+    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
+    live = vibe.LiveView([view], io.StringIO(), started=0.0)
+    live(vibe.SessionEvent(0.0, vibe.EventKind.TUNNEL_LOST, "svc/web", "the pod is gone"))
+
+    lines = live.render_lines(now=75.0, width=100)
+
+    text = "\n".join(lines)
+    assert "\x1b[" not in text
+    assert all(len(line) <= 100 for line in lines)
+    assert "1m15s" in lines[0] and "starting" in text and "3.0 MiB" in text
+    assert "svc/web the pod is gone" in text
+
+
+async def test_the_summary_names_usage_problems_and_next_steps() -> None:
+    supervisor = _supervisor_for_display()
+    supervisor.reconnects = {"the pod (or its sandbox) is gone": 2}
+    supervisor._note("web-abc", "container app restarted 1 time (last: OOMKilled, exit code 137)")
+    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
+    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
+    proxy.stats.opened, proxy.stats.closed = 5, 4
+    proxy.stats.count(vibe.LinkOutcome.RESET, "the pod (or its sandbox) is gone")
+    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
+
+    lines = vibe.build_summary([view], duration=60.0, now=60.0)
+
+    assert lines[0] == "kubectl vibe port-forward: 1m00s"
+    assert "5 connections: 4 closed, 0 failed, 1 reset" in lines[2]
+    assert "reconnects 2 (the pod (or its sandbox) is gone ×2)" in lines[3]
+    assert (
+        "  - pod web-abc: container app restarted 1 time (last: OOMKilled, exit code 137)" in lines
+    )
+    assert "  - kubectl logs web-abc -n prod --previous" in lines
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
+async def test_a_narrow_terminal_keeps_status_target_traffic_and_connections(
+    monkeypatch, width: int
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    supervisor = _supervisor_for_display()
+    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
+    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
+    proxy.stats.bytes_down, proxy.stats.opened = 3 * 1024 * 1024, 12
+    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
+
+    lines = vibe.LiveView([view], io.StringIO(), started=0.0).render_lines(now=5.0, width=width)
+
+    row = lines[2]
+    assert all(len(line) <= width for line in lines)
+    assert "starting" in row and "127.0.0.1:8080 → svc/web" in row
+    assert "3.0 MiB" in row and "0/12" in row
