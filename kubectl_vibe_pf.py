@@ -8907,6 +8907,7 @@ class WaitTarget:
         self.obj = obj
         self.report = compute_status(obj, now)
         self.since = now
+        self.seen = obj is not None
         self.met_printed = False
 
     @property
@@ -8979,13 +8980,13 @@ class WaitBoard:
         self._recompute(target, now)
 
     def _recompute(self, target: WaitTarget, now: float) -> None:
+        """New report; the state's clock restarts on a change of status, except at first
+        sight (it has been in that state at least since we started looking)."""
         report = compute_status(target.obj, now, self.pods_of(target))
-        if (report.status, report.message) != (target.report.status, target.report.message):
-            if report.status is not target.report.status:
-                target.since = now
-            target.report = report
-        else:
-            target.report = report
+        if report.status is not target.report.status and target.seen:
+            target.since = now
+        target.seen = target.seen or target.obj is not None
+        target.report = report
         self.version += 1
 
     def apply_pod(self, event_type: str, pod: Dict[str, Any], now: float) -> None:
