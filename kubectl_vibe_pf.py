@@ -1029,7 +1029,8 @@ showing each resource's live state, and explaining what is missing when it fails
 
  Exit codes: 0 condition met; 1 any error or timeout (as kubectl); 3 --fail-fast saw a terminal
  failure (CrashLoopBackOff, ImagePullBackOff/ErrImagePull for 5s, Unschedulable for 15s, Job
- Failed, ProgressDeadlineExceeded, OOMKilled 3 times, Stalled).
+ Failed, ProgressDeadlineExceeded, OOMKilled 3 times, Stalled); 130/143 interrupted (Ctrl-C,
+ SIGTERM).
 """,
         examples="""
 # Wait for the pod "busybox1" to contain the status condition of type "Ready"
@@ -9373,6 +9374,9 @@ class WaitSession:
         self.synced = False
         #: Set once the decision is made: the progress loop ends at its next beat.
         self.finished = False
+        #: Ctrl-C or SIGTERM: which one (0: none).
+        self.signal_number = 0
+        self.interrupted = asyncio.Event()
 
     # -- watches --------------------------------------------------------------------------
 
@@ -9482,7 +9486,11 @@ class WaitSession:
             await self.start_watches()
             ticker = asyncio.ensure_future(self.progress_loop())
             decider = asyncio.ensure_future(self.decide())
-            await asyncio.wait({ticker, decider}, return_when=asyncio.FIRST_COMPLETED)
+            interrupted = asyncio.ensure_future(self.interrupted.wait())
+            self._install_signal_handlers()
+            await asyncio.wait({ticker, decider, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            self._remove_signal_handlers()
+            interrupted.cancel()
             self.finished = True  # the ticker ends at its next beat; no cancellation race
             self.changed.set()
             # A decision already made wins over a failure seen in the same instant.
@@ -9496,7 +9504,9 @@ class WaitSession:
                 raise failed
         finally:
             self.progress.close()
-        if isinstance(failed, FailedFast):
+        if self.signal_number:  # like kubectl killed by the signal: never a success
+            code = 128 + self.signal_number
+        elif isinstance(failed, FailedFast):
             code = self.fail_fast_exit(failed)
         else:
             code = decider.result()
@@ -9504,6 +9514,28 @@ class WaitSession:
                 self.print_explanations()
         self.progress.result(code, _monotonic())
         return code
+
+    def _install_signal_handlers(self) -> None:
+        """Ctrl-C / SIGTERM end the wait with 130 / 143 (a script must not take an interrupted
+        wait for a met condition); the kubectl children are stopped first."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_signal(self, signum: int) -> None:
+        self.signal_number = int(signum)
+        self.interrupted.set()
 
     async def decide(self) -> int:
         if self.options.decided_by_kubectl:

@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -390,3 +391,16 @@ def test_live_view_in_a_terminal(vibe137: Vibe, sim_cluster: SimCluster):
     assert re.search(r"└ pod/web-\S+", screen), screen
     assert "waiting for condition Available=true" in screen
     assert "Current ✓" in screen
+
+
+def test_interrupted_wait_is_never_a_success_and_leaves_no_kubectl(vibe137: Vibe, sim_cluster):
+    psutil = pytest.importorskip("psutil")
+    sim_cluster.add_pod("never", start_delay=120)
+    proc = vibe137.start("pod/never", "--for=condition=Ready", "--timeout=60s", "--progress=plain")
+    proc.wait_line(r"^\[\d+s\] pod/never: InProgress", stream="stderr")
+    children = psutil.Process(proc.proc.pid).children(recursive=True)
+    assert any("wait" in child.cmdline() for child in children)
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) == 130
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
