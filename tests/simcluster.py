@@ -7,67 +7,117 @@ each container port of a pod is backed by a real local server (see ``sim_backend
 (kubectl's default) or over legacy SPDY (``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``); see
 ``sim_tunnel``.  Pod IPs (10.244.x.y) and cluster IPs are labels only: nothing routes to them.
 
-Quick start::
+Quick start (``tests`` is a package; from the repo root)::
 
-    from simcluster import SimCluster, ContainerPort, ServicePort, Backend
+    from tests.simcluster import Backend, ContainerPort, ServicePort, SimCluster
 
-    with SimCluster() as sim:                       # starts in ~50 ms
+    with SimCluster() as sim:                       # starts in a few ms
         sim.add_deployment("web", replicas=2, ports=[ContainerPort("http", 8080)],
                            backends={8080: Backend.http()})
-        sim.add_service("web", selector={"app": "web"},
-                        ports=[ServicePort(80, "http", name="http")])
+        sim.add_service("web", {"app": "web"}, [ServicePort(80, "http", name="http")])
         subprocess.run(["kubectl", "get", "pods"], env=sim.env())
-        sim.delete_pod(sim.pods("web")[0])         # replaced after ``replace_delay``
-        sim.wait_for(lambda: len(sim.pods("web", ready=True)) == 2, timeout=10)
+        sim.delete_pod(sim.pods("web-")[0])        # replaced after ``replace_delay``
+        sim.wait_for(lambda: len(sim.pods("web-", ready=True)) == 2, timeout=10)
 
 Public API (every mutating method is thread-safe: it runs on the cluster's loop and returns
-once applied; reads take the store lock and never block on the loop):
+once applied; reads take the store lock and never block on the loop; calling a blocking method
+from the cluster's own loop raises RuntimeError).  Pytest fixtures live in ``conftest.py``
+(``sim_cluster``, ``make_sim_cluster(**options)``, ``kubectl_bin``, ``kubectl``,
+``pf_transport``); kubectl process helpers in ``kubectl_proc.py``.
 
 Lifecycle
-    SimCluster(namespace="default", replace_delay=0.5, start_delay=0.1, ready_delay=0.1)
-    .start() -> self; .stop(); context manager; .url; .port; .kubeconfig (path, context ``sim``,
-    namespace ``default``); .env(base=None) -> dict for subprocesses (os.environ + KUBECONFIG,
-    a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY); .admin_url
+    SimCluster(namespace="default", replace_delay=0.5, start_delay=0.1, ready_delay=0.1,
+               kubeconfig_dir=None, websockets=True)   # websockets=False: 400 on WS upgrades
+    .start() -> self; .stop(); context manager; .url; .port; .admin_url; .kubeconfig (path of
+    a kubeconfig: context ``sim``, namespace ``default``, no auth); .env(base=None) -> dict for
+    subprocesses (os.environ + KUBECONFIG, a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY)
 Objects (``kind`` accepts kubectl spellings: "pod", "pods", "po", "deploy", "svc", ...)
+    ContainerPort(name, port, protocol="TCP"); ServicePort(port, target_port=None, name=None,
+        protocol="TCP"); Backend.http() / .echo() / .sha256() / .tls() / .refuse() /
+        .postgres() / .redis() / .mysql()  (TCP ports without a backend get Backend.http())
     add_namespace(name)
     add_pod(name, ports=(), backends=None, labels=None, image="nginx:1.27", namespace=None,
             start_delay=0, ready_delay=0, unschedulable=False, containers=None) -> name
     add_deployment(name, replicas=1, ports=(), backends=None, labels=None, image=...,
-                   start_delay=0, ready_delay=0, namespace=None) -> name
-    add_replicaset / add_statefulset / add_daemonset (same shape), add_job(name, duration=1.0,
-        completions=1, ...), add_service(name, selector, ports, headless=False, namespace=None)
-    create_later(delay, fn_or_spec)   e.g. sim.create_later(2, lambda: sim.add_pod("late"))
-    delete(kind, name, namespace=None); get(kind, name, namespace=None) -> dict | None
-    list(kind, namespace=None, labels=None) -> [dict]; pods(prefix=None, ready=None) -> [names]
-    patch_status(kind, name, patch: dict, after=0)  (JSON merge patch into .status)
-    patch(kind, name, patch: dict, after=0)          (JSON merge patch into the object)
+                   start_delay=0, ready_delay=0, namespace=None, containers=None) -> name
+    add_replicaset(name, replicas, **same) / add_statefulset(name, replicas, **same) /
+        add_daemonset(name, **same) / add_job(name, completions=1, duration=1.0, **same)
+    add_service(name, selector, ports=(), headless=False, namespace=None, type="ClusterIP")
+        (Endpoints and EndpointSlices follow pods automatically)
+    create_later(delay, obj)  obj: a manifest dict, or a callable such as
+        ``lambda: sim.add_pod("late")``
+    delete(kind, name); get(kind, name) -> dict | None; list(kind, namespace=None,
+        labels=None) -> [dict]; pods(prefix=None, ready=None) -> [names]
+    patch(kind, name, patch, after=0, type="merge"|"strategic"|"json")
+    patch_status(kind, name, status: dict, after=0); set_phase(pod, phase, after=0)
     set_condition(kind, name, type, status="True", reason="", message="", after=0)
-    set_phase(pod, phase, after=0); scale(kind, name, replicas)
+    scale(kind, name, replicas); rollout(deployment, image=None)  (one new pod Ready, one
+        old pod deleted, repeat)
     emit_event(kind, name, reason, message, type="Normal", namespace=None)
 Faults
-    delete_pod(name, replace_delay=None)  live tunnels get a containerd reset error, new streams
-        ``failed to find sandbox``; owners recreate it (new name/IP, Pending->Running->Ready)
-    restart_container(pod, reason="OOMKilled", exit_code=137, container=None, back_off=0.3)
-    make_image_pull_backoff(target, image)  target "deploy/x" or a pod name
-    make_unschedulable(pod); fail_job(name); complete_job(name)
+    delete_pod(name, replace_delay=None, grace=0)  live tunnels get containerd's "connection
+        reset by peer" on their error streams, new streams ``failed to find sandbox``; owners
+        recreate it (new name or, for StatefulSets, same name; new IP; Pending->Running->Ready).
+        ``grace`` keeps it Terminating (not Ready, still forwarding) that long first.
+    restart_container(pod, reason="OOMKilled", exit_code=137, container=None, back_off=0.3,
+        refuse=False)  (restartCount+1, lastState.terminated, CrashLoopBackOff + Warning BackOff
+        event for ``back_off`` s; open connections are reset; ``refuse``: ports refuse meanwhile)
+    make_image_pull_backoff(target, image)  target "deploy/x" (a new ReplicaSet whose pod is
+        stuck Pending in ImagePullBackOff) or a pod name; make_unschedulable(pod)
+    fail_job(name); complete_job(name)
     backend(pod, port) -> BackendServer with .slow(s), .return_status(code|None),
-        .reset_connections(), .connections, .requests
+        .reset_connections(), .connections, .requests, .port (the real 127.0.0.1 port)
     tunnel_faults.error(pod, message=None, on="active"|"next"|"each")
-    tunnel_faults.eof(pod, on="active"|"next"|"each"); tunnel_faults.close(pod)
-    tunnel_faults.stall(pod, stalled=True); tunnel_faults.clear(pod=None)
+    tunnel_faults.eof(pod, on=...); tunnel_faults.close(pod, on=...)  (GOAWAY + TCP close,
+        or a WebSocket close frame); tunnel_faults.stall(pod, stalled=True, streams=False)
+        (``streams``: new streams get no SYN_REPLY either: kubectl's "Timeout occurred" after
+        30 s); tunnel_faults.clear(pod=None)
+    Texts: sim_tunnel.MSG_RESET / MSG_SANDBOX_GONE / MSG_REFUSED, wrapped by kubelet_error().
 Observability
-    tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict]
-    wait_for(predicate, timeout=10) (condition variable, woken by every store/tunnel change)
-    await async_wait_for(predicate, timeout=10); requests (list of (method, path) seen)
-Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` with actions
-    delete-pod(name), restart-container(pod, reason, exit_code), image-pull-backoff(target,
-    image), unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
-    message, on), tunnel-eof(pod), tunnel-close(pod), stall(pod, on=1|0), backend(pod, port,
-    slow, status, reset), set-condition(kind, name, type, status, reason, message); and
-    ``GET /_sim/state``.
-CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH]`` starts the demo scenario (``web``
-    2 replicas behind svc ``web`` 80/http -> ``http`` 8080, ``db`` Postgres 5432, ``cache``
-    Redis 6379), writes the kubeconfig, prints one line, and runs until SIGINT/SIGTERM.
+    tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict
+        with transport, open, active_streams, streams_opened, bytes_up, bytes_down]
+    state() -> dict (as GET /_sim/state); requests: [(method, path)]; user_agents: (str, ...);
+    SIMCLUSTER_DEBUG=1 in the environment logs every API request to stderr
+    wait_for(predicate, timeout=10) -> value  (condition variable, woken by every store and
+        tunnel change; raises TimeoutError); await async_wait_for(predicate, timeout=10)
+Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v`` (all take an
+    optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod,
+    reason, exit_code, back_off, refuse=1), image-pull-backoff(target, image),
+    unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
+    message, on), tunnel-eof(pod, on), tunnel-close(pod), stall(pod, on=1|0, streams=1),
+    clear-faults(pod), backend(pod, port, slow, status, reset=1), set-condition(kind, name,
+    type, status, reason, message, after), set-phase(pod, phase, after), emit-event(kind,
+    name, reason, message, type); and ``GET /_sim/state``.
+    Example::
+
+        curl -XPOST "$ADMIN/delete-pod?name=web-2tj49vgw4n-9r2tm"
+        curl -XPOST "$ADMIN/backend?pod=web-2tj49vgw4n-9r2tm&port=8080&status=503"
+CLI: ``python3 tests/simcluster.py demo [--kubeconfig PATH] [--chaos SECONDS]`` (or ``python
+    -m tests.simcluster demo``) starts the demo scenario (``web`` 2 replicas behind svc ``web``
+    80/http -> ``http`` 8080, ``db`` Postgres 5432, ``cache`` Redis 6379), writes the
+    kubeconfig, prints ``simcluster ready: KUBECONFIG=<path> admin=<url>``, and runs until
+    SIGINT/SIGTERM; ``--chaos N`` deletes a web pod every N seconds.  Demo recipe::
+
+        python3 tests/simcluster.py demo --kubeconfig /tmp/sim/kubeconfig --chaos 20 &
+        export KUBECONFIG=/tmp/sim/kubeconfig KUBECTL_KUBERC=false
+        kubectl vibe pf svc/web 8080:80 &
+        python3 tests/traffic.py --url http://127.0.0.1:8080 --duration 60
+
+What kubectl can do against it (verified with kubectl 1.37.1 and the image's 1.32.4, both
+port-forward transports, by ``tests/test_simcluster.py``): discovery (legacy JSON), get (JSON,
+YAML, server-side Tables, label/field selectors, ``-A``, ``-w``), describe, logs (a start-up
+line plus the HTTP backends' access log; ``--previous`` after a restart, 400 before), wait
+(condition, delete, jsonpath, create; streaming lists with the initial-events-end bookmark),
+delete, scale, label/annotate, patch, set image, rollout restart/status, ``events``,
+``api-resources``, ``run``, ``create/apply -f`` with ``--validate=false``, port-forward to
+pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).  Also checked by hand:
+the gcloud SDK's kubectl 1.27, 1.30 (SPDY), 1.31 and 1.33 (WebSocket) forward, wait, and exit 1
+with ``error: lost connection to pod`` when the pod is deleted.
+
+Known gaps: no /openapi (client-side validation needs ``--validate=false``); typed-client
+creates such as ``kubectl create deployment`` send protobuf and get 415; no auth/RBAC; no
+exec/attach/cp; ``logs -f`` does not follow; no 410 Gone for watches older than the last 5,000
+changes (they replay what is left); one node (``sim-node``); UDP ports have no backend.
 """
 
 from __future__ import annotations
@@ -89,6 +139,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
@@ -115,6 +166,9 @@ class ContainerPort(NamedTuple):
 
 
 class ServicePort(NamedTuple):
+    """A Service port: ``ServicePort(80, "http", name="http")``; ``target_port`` is a number or
+    a container port name, and defaults to ``port``."""
+
     port: int
     target_port: Union[int, str, None] = None
     name: Optional[str] = None
@@ -160,6 +214,63 @@ def _merge(dst: dict, patch: dict) -> dict:
         else:
             dst[k] = copy.deepcopy(v)
     return dst
+
+
+def _merge_key(items: list) -> Optional[str]:
+    for key in ("name", "containerPort", "type", "port", "ip"):
+        if items and all(isinstance(i, dict) and key in i for i in items):
+            return key
+    return None
+
+
+def _strategic_merge(dst: dict, patch: dict) -> dict:
+    """Enough of a strategic merge patch for kubectl: lists of named items merge by key."""
+    for k, v in patch.items():
+        if k.startswith("$"):
+            continue
+        if v is None:
+            dst.pop(k, None)
+        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _strategic_merge(dst[k], v)
+        elif isinstance(v, list) and isinstance(dst.get(k), list) and _merge_key(v):
+            key = _merge_key(v)
+            out = dst[k]
+            for item in v:
+                if item.get("$patch") == "delete":
+                    out[:] = [o for o in out if o.get(key) != item.get(key)]
+                    continue
+                for o in out:
+                    if isinstance(o, dict) and o.get(key) == item[key]:
+                        _strategic_merge(o, item)
+                        break
+                else:
+                    out.append(_strategic_merge({}, item))
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def _json_patch(doc: dict, ops: list) -> dict:
+    """RFC 6902 add / replace / remove (what ``kubectl patch --type=json`` sends)."""
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent: Any = doc
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
+        last = parts[-1]
+        if isinstance(parent, list):
+            idx = len(parent) if last == "-" else int(last)
+            if op["op"] == "remove":
+                parent.pop(idx)
+            elif op["op"] == "add":
+                parent.insert(idx, copy.deepcopy(op["value"]))
+            else:
+                parent[idx] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            parent.pop(last, None)
+        elif op["op"] in ("add", "replace"):
+            parent[last] = copy.deepcopy(op["value"])
+    return doc
 
 
 def _dig(obj: Any, path: str) -> Any:
@@ -441,6 +552,36 @@ _TABLES: Dict[str, Tuple[List[dict], Callable[[dict], list]]] = {
             e.get("message", ""),
         ],
     ),
+    "endpoints": (
+        [_col("Name", fmt="name"), _col("Endpoints"), _col("Age")],
+        lambda e: [
+            e["metadata"]["name"],
+            ",".join(
+                "%s:%s" % (a["ip"], p["port"])
+                for ss in e.get("subsets", [])
+                for a in ss.get("addresses", [])
+                for p in ss.get("ports", [])
+            )
+            or "<none>",
+            _age(e["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    "endpointslices": (
+        [
+            _col("Name", fmt="name"),
+            _col("AddressType"),
+            _col("Ports"),
+            _col("Endpoints"),
+            _col("Age"),
+        ],
+        lambda e: [
+            e["metadata"]["name"],
+            e.get("addressType", "IPv4"),
+            ",".join(str(p["port"]) for p in e.get("ports", [])) or "<unset>",
+            ",".join(a for ep in e.get("endpoints", []) for a in ep["addresses"]) or "<unset>",
+            _age(e["metadata"].get("creationTimestamp")),
+        ],
+    ),
     "namespaces": (
         [_col("Name", fmt="name"), _col("Status"), _col("Age")],
         lambda n: [
@@ -606,6 +747,7 @@ class TunnelRecord:
         self.stalled.set()  # set = flowing
         if self.pod_name in cluster._stalled:
             self.stalled.clear()
+        self.stall_streams = self.pod_name in cluster._stall_streams
 
     def changed(self) -> None:
         with self.cluster._cond:
@@ -653,9 +795,12 @@ class TunnelFaults:
         """Abrupt close: GOAWAY then TCP close (a WebSocket close frame on that transport)."""
         self._c._run(self._c._tunnel_fault(pod, "close", None, on))
 
-    def stall(self, pod: str, stalled: bool = True) -> None:
-        """Stop (or resume) relaying bytes on every tunnel to the pod, now and later."""
-        self._c._run(self._c._stall(pod, stalled))
+    def stall(self, pod: str, stalled: bool = True, streams: bool = False) -> None:
+        """Stop (or resume) relaying bytes on every tunnel to the pod, now and later.  With
+        ``streams`` new streams get no SYN_REPLY either, so after its 30 s stream-creation
+        timeout kubectl 1.37 logs ``"Error creating error stream" err="Timeout occurred"`` and
+        keeps running (checked by hand on both transports)."""
+        self._c._run(self._c._stall(pod, stalled, streams))
 
     def clear(self, pod: Optional[str] = None) -> None:
         self._c._run(self._c._clear_faults(pod))
@@ -666,6 +811,8 @@ class TunnelFaults:
 ###############################################################################
 
 _PROTO_JSON = "application/json"
+#: ``SIMCLUSTER_DEBUG=1`` logs every API request to stderr.
+_DEBUG = os.environ.get("SIMCLUSTER_DEBUG", "") not in ("", "0")
 _EVENT_SEQ = itertools.count(int(time.time() * 1e9))
 
 
@@ -689,7 +836,8 @@ class SimCluster:
         self.store = Store(self._cond)
         self.tunnel_faults = TunnelFaults(self)
         self.requests: List[Tuple[str, str]] = []
-        self.user_agents: set = set()  # which kubectl builds talked to us
+        #: User-Agent headers seen, in order (a tuple, replaced whole: safe to read anywhere).
+        self.user_agents: Tuple[str, ...] = ()
         self.websockets = websockets
         self.port = 0
         self._dir = kubeconfig_dir
@@ -705,6 +853,7 @@ class SimCluster:
         self._opened: Dict[str, int] = {}
         self._pending_faults: Dict[str, deque] = {}
         self._stalled: set = set()
+        self._stall_streams: set = set()
         self._conns: set = set()
         self._tasks: set = set()
         self._ip = itertools.count(10)
@@ -712,6 +861,9 @@ class SimCluster:
         self._rng = random.Random(0x5EED)
         self._closing = False
         self._reconcile_pending = False
+        self._refusing: set = set()  # pod uids whose down containers refuse connections
+        self._logs: Dict[str, List[List[str]]] = {}  # pod uid -> log lines per container run
+        self._rollouts: Dict[Tuple[str, str], asyncio.Task] = {}
         self._timers_later: List[threading.Timer] = []
 
     # -- lifecycle -------------------------------------------------------------
@@ -867,6 +1019,9 @@ class SimCluster:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("blocking SimCluster API called on its own loop")
+        if self._closing:
+            coro.close()
+            raise RuntimeError("SimCluster is stopping")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _later(self, uid: str, delay: float, fn: Callable, *args) -> None:
@@ -943,8 +1098,16 @@ class SimCluster:
     def active_streams(self, pod: Optional[str] = None) -> int:
         return sum(t["active_streams"] for t in self.tunnels(pod) if t["open"])
 
+    def state(self) -> dict:
+        """Pods (phase, readiness, IP, backend ports, requests) and tunnels, as ``/_sim/state``."""
+        with self._cond:
+            return self._state()
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10) -> Any:
-        """Block until ``predicate()`` is truthy (re-checked on every change); return its value."""
+        """Block until ``predicate()`` is truthy (re-checked on every change); return its value.
+
+        The predicate runs under the store lock: keep it quick and read-only (``pods()``,
+        ``get()``, ``active_streams()``... are fine; mutating methods would deadlock)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -1121,11 +1284,38 @@ class SimCluster:
         return self._run(self._delete(kind_of(kind).plural, self._ns(namespace), name))
 
     def patch(
-        self, kind: str, name: str, patch: dict, after: float = 0, namespace: Optional[str] = None
+        self,
+        kind: str,
+        name: str,
+        patch: Any,
+        after: float = 0,
+        namespace: Optional[str] = None,
+        type: str = "merge",
     ) -> None:
-        self._run(
-            self._async(self._patch, kind_of(kind).plural, self._ns(namespace), name, patch, after)
-        )
+        """Patch an object now or ``after`` seconds: ``type`` is "merge" (RFC 7386),
+        "strategic" (lists of named items merge by key) or "json" (RFC 6902 ops).  A changed
+        Deployment pod template starts a rollout."""
+        plural, ns = kind_of(kind).plural, self._ns(namespace)
+        self._run(self._async(self._patch, plural, ns, name, patch, after, type))
+
+    def rollout(
+        self, name: str, image: Optional[str] = None, namespace: Optional[str] = None
+    ) -> None:
+        """Roll a deployment (``kubectl rollout restart``, or a new image for every container):
+        a new ReplicaSet's pods come up one at a time (Pending -> Running -> Ready) and an old
+        pod is deleted after each becomes Ready."""
+        ns = self._ns(namespace)
+        d = self.get("deployments", name, ns)
+        if d is None:
+            raise KeyError(name)
+        t = d["spec"]["template"]
+        if image:
+            containers = [{"name": c["name"], "image": image} for c in t["spec"]["containers"]]
+            template: dict = {"spec": {"containers": containers}}
+        else:
+            template = {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": _now()}}}
+        patch = {"spec": {"template": template}}
+        self._run(self._async(self._patch, "deployments", ns, name, patch, 0, "strategic"))
 
     def patch_status(
         self, kind: str, name: str, status: dict, after: float = 0, namespace: Optional[str] = None
@@ -1190,9 +1380,15 @@ class SimCluster:
 
     # -- fault API (any thread) ---------------------------------------------------------
     def delete_pod(
-        self, name: str, replace_delay: Optional[float] = None, namespace: Optional[str] = None
+        self,
+        name: str,
+        replace_delay: Optional[float] = None,
+        namespace: Optional[str] = None,
+        grace: float = 0,
     ) -> bool:
-        return self._run(self._delete_pod(self._ns(namespace), name, replace_delay))
+        """Delete a pod; with ``grace`` it is Terminating (not Ready, tunnels still work) for
+        that long first.  Its owner creates a replacement after ``replace_delay``."""
+        return self._run(self._delete_pod(self._ns(namespace), name, replace_delay, grace))
 
     def restart_container(
         self,
@@ -1202,7 +1398,12 @@ class SimCluster:
         container: Optional[str] = None,
         back_off: float = 0.3,
         namespace: Optional[str] = None,
+        refuse: bool = False,
     ) -> None:
+        """Container restart: restartCount+1, lastState.terminated (reason, exit code), open
+        connections reset, CrashLoopBackOff and a Warning BackOff event for ``back_off`` s.
+        With ``refuse`` its ports refuse connections until it runs again (as when nothing
+        listens); by default the backend keeps answering."""
         self._run(
             self._async(
                 self._restart_container,
@@ -1212,6 +1413,7 @@ class SimCluster:
                 exit_code,
                 container,
                 back_off,
+                refuse,
             )
         )
 
@@ -1493,12 +1695,27 @@ class SimCluster:
 
     async def _new_replicaset(self, deploy: dict, tpl: dict, replicas: int) -> str:
         ns, dname = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
-        h = hashlib.sha256(json.dumps(tpl["containers"], sort_keys=True).encode()).hexdigest()
+        h = hashlib.sha256(
+            json.dumps(deploy["spec"]["template"], sort_keys=True).encode()
+        ).hexdigest()
         phash = "".join(
             "bcdfghjklmnpqrstvwxz2456789"[int(h[i : i + 2], 16) % 27] for i in range(0, 20, 2)
         )
         rs_tpl = dict(tpl, labels=dict(tpl["labels"], **{"pod-template-hash": phash}))
         rsname = "%s-%s" % (dname, phash)
+        self._templates[("replicasets", ns, rsname)] = rs_tpl
+        if self.store.get("replicasets", ns, rsname) is not None:  # rolled back to it
+            return rsname
+        template = copy.deepcopy(deploy["spec"]["template"])
+        template["metadata"]["labels"] = dict(rs_tpl["labels"])
+        revision = 1 + sum(
+            1
+            for r in self.store.list("replicasets", ns)
+            if any(
+                x["uid"] == deploy["metadata"]["uid"]
+                for x in r["metadata"].get("ownerReferences", [])
+            )
+        )
         rs = {
             "kind": "ReplicaSet",
             "apiVersion": "apps/v1",
@@ -1508,15 +1725,12 @@ class SimCluster:
                 "labels": dict(rs_tpl["labels"]),
                 "ownerReferences": [_owner_ref(deploy)],
                 "generation": 1,
-                "annotations": {"deployment.kubernetes.io/revision": "1"},
+                "annotations": {"deployment.kubernetes.io/revision": str(revision)},
             },
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": dict(rs_tpl["labels"])},
-                "template": {
-                    "metadata": {"labels": dict(rs_tpl["labels"])},
-                    "spec": {"containers": copy.deepcopy(tpl["containers"])},
-                },
+                "template": template,
             },
             "status": {},
         }
@@ -1530,6 +1744,83 @@ class SimCluster:
         )
         await self._fill("replicasets", ns, rsname)
         return rsname
+
+    def _start_rollout(self, ns: str, name: str) -> None:
+        prev = self._rollouts.pop((ns, name), None)
+        if prev is not None:
+            prev.cancel()
+        self._rollouts[(ns, name)] = self._spawn(self._rollout(ns, name))
+
+    async def _rollout(self, ns: str, name: str) -> None:
+        """RollingUpdate with maxSurge 1 / maxUnavailable 0: one new pod, Ready, one old gone."""
+        d = self.store.get("deployments", ns, name)
+        tpl = self._templates.get(("deployments", ns, name))
+        if d is None or tpl is None:
+            return
+        t = d["spec"]["template"]
+        ntpl = dict(
+            tpl,
+            containers=copy.deepcopy(t["spec"]["containers"]),
+            labels=dict(t["metadata"].get("labels") or tpl["labels"]),
+            start_delay=max(tpl.get("start_delay") or 0, self.start_delay),
+            ready_delay=max(tpl.get("ready_delay") or 0, self.ready_delay),
+        )
+        ntpl.pop("bad_image", None)
+        self._templates[("deployments", ns, name)] = ntpl
+        uid = d["metadata"]["uid"]
+        rsname = await self._new_replicaset(d, dict(ntpl), 0)
+        top = 1 + max(_revision(r) for r in self._owned_rs(ns, uid))
+        self.store.update(
+            "replicasets",
+            ns,
+            rsname,
+            lambda o: (
+                o["metadata"]
+                .setdefault("annotations", {})
+                .update({"deployment.kubernetes.io/revision": str(top)})
+            ),
+        )
+        want = d["spec"].get("replicas", 1)
+
+        def count(rs: str, ready: bool = False) -> int:
+            o = self.store.get("replicasets", ns, rs)
+            pods = self._owned_pods(o) if o else []
+            return len([p for p in pods if _pod_ready(p)] if ready else pods)
+
+        async def scale_rs(rs: str, n: int) -> None:
+            before = (
+                (self.store.get("replicasets", ns, rs) or {}).get("spec", {}).get("replicas", 0)
+            )
+            await self._scale_async("replicasets", ns, rs, n)
+            self._event(
+                d,
+                "ScalingReplicaSet",
+                "Scaled %s replica set %s from %d to %d"
+                % ("up" if n > before else "down", rs, before, n),
+                source="deployment-controller",
+            )
+
+        for i in range(1, want + 1):
+            if count(rsname) < i:
+                await scale_rs(rsname, i)
+            while count(rsname, ready=True) < i and not self._closing:
+                await asyncio.sleep(0.02)  # controller poll; tests await store changes instead
+            for old in self._owned_rs(ns, uid):
+                oname = old["metadata"]["name"]
+                if oname != rsname and old["spec"].get("replicas", 0) > 0:
+                    await scale_rs(oname, old["spec"]["replicas"] - 1)
+                    break
+        for old in self._owned_rs(ns, uid):
+            if old["metadata"]["name"] != rsname and old["spec"].get("replicas", 0):
+                await scale_rs(old["metadata"]["name"], 0)
+        self._reconcile_soon()
+
+    def _owned_rs(self, ns: str, uid: str) -> List[dict]:
+        return [
+            r
+            for r in self.store.list("replicasets", ns)
+            if any(x["uid"] == uid for x in r["metadata"].get("ownerReferences", []))
+        ]
 
     def _owned_pods(self, owner: dict) -> List[dict]:
         uid = owner["metadata"]["uid"]
@@ -1555,6 +1846,7 @@ class SimCluster:
             want = 1
         else:
             want = owner["spec"].get("replicas", 1)
+        pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         if plural == "statefulsets":
             have = {p["metadata"]["name"] for p in pods}
             for i in range(want):
@@ -1629,14 +1921,7 @@ class SimCluster:
                 )
             ]
             pods = [p for r in rss for p in self._owned_pods(r)]
-            newest = rss and max(
-                rss,
-                key=lambda r: int(
-                    r["metadata"]
-                    .get("annotations", {})
-                    .get("deployment.kubernetes.io/revision", "1")
-                ),
-            )
+            newest = rss and max(rss, key=_revision)
             updated = [
                 p
                 for p in pods
@@ -1652,7 +1937,7 @@ class SimCluster:
         want = o["spec"].get("replicas", 1)
 
         def fn(d: dict) -> None:
-            st = d["status"]
+            st = d.setdefault("status", {})
             st["observedGeneration"] = d["metadata"].get("generation", 1)
             if plural == "jobs":
                 st["active"] = sum(
@@ -1877,13 +2162,33 @@ class SimCluster:
         self.store.remove("pods", ns, name)
         for srv in self._backends.pop(uid, {}).values():
             await srv.stop()
+        self._logs.pop(uid, None)
         self._reconcile_soon()
         return p
 
-    async def _delete_pod(self, ns: str, name: str, replace_delay: Optional[float]) -> bool:
-        p = await self._remove_pod(ns, name)
-        if p is None:
-            return False
+    async def _delete_pod(
+        self, ns: str, name: str, replace_delay: Optional[float], grace: float = 0
+    ) -> bool:
+        if grace > 0:
+            p = self.store.get("pods", ns, name)
+            if p is None:
+                return False
+            uid = p["metadata"]["uid"]
+
+            def terminating(o: dict) -> None:
+                o["metadata"]["deletionTimestamp"] = _now()
+                o["metadata"]["deletionGracePeriodSeconds"] = int(grace)
+                _set_cond(o["status"], "Ready", "False", "PodTerminating")
+                for cs in o["status"].get("containerStatuses", []):
+                    cs["ready"] = False
+
+            self.store.update("pods", ns, name, terminating)
+            self._later(uid, grace, lambda: self._spawn(self._remove_pod(ns, name)))
+            self._reconcile_soon()
+        else:
+            p = await self._remove_pod(ns, name)
+            if p is None:
+                return False
         delay = self.replace_delay if replace_delay is None else replace_delay
         for ref in p["metadata"].get("ownerReferences", []):
             plural = kind_of(ref["kind"]).plural
@@ -1911,16 +2216,15 @@ class SimCluster:
         if o is None:
             return False
         self._templates.pop((plural, ns, name), None)
+        rollout = self._rollouts.pop((ns, name), None) if plural == "deployments" else None
+        if rollout is not None:
+            rollout.cancel()
         if plural in ("deployments", "replicasets", "statefulsets", "daemonsets", "jobs"):
             uid = o["metadata"]["uid"]
-            for plural2 in ("replicasets", "pods"):
-                for child in self.store.list(plural2, ns):
-                    if any(r["uid"] == uid for r in child["metadata"].get("ownerReferences", [])):
-                        await self._delete(
-                            plural2, ns, child["metadata"]["name"]
-                        ) if plural2 == "replicasets" else await self._remove_pod(
-                            ns, child["metadata"]["name"]
-                        )
+            for rs in self._owned_rs(ns, uid):
+                await self._delete("replicasets", ns, rs["metadata"]["name"])
+            for pod in self._owned_pods(o):
+                await self._remove_pod(ns, pod["metadata"]["name"])
         if plural == "services":
             self.store.remove("endpoints", ns, name)
             for es in self.store.list("endpointslices", ns):
@@ -1931,15 +2235,32 @@ class SimCluster:
         return True
 
     # -- status changes --------------------------------------------------------------------
-    def _patch(self, plural: str, ns: str, name: str, patch: dict, after: float = 0) -> None:
+    def _patch(
+        self, plural: str, ns: str, name: str, patch: Any, after: float = 0, kind: str = "merge"
+    ) -> None:
+        """Apply a merge (default), ``strategic`` or ``json`` patch; template changes roll."""
         if after:
-            self._later("timers", after, self._patch, plural, ns, name, patch, 0)
+            self._later("timers", after, self._patch, plural, ns, name, patch, 0, kind)
             return
-        self.store.update(plural, ns, name, lambda o: _merge(o, patch))
-        if plural in ("deployments", "replicasets", "statefulsets") and "replicas" in (
-            patch.get("spec") or {}
-        ):
-            self._spawn(self._scale_async(plural, ns, name, patch["spec"]["replicas"]))
+        old = self.store.get(plural, ns, name)
+        if old is None:
+            return
+        apply = {"json": _json_patch, "strategic": _strategic_merge}.get(kind, _merge)
+        new = self.store.update(plural, ns, name, lambda o: apply(o, patch))
+        if new is None:
+            return
+        if "spec" in old:
+            if new["spec"].get("replicas") != old["spec"].get("replicas") and plural in (
+                "deployments",
+                "replicasets",
+                "statefulsets",
+            ):
+                self._spawn(self._scale_async(plural, ns, name, new["spec"]["replicas"]))
+            if plural == "deployments" and new["spec"].get("template") != old["spec"].get(
+                "template"
+            ):
+                self.store.update(plural, ns, name, _bump_generation)
+                self._start_rollout(ns, name)
         self._reconcile_soon()
 
     def _set_condition_later(self, plural, ns, name, ctype, status, reason, message, after) -> None:
@@ -1977,22 +2298,33 @@ class SimCluster:
         self.store.update(plural, ns, name, bump)
         if plural == "deployments":
             d = self.store.get(plural, ns, name)
-            for rs in self.store.list("replicasets", ns):
-                if d and any(
-                    r["uid"] == d["metadata"]["uid"]
-                    for r in rs["metadata"].get("ownerReferences", [])
-                ):
-                    self.store.update("replicasets", ns, rs["metadata"]["name"], bump)
-                    await self._fill("replicasets", ns, rs["metadata"]["name"])
+            rss = self._owned_rs(ns, d["metadata"]["uid"]) if d else []
+            if rss:  # scale the newest ReplicaSet; older ones stay at 0 after a rollout
+                newest = max(rss, key=_revision)["metadata"]["name"]
+                self.store.update("replicasets", ns, newest, bump)
+                await self._fill("replicasets", ns, newest)
         else:
             await self._fill(plural, ns, name)
         self._reconcile_soon()
 
-    def _restart_container(self, ns, pod, reason, exit_code, container, back_off) -> None:
+    def _restart_container(
+        self, ns, pod, reason, exit_code, container, back_off, refuse=False
+    ) -> None:
         p = self.store.get("pods", ns, pod)
         if p is None:
             raise KeyError("no pod %r" % pod)
         uid = p["metadata"]["uid"]
+        if refuse:
+            self._refusing.add(uid)
+        runs = self._logs.setdefault(uid, [["starting container in pod %s" % pod]])
+        for srv in self._backends.get(uid, {}).values():
+            runs[-1].extend(srv.log)
+            srv.log.clear()
+        runs[-1].append(
+            {"OOMKilled": "fatal error: runtime: out of memory"}.get(reason, "exiting: %s" % reason)
+        )
+        runs.append(["starting container in pod %s (restart %d)" % (pod, len(runs))])
+        del runs[:-2]
         cname = container or p["spec"]["containers"][0]["name"]
         now = _now()
 
@@ -2052,6 +2384,7 @@ class SimCluster:
         tpl = {"ready_delay": self.ready_delay}
 
         def running_again() -> None:
+            self._refusing.discard(uid)
             if self._alive(ns, pod, uid) is None:
                 return
             t = _now()
@@ -2071,6 +2404,8 @@ class SimCluster:
 
     async def _image_pull_backoff(self, ns: str, target: str, image: str) -> Optional[str]:
         kind, _, name = target.rpartition("/")
+        if not kind and self.store.get("pods", ns, name) is None:
+            kind = "deployments"  # a bare deployment name
         if kind and kind_of(kind).plural == "deployments":
             d = self.store.get("deployments", ns, name)
             tpl = self._templates.get(("deployments", ns, name))
@@ -2094,10 +2429,7 @@ class SimCluster:
                 "replicasets",
                 ns,
                 rsname,
-                lambda o: (
-                    o["spec"].update(replicas=1),
-                    o["metadata"]["annotations"].update({"deployment.kubernetes.io/revision": "2"}),
-                ),
+                lambda o: o["spec"].update(replicas=1),
             )
             rs = self.store.get("replicasets", ns, rsname)
             assert rs is not None
@@ -2278,19 +2610,21 @@ class SimCluster:
                 else:
                     pair.finish()
 
-    async def _stall(self, pod: str, stalled: bool) -> None:
+    async def _stall(self, pod: str, stalled: bool, streams: bool = False) -> None:
         (self._stalled.add if stalled else self._stalled.discard)(pod)
+        (self._stall_streams.add if stalled and streams else self._stall_streams.discard)(pod)
         for t in self._tunnels:
             if t.pod_name == pod:
+                t.stall_streams = stalled and streams
                 (t.stalled.clear if stalled else t.stalled.set)()
+                if not stalled and t.session is not None:
+                    t.session.release_replies()
 
     async def _clear_faults(self, pod: Optional[str]) -> None:
-        for name in [pod] if pod else list(self._pending_faults):
+        names = [pod] if pod else set(self._pending_faults) | self._stalled | self._stall_streams
+        for name in names:
             self._pending_faults.pop(name, None)
-            self._stalled.discard(name)
-            for t in self._tunnels:
-                if t.pod_name == name:
-                    t.stalled.set()
+            await self._stall(name, False)
 
     ###############################################################################
     # HTTP API server
@@ -2322,10 +2656,20 @@ class SimCluster:
                 if headers.get("content-length"):
                     body = await reader.readexactly(int(headers["content-length"]))
                 self.requests.append((method, target))
-                self.user_agents.add(headers.get("user-agent", ""))
+                if _DEBUG:
+                    print("simcluster: %s %s" % (method, target), file=sys.stderr, flush=True)
+                agent = headers.get("user-agent", "")
+                if agent not in self.user_agents:
+                    self.user_agents = (*self.user_agents, agent)
                 if len(self.requests) > 10000:
                     del self.requests[:5000]
-                keep = await self._dispatch(method, target, headers, body, reader, writer)
+                try:
+                    keep = await self._dispatch(method, target, headers, body, reader, writer)
+                except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                    raise
+                except Exception as e:  # a simulator bug must not look like a network error
+                    traceback.print_exc()
+                    keep = self._status(writer, 500, "InternalError", "simcluster: %r" % e)
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
@@ -2380,6 +2724,15 @@ class SimCluster:
         url = urlsplit(target)
         path = unquote(url.path).rstrip("/") or "/"
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        ctype = headers.get("content-type", "")
+        if body and "json" not in ctype and "yaml" not in ctype:
+            # Protobuf / CBOR bodies: 415 makes client-go retry the request as JSON.
+            return self._status(
+                writer,
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format",
+            )
         if path.startswith("/_sim"):
             return await self._admin(method, path[len("/_sim/") :], q, writer)
         if path in ("/healthz", "/readyz", "/livez"):
@@ -2474,100 +2827,145 @@ class SimCluster:
         if not k.namespaced:
             ns = None
         accept = headers.get("accept", "")
-        if True:  # the loop thread is the only writer; the store lock is taken per mutation
-            if sub == "portforward" and plural == "pods" and ns and name:
-                return await self._portforward(ns, name, headers, reader, writer)
-            if sub == "log" and plural == "pods":
-                p = self.store.get("pods", ns or self.namespace, name or "")
-                if p is None:
-                    return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
-                return self._reply(
-                    writer, 200, ("simulated log of %s\n" % name).encode(), "text/plain"
+        # Only the loop thread writes the store; it takes the store lock per mutation.
+        if sub == "portforward" and plural == "pods" and ns and name:
+            return await self._portforward(ns, name, headers, reader, writer)
+        if sub == "scale" and plural in ("deployments", "replicasets", "statefulsets"):
+            return await self._scale_subresource(writer, method, plural, ns or "", name, body)
+        if sub == "log" and plural == "pods":
+            return self._pod_log(writer, ns or self.namespace, name or "", q)
+        if method == "GET" and name is None:
+            if q.get("watch") in ("true", "1"):
+                return await self._watch(writer, plural, ns, q, accept)
+            return self._list(writer, plural, ns, q, accept)
+        if method == "GET":
+            o = self.store.get(plural, ns or "", name or "")
+            if o is None:
+                return self._status(
+                    writer,
+                    404,
+                    "NotFound",
+                    '%s "%s" not found' % (plural, name),
+                    {"name": name, "kind": plural},
                 )
-            if method == "GET" and name is None:
-                if q.get("watch") in ("true", "1"):
-                    return await self._watch(writer, plural, ns, q, accept)
-                return self._list(writer, plural, ns, q, accept)
-            if method == "GET":
-                o = self.store.get(plural, ns or "", name or "")
-                if o is None:
-                    return self._status(
-                        writer,
-                        404,
-                        "NotFound",
-                        '%s "%s" not found' % (plural, name),
-                        {"name": name, "kind": plural},
-                    )
-                if "as=Table" in accept:
-                    return self._reply(
-                        writer,
-                        200,
-                        make_table(
-                            plural,
-                            [o],
-                            o["metadata"]["resourceVersion"],
-                            q.get("includeObject") == "Object",
-                        ),
-                    )
-                return self._reply(writer, 200, o)
-            if method == "DELETE" and name:
-                o = self.store.get(plural, ns or "", name)
-                if o is None:
-                    return self._status(
-                        writer,
-                        404,
-                        "NotFound",
-                        '%s "%s" not found' % (plural, name),
-                        {"name": name, "kind": plural},
-                    )
-                await self._delete(plural, ns or "", name)
-                return self._reply(writer, 200, o)
-            if method in ("PATCH", "PUT") and name:
-                o = self.store.get(plural, ns or "", name)
-                if o is None:
-                    return self._status(
-                        writer,
-                        404,
-                        "NotFound",
-                        '%s "%s" not found' % (plural, name),
-                        {"name": name, "kind": plural},
-                    )
-                patch = json.loads(body or b"{}")
-                if method == "PUT":
-                    patch = {
-                        "spec": patch.get("spec"),
-                        "status": patch.get("status"),
-                        "metadata": {
-                            "labels": patch.get("metadata", {}).get("labels"),
-                            "annotations": patch.get("metadata", {}).get("annotations"),
-                        },
-                    }
-                self._patch(plural, ns or "", name, patch)
-                return self._reply(writer, 200, self.store.get(plural, ns or "", name))
-            if method == "POST" and name is None:
-                obj = json.loads(body or b"{}")
-                meta = obj.setdefault("metadata", {})
-                if not meta.get("name") and meta.get("generateName"):
-                    meta["name"] = meta["generateName"] + _suffix()
-                if k.namespaced:
-                    meta["namespace"] = ns or self.namespace
-                if (
-                    self.store.get(plural, meta.get("namespace", ""), meta.get("name", ""))
-                    is not None
-                ):
-                    return self._status(
-                        writer,
-                        409,
-                        "AlreadyExists",
-                        '%s "%s" already exists' % (plural, meta.get("name")),
-                    )
-                obj["kind"] = k.kind
-                return self._reply(writer, 201, await self._create_manifest(obj))
+            if "as=Table" in accept:
+                return self._reply(
+                    writer,
+                    200,
+                    make_table(
+                        plural,
+                        [o],
+                        o["metadata"]["resourceVersion"],
+                        q.get("includeObject") == "Object",
+                    ),
+                )
+            return self._reply(writer, 200, o)
+        if method == "DELETE" and name:
+            o = self.store.get(plural, ns or "", name)
+            if o is None:
+                return self._status(
+                    writer,
+                    404,
+                    "NotFound",
+                    '%s "%s" not found' % (plural, name),
+                    {"name": name, "kind": plural},
+                )
+            await self._delete(plural, ns or "", name)
+            return self._reply(writer, 200, o)
+        if method in ("PATCH", "PUT") and name:
+            o = self.store.get(plural, ns or "", name)
+            if o is None:
+                return self._status(
+                    writer,
+                    404,
+                    "NotFound",
+                    '%s "%s" not found' % (plural, name),
+                    {"name": name, "kind": plural},
+                )
+            patch = json.loads(body or b"{}")
+            ctype = headers.get("content-type", "")
+            pkind = "json" if "json-patch" in ctype else "merge"
+            if "strategic-merge" in ctype:
+                pkind = "strategic"
+            if method == "PUT":  # a replace, done as a merge of what may change
+                meta = patch.get("metadata") or {}
+                patch = {k: patch[k] for k in ("spec", "status", "data") if k in patch}
+                patch["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+                pkind = "merge"
+            self._patch(plural, ns or "", name, patch, 0, pkind)
+            return self._reply(writer, 200, self.store.get(plural, ns or "", name))
+        if method == "POST" and name is None:
+            obj = json.loads(body or b"{}")
+            meta = obj.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + _suffix()
+            if k.namespaced:
+                meta["namespace"] = ns or self.namespace
+            if self.store.get(plural, meta.get("namespace", ""), meta.get("name", "")) is not None:
+                return self._status(
+                    writer,
+                    409,
+                    "AlreadyExists",
+                    '%s "%s" already exists' % (plural, meta.get("name")),
+                )
+            obj["kind"] = k.kind
+            return self._reply(writer, 201, await self._create_manifest(obj))
         return self._status(
             writer,
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
+        )
+
+    def _pod_log(self, writer, ns: str, name: str, q: dict) -> bool:
+        """``kubectl logs``: start-up lines plus the HTTP backends' access log; ``previous``
+        gives the instance before the last restart (400 if there was none, like the kubelet)."""
+        p = self.store.get("pods", ns, name)
+        if p is None:
+            return self._status(writer, 404, "NotFound", 'pods "%s" not found' % name)
+        uid = p["metadata"]["uid"]
+        cname = q.get("container") or p["spec"]["containers"][0]["name"]
+        logs = self._logs.setdefault(uid, [["starting container in pod %s" % name]])
+        if q.get("previous") == "true":
+            if len(logs) < 2:
+                return self._status(
+                    writer,
+                    400,
+                    "BadRequest",
+                    'previous terminated container "%s" in pod "%s" not found' % (cname, name),
+                )
+            lines = list(logs[-2])
+        else:
+            lines = list(logs[-1])
+            for srv in self._backends.get(uid, {}).values():
+                lines += list(srv.log)
+        if q.get("tailLines", "").isdigit():
+            lines = lines[-int(q["tailLines"]) :] if int(q["tailLines"]) else []
+        text = "".join(line + "\n" for line in lines)
+        return self._reply(writer, 200, text.encode(), "text/plain")
+
+    async def _scale_subresource(self, writer, method, plural, ns, name, body) -> bool:
+        o = self.store.get(plural, ns, name)
+        if o is None:
+            return self._status(writer, 404, "NotFound", '%s "%s" not found' % (plural, name))
+        if method in ("PATCH", "PUT"):
+            want = (json.loads(body or b"{}").get("spec") or {}).get("replicas")
+            if isinstance(want, int):
+                await self._scale_async(plural, ns, name, want)
+                o = self.store.get(plural, ns, name) or o
+        sel = _selector_string(o["spec"].get("selector", {}).get("matchLabels", {}))
+        meta = {k: o["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion")}
+        meta["creationTimestamp"] = o["metadata"].get("creationTimestamp")
+        return self._reply(
+            writer,
+            200,
+            {
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": meta,
+                "spec": {"replicas": o["spec"].get("replicas", 0)},
+                "status": {"replicas": o["status"].get("replicas", 0), "selector": sel},
+            },
         )
 
     async def _create_manifest(self, obj: dict) -> Optional[dict]:
@@ -2761,8 +3159,11 @@ class SimCluster:
         uid = rec.uid
 
         def resolve(port: int) -> Tuple[str, Optional[int]]:
-            if self._alive(ns, name, uid) is None:
+            live = self._alive(ns, name, uid)
+            if live is None:
                 return "gone", None
+            if uid in self._refusing and not _port_running(live, port):
+                return "refused", None  # restart_container(refuse=True): nothing listens
             srv = self._backends.get(uid, {}).get(port)
             if srv is None or not srv.port:
                 return "refused", None
@@ -2784,33 +3185,30 @@ class SimCluster:
         return False
 
     # -- admin endpoint ------------------------------------------------------------------------
+    def _state(self) -> dict:
+        pods = []
+        for p in self.store.list("pods", None):
+            servers = self._backends.get(p["metadata"]["uid"], {})
+            pods.append(
+                {
+                    "name": p["metadata"]["name"],
+                    "namespace": p["metadata"]["namespace"],
+                    "phase": p["status"].get("phase"),
+                    "ready": _pod_ready(p),
+                    "ip": p["status"].get("podIP"),
+                    "backends": {str(k): v.port for k, v in servers.items()},
+                    "requests": sum(v.requests for v in servers.values()),
+                }
+            )
+        tunnels = [t.snapshot() for t in self._tunnels]
+        return {"pods": pods, "tunnels": tunnels, "opened": dict(self._opened)}
+
     async def _admin(self, method: str, action: str, q: dict, writer) -> bool:
         ns = q.get("namespace") or self.namespace
         try:
             if action == "state":
                 with self._cond:
-                    pods = [
-                        {
-                            "name": p["metadata"]["name"],
-                            "phase": p["status"].get("phase"),
-                            "ready": _pod_ready(p),
-                            "ip": p["status"].get("podIP"),
-                            "backends": {
-                                str(k): v.port
-                                for k, v in self._backends.get(p["metadata"]["uid"], {}).items()
-                            },
-                        }
-                        for p in self.store.list("pods")
-                    ]
-                    return self._reply(
-                        writer,
-                        200,
-                        {
-                            "pods": pods,
-                            "tunnels": [t.snapshot() for t in self._tunnels],
-                            "opened": self._opened,
-                        },
-                    )
+                    return self._reply(writer, 200, self._state())
             if method != "POST":
                 return self._reply(writer, 405, {"error": "use POST"})
             if action == "delete-pod":
@@ -2825,6 +3223,7 @@ class SimCluster:
                     int(q.get("exit_code", 137)),
                     q.get("container"),
                     float(q.get("back_off", 0.3)),
+                    q.get("refuse", "") not in ("", "0", "false"),
                 )
                 ok = True
             elif action == "image-pull-backoff":
@@ -2850,7 +3249,11 @@ class SimCluster:
                 )
                 ok = True
             elif action == "stall":
-                await self._stall(q["pod"], q.get("on", "1") not in ("0", "false"))
+                await self._stall(
+                    q["pod"],
+                    q.get("on", "1") not in ("0", "false"),
+                    q.get("streams", "") not in ("", "0", "false"),
+                )
                 ok = True
             elif action == "backend":
                 p = self.store.get("pods", ns, q["pod"])
@@ -2875,6 +3278,28 @@ class SimCluster:
                     q.get("message", ""),
                     float(q.get("after", 0)),
                 )
+                ok = True
+            elif action == "set-phase":
+                self._patch(
+                    "pods",
+                    ns,
+                    q["pod"],
+                    {"status": {"phase": q["phase"]}},
+                    float(q.get("after", 0)),
+                )
+                ok = True
+            elif action == "emit-event":
+                self._event_for(
+                    kind_of(q.get("kind", "pod")).plural,
+                    ns,
+                    q["name"],
+                    q["reason"],
+                    q.get("message", ""),
+                    q.get("type", "Normal"),
+                )
+                ok = True
+            elif action == "clear-faults":
+                await self._clear_faults(q.get("pod"))
                 ok = True
             else:
                 return self._reply(writer, 404, {"error": "unknown action %r" % action})
@@ -2938,6 +3363,29 @@ def _unsched_status() -> dict:
         "qosClass": "BestEffort",
         "conditions": [_cond("PodScheduled", "False", "Unschedulable", _UNSCHED_MSG)],
     }
+
+
+def _revision(rs: dict) -> int:
+    return int(rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", "1"))
+
+
+def _bump_generation(o: dict) -> None:
+    o["metadata"]["generation"] = o["metadata"].get("generation", 1) + 1
+
+
+def _port_running(p: dict, port: int) -> bool:
+    """Is the container that declares ``port`` (else the first one) running?"""
+    containers = p["spec"].get("containers", [])
+    owner = next(
+        (c for c in containers for cp in c.get("ports", []) if cp.get("containerPort") == port),
+        containers[0] if containers else None,
+    )
+    if owner is None:
+        return True
+    for cs in p.get("status", {}).get("containerStatuses", []):
+        if cs["name"] == owner["name"]:
+            return "running" in cs.get("state", {})
+    return False
 
 
 def _pod_ready(p: dict) -> bool:
@@ -3069,6 +3517,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument(
         "--replace-delay", type=float, default=2.0, help="seconds before a deleted pod is replaced"
     )
+    ap.add_argument(
+        "--chaos",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="every SECONDS delete a web pod (replaced after --replace-delay), for live demos",
+    )
     args = ap.parse_args(argv)
     sim = SimCluster(replace_delay=args.replace_delay, start_delay=0.5, ready_delay=1.0)
     sim.start()
@@ -3082,8 +3537,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.kubeconfig:
             path = sim._write_kubeconfig(os.path.abspath(args.kubeconfig))
         print("simcluster ready: KUBECONFIG=%s admin=%s" % (path, sim.admin_url), flush=True)
-        while not stop.wait(0.5):
-            pass
+        rng = random.Random(7)
+        next_chaos = time.monotonic() + args.chaos
+        while not stop.wait(0.2):
+            if args.chaos and time.monotonic() >= next_chaos:
+                next_chaos = time.monotonic() + args.chaos
+                victims = sim.pods("web-", ready=True)
+                if victims:
+                    victim = rng.choice(victims)
+                    sim.delete_pod(victim)
+                    print("chaos: deleted pod %s" % victim, flush=True)
     finally:
         sim.stop()
     return 0

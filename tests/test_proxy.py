@@ -390,3 +390,22 @@ async def test_the_summary_names_usage_problems_and_next_steps() -> None:
         "  - pod web-abc: container app restarted 1 time (last: OOMKilled, exit code 137)" in lines
     )
     assert "  - kubectl logs web-abc -n prod --previous" in lines
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
+async def test_a_narrow_terminal_keeps_status_target_traffic_and_connections(
+    monkeypatch, width: int
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    supervisor = _supervisor_for_display()
+    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
+    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
+    proxy.stats.bytes_down, proxy.stats.opened = 3 * 1024 * 1024, 12
+    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
+
+    lines = vibe.LiveView([view], io.StringIO(), started=0.0).render_lines(now=5.0, width=width)
+
+    row = lines[2]
+    assert all(len(line) <= width for line in lines)
+    assert "starting" in row and "127.0.0.1:8080 → svc/web" in row
+    assert "3.0 MiB" in row and "0/12" in row

@@ -499,3 +499,34 @@ def test_failure_of_a_pod_is_the_failure_of_its_workload():
     board = board_with(deployment(ready=2), pods)
     (target,) = board.ordered_targets()
     assert vibe.target_failure(board, target, NOW) == ("ImagePullBackOff", "pod/web-1")
+
+
+def owned_by(replicaset: str, p: Dict[str, Any]) -> Dict[str, Any]:
+    p["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": replicaset}]
+    return p
+
+
+def test_deployment_pods_are_shown_under_their_replicaset():
+    pods = [
+        owned_by("web-new", pod("web-new-a", phase="Pending", ready=False, waiting=PULL)),
+        owned_by("web-old", pod("web-old-a")),
+        owned_by("web-old", pod("web-old-b")),
+    ]
+    rows = vibe.child_rows(pods, NOW, by_replicaset=True)
+    assert [(r.obj_id, r.status, r.message, r.depth) for r in rows] == [
+        ("replicaset/web-new", "InProgress", "0/1 pods ready", 1),
+        ("pod/web-new-a", "InProgress", "Pending: ImagePullBackOff app", 2),
+        ("replicaset/web-old", "Current", "2/2 pods ready", 1),
+        ("pod/web-old-a", "Current", "Pod is Ready", 2),
+        ("pod/web-old-b", "Current", "Pod is Ready", 2),
+    ]
+    assert vibe.render_plain_row(rows[1], 75.0) == (
+        "[1m15s]     pod/web-new-a: InProgress: Pending: ImagePullBackOff app"
+    )
+
+
+def test_child_rows_are_bounded():
+    pods = [pod("p-%02d" % n) for n in range(vibe.LIVE_PODS_SHOWN + 3)]
+    rows = vibe.child_rows(pods, NOW, by_replicaset=False)
+    assert len(rows) == vibe.LIVE_PODS_SHOWN + 1
+    assert rows[-1].message == "... 3 more pods"
