@@ -765,6 +765,15 @@ def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
                 socat * factor if socat else None,
                 False,
             )
+    for direction in ("up", "down"):
+        key = direction + "_cpu_s_per_gib"
+        socat_cpu = _value(rows, "bulk", "socat", key)
+        add(
+            "(info) plugin CPU per GiB %s ≤ socat's (s; steady under load)" % direction,
+            _value(rows, "bulk", "plugin", key),
+            socat_cpu,
+            True,
+        )
     direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
     socat_added = {
         q: (_value(rows, "latency", "socat", q) or 0) - (direct[q] or 0)
