@@ -38,6 +38,7 @@ from common import (  # noqa: E402
     Helper,
     connect,
     content_length,
+    die_with_parent,
     free_port,
     python_helper,
     raise_nofile,
@@ -114,7 +115,9 @@ def start_socat(upstream: int) -> Path:
         "TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096" % port,
         "TCP4:127.0.0.1:%d" % upstream,
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+    )
     try:
         wait_listening(port)
     except OSError:

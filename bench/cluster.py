@@ -24,7 +24,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from common import PING_SIZE, REPO_ROOT, Helper, connect, content_length, python_helper, recv_head
+from common import (
+    PING_SIZE,
+    REPO_ROOT,
+    Helper,
+    connect,
+    content_length,
+    die_with_parent,
+    python_helper,
+    recv_head,
+)
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
@@ -84,7 +93,11 @@ class Cluster:
 
     def popen(self, args: List[str], **kw: Any) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [self.kubectl, *args], env=kw.pop("env", self.env), start_new_session=True, **kw
+            [self.kubectl, *args],
+            env=kw.pop("env", self.env),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            **kw,
         )
         self.procs.append(proc)
         return proc

@@ -10,6 +10,7 @@ import os
 import random
 import resource
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +100,21 @@ def content_length(head: bytes) -> int:
     return 0
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the benchmark dies (Linux), so a killed run
+    (e.g. a test timeout) leaves no relay, server, cluster or kubectl behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +148,7 @@ class Helper:
             stderr=subprocess.PIPE,
             env=env,
             cwd=REPO_ROOT,
+            preexec_fn=die_with_parent,
         )
         self.lines: List[str] = []  # what it printed before `PORT`
         self._pending = b""
