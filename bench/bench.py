@@ -801,6 +801,13 @@ def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
             plain * 0.95 if plain else None,
             False,
         )
+    plain_req = _value(rows, "e2e", "kubectl port-forward", "req_p50_us")
+    add(
+        "end to end GET p50 ≤ plain kubectl's / 0.95 (µs)",
+        _value(rows, "e2e", "kubectl vibe pf", "req_p50_us"),
+        plain_req / 0.95 if plain_req else None,
+        True,
+    )
     cpu = _value(rows, "idle", "live view", "cpu_pct")
     add("idle live view CPU ≤ 0.5 % of a core", cpu, 0.5 if cpu is not None else None, True)
     out_rate = _value(rows, "idle", "live view", "bytes_per_s")
@@ -952,28 +959,31 @@ def print_cluster_rows(result: Dict[str, Any], rows: List[Row]) -> None:
     sizes = result["sizes"]
     print(
         "\nEnd to end through real kubectl and the simulated cluster, same pod: %s each way "
-        "(up: sha256 by the pod; down: count + sampled), 64-byte echo × %d"
+        "(up: sha256 by the pod; down: count + sampled); 64-byte echo and GET /healthz × %d"
         % (human(sizes["e2e_bytes"]), sizes["e2e_pings"])
     )
-    header = ("path", "up MB/s", "dn MB/s", "p50 µs", "p99 µs", "kubectl cpu", "plugin cpu")
-    print("  %-36s %8s %8s %8s %8s %11s %11s  check" % header)
+    header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
+    header += ("kubectl cpu", "plugin cpu")
+    print("  %-24s %8s %8s %8s %6s %8s %6s %11s %10s  check" % header)
     for r in rows:
         if r.section == "e2e":
             v = r.values
             print(
-                "  %-36s %8s %8s %8s %8s %11s %11s  %s"
+                "  %-24s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
                 % (
                     r.path,
                     fmt(v.get("up_mbps"), "%.1f"),
                     fmt(v.get("down_mbps"), "%.1f"),
                     fmt(v.get("p50_us"), "%.0f"),
                     fmt(v.get("p99_us"), "%.0f"),
+                    fmt(v.get("req_p50_us"), "%.0f"),
+                    fmt(v.get("req_p99_us"), "%.0f"),
                     fmt(v.get("kubectl_cpu_s_per_gib")),
                     fmt(v.get("plugin_cpu_s_per_gib")),
                     status(r),
                 )
             )
-    print("  (cpu: seconds per GiB moved, of kubectl port-forward and of the plugin process)")
+    print("  (latency in µs; cpu: seconds per GiB moved, of kubectl port-forward and the plugin)")
     print(
         "\nIdle live view (pty, no traffic, %g s)   [background sessions: none exist yet]"
         % sizes["idle_seconds"]

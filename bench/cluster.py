@@ -262,6 +262,30 @@ def echo_ping_pong(port: int, count: int, warmup: int = 50) -> List[float]:
         sock.close()
 
 
+def http_request_latency(port: int, count: int, warmup: int = 20) -> List[float]:
+    """GET /healthz on one keep-alive connection, microseconds per request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LOAD_TIMEOUT_S)
+    samples = []
+    try:
+        for i in range(count + warmup):
+            t0 = time.perf_counter_ns()
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200 or body != b"ok\n":
+                raise ConnectionError("GET /healthz answered %d %r" % (response.status, body))
+            if i >= warmup:
+                samples.append((time.perf_counter_ns() - t0) / 1000.0)
+        return samples
+    finally:
+        conn.close()
+
+
+def quantiles(samples: List[float]) -> Tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 # ---- rows -------------------------------------------------------------------------------------
 
 
@@ -290,10 +314,9 @@ def measure_e2e(
         values["kubectl_cpu_s_per_gib"] = (kubectl if vibe else mine) / moved_gib
         if vibe:  # the plugin is the process kubectl exec'd; kubectl port-forward its child
             values["plugin_cpu_s_per_gib"] = mine / moved_gib
-        samples = echo_ping_pong(ports[9000], pings)
-        samples.sort()
-        values["p50_us"] = samples[len(samples) // 2]
-        values["p99_us"] = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+        values["p50_us"], values["p99_us"] = quantiles(echo_ping_pong(ports[9000], pings))
+        requests = http_request_latency(ports[8080], pings)
+        values["req_p50_us"], values["req_p99_us"] = quantiles(requests)
         values["verified"] = ok
         return values
     finally:
