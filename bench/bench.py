@@ -65,12 +65,14 @@ class Sizes:
     e2e_bytes: int
     e2e_pings: int
     failover_settle: float
+    latency_rounds: int
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5)
-        return cls(GIB, 5, 20000, 1000, MIB, 20, 10.0, 64 * MIB, 2000, 1.0)
+            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5, 1)
+        # latency: 10 short rounds rather than 5 long ones, so every path gets quiet windows
+        return cls(GIB, 5, 10000, 1000, MIB, 20, 10.0, 64 * MIB, 2000, 1.0, 10)
 
 
 @dataclass
@@ -594,6 +596,7 @@ class Bench:
         self.args = args
         self.sizes = Sizes.for_mode(args.quick)
         self.rows: List[Row] = []
+        self.load: Dict[str, float] = {}  # 1-minute load average at the end of each section
         self.server: Optional[Helper] = None
 
     def log(self, text: str) -> None:
@@ -645,12 +648,12 @@ class Bench:
                 self.rows.extend(Row(s, key, error="start: %s" % exc) for s in SECTIONS)
         return paths
 
-    def interleaved(self, section: str, paths: List[Path], measure: Callable) -> None:
+    def interleaved(self, section: str, paths: List[Path], measure: Callable, rounds: int) -> None:
         """Round r measures every path before round r+1 starts, so a burst of load from the
         other users of the machine hits all paths alike; each row keeps its best round."""
         rows = {p.key: Row(section, p.key, {"label": p.label}) for p in paths}
-        for rnd in range(self.sizes.repeats):
-            self.log("· %s, round %d/%d" % (section, rnd + 1, self.sizes.repeats))
+        for rnd in range(rounds):
+            self.log("· %s, round %d/%d" % (section, rnd + 1, rounds))
             for path in paths:
                 row = rows[path.key]
                 if row.error:
@@ -660,6 +663,7 @@ class Bench:
                 except Exception as exc:
                     row.error = "%s: %s" % (type(exc).__name__, exc)
         self.rows.extend(rows.values())
+        self.load[section] = os.getloadavg()[0]
 
     def concurrency(self, paths: List[Path]) -> None:
         for path in paths:
@@ -676,8 +680,8 @@ class Bench:
     def run_loopback(self, upstream: int) -> None:
         paths = self.start_paths(upstream)
         try:
-            self.interleaved("bulk", paths, bulk_round)
-            self.interleaved("latency", paths, latency_round)
+            self.interleaved("bulk", paths, bulk_round, self.sizes.repeats)
+            self.interleaved("latency", paths, latency_round, self.sizes.latency_rounds)
             self.concurrency(paths)
         finally:
             for path in paths:
@@ -722,6 +726,7 @@ class Bench:
                 "platform": platform.platform(),
             },
             "sizes": self.sizes.__dict__,
+            "load_after_section": self.load,
             "verification": {
                 "bulk": "byte count + first/last 64 bytes of every received chunk vs the pattern",
                 "latency": "every echoed 64-byte message compared",
@@ -869,10 +874,11 @@ def print_table(result: Dict[str, Any]) -> None:
     socat_up = _value(rows, "bulk", "socat", "up_gbps")
     socat_down = _value(rows, "bulk", "socat", "down_gbps")
     print(
-        "\nBulk throughput, %s each way, best of %d (verified: %s)"
+        "\nBulk throughput, %s each way, best of %d rounds; load avg after: %s\n  verified: %s"
         % (
             human(result["sizes"]["bulk"]),
             result["sizes"]["repeats"],
+            fmt(result["load_after_section"].get("bulk")),
             result["verification"]["bulk"],
         )
     )
@@ -897,8 +903,13 @@ def print_table(result: Dict[str, Any]) -> None:
         )
     direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
     print(
-        "\nLatency, 64-byte ping-pong × %d, best of %d (µs; added = minus direct)"
-        % (result["sizes"]["pings"], result["sizes"]["repeats"])
+        "\nLatency, 64-byte ping-pong × %d, best of %d rounds (µs; added = minus direct); "
+        "load avg after: %s"
+        % (
+            result["sizes"]["pings"],
+            result["sizes"]["latency_rounds"],
+            fmt(result["load_after_section"].get("latency")),
+        )
     )
     print("  %-36s %8s %8s %9s %9s  %s" % ("path", "p50", "p99", "added p50", "added p99", "check"))
     for r in by("latency"):
