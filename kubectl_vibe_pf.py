@@ -7638,6 +7638,7 @@ class Link:
         "observer",
         "pending",
         "replay",
+        "replays",
         "state",
         "upstream",
         "upstream_eof",
@@ -7651,6 +7652,7 @@ class Link:
         self.lease: Optional[Lease] = None
         self.pending = bytearray()  # client bytes that arrived before the upstream was open
         self.replay: Optional[bytearray] = bytearray()  # kept until the pod's first byte
+        self.replays = 0  # times this link was moved to a new tunnel
         self.down_bytes = 0
         self.client_eof = False
         self.upstream_eof = False
@@ -7801,7 +7803,8 @@ class Link:
                 self.client.close()
                 self.finish(LinkOutcome.CLOSED)
             return
-        if not verdict.retry or self.forward.replays_exhausted(self):
+        self.replays += 1
+        if not verdict.retry or self.replays > LINK_MAX_REPLAYS:
             if verdict.outcome is LinkOutcome.RESET:
                 self.client.abort()  # the client must see a reset, not a clean end of data
             else:
@@ -7970,7 +7973,6 @@ class ForwardProxy:
         self._tasks: set[Any] = set()
         self._inspector_factory = inspector_factory
         self._on_accept = on_accept
-        self._replays: Dict[int, int] = {}
 
     def __repr__(self) -> str:
         return "<ForwardProxy :%d #%d links=%d>" % (self.port, self.key, len(self.links))
@@ -8023,16 +8025,10 @@ class ForwardProxy:
         self.links.discard(link)
         self.stats.active -= 1
         self.stats.count(outcome, cause)
-        self._replays.pop(id(link), None)
         if link.lease is not None:
             self.source.link_ended(link.lease, link)
         if link.observer is not None:
             link.observer.close(outcome, cause)
-
-    def replays_exhausted(self, link: Link) -> bool:
-        count = self._replays.get(id(link), 0) + 1
-        self._replays[id(link)] = count
-        return count > LINK_MAX_REPLAYS
 
     def send(self, transport: Any, view: memoryview) -> None:
         """Write a chunk of the shared buffer; hand the buffer over if the write was partial."""
