@@ -6230,7 +6230,7 @@ def next_commands(obj_id: str, namespace: str, pods: Sequence[Dict[str, Any]]) -
             commands.append("kubectl describe pod/%s%s" % (name, ns))
         break
     commands.append("kubectl events --for %s%s" % (kubectl_resource_arg(obj_id), ns))
-    return commands
+    return list(dict.fromkeys(commands))
 
 
 #: What "ready" means per kind when no --for is given (help text and explanations).
@@ -6263,6 +6263,8 @@ class Explanation:
     since_s: float = 0.0
     kind: str = ""
     finalizers: Tuple[str, ...] = ()
+    #: The waited object itself when it is a pod: its containers are the story.
+    pod: Optional[Dict[str, Any]] = None
 
 
 def _explain_wanted(item: Explanation) -> List[str]:
@@ -6308,12 +6310,15 @@ def explain(
         % (item.obj_id, where, status, human_duration(item.since_s), item.report.message)
     ]
     lines += _explain_wanted(item)
+    if item.pod is not None:
+        lines += ["  " + line for line in pod_detail_lines(item.pod)]
     lines += _explain_pods(pods, now)
     lines += _explain_events(events, now)
     if item.report.status is ResourceStatus.NOT_FOUND:
         commands = next_commands_not_found(item.obj_id, item.namespace)
     else:
-        commands = next_commands(item.obj_id, item.namespace, pods)
+        own = [item.pod] if item.pod is not None else []
+        commands = next_commands(item.obj_id, item.namespace, list(pods) or own)
     lines.append("  next: " + commands[0])
     lines.extend("        " + command for command in commands[1:])
     return lines
@@ -9742,6 +9747,7 @@ class WaitSession:
                 now - target.since,
                 target.kind,
                 tuple(meta.get("finalizers") or ()),
+                target.obj if target.kind == "Pod" else None,
             )
             for line in explain(
                 item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()

@@ -530,3 +530,18 @@ def test_child_rows_are_bounded():
     rows = vibe.child_rows(pods, NOW, by_replicaset=False)
     assert len(rows) == vibe.LIVE_PODS_SHOWN + 1
     assert rows[-1].message == "... 3 more pods"
+
+
+def test_explanation_of_a_waited_pod_shows_its_own_containers():
+    stuck = pod("web-2", phase="Pending", ready=False, waiting=PULL)
+    report = vibe.compute_status(stuck, NOW)
+    unmet = (("condition Ready=true", "Ready=False"),)
+    item = vibe.Explanation("pod/web-2", "prod", report, unmet, 3.0, "Pod", (), stuck)
+    assert vibe.explain(item, [], [], NOW) == [
+        "pod/web-2 in namespace prod: InProgress for 3s: Pending: ImagePullBackOff app",
+        "  waiting for condition Ready=true: Ready=False",
+        "  container app (image registry.example/web:1): ImagePullBackOff: Back-off pulling "
+        'image "registry.invalid/x"',
+        "  next: kubectl describe pod/web-2 -n prod",
+        "        kubectl events --for pod/web-2 -n prod",
+    ]
