@@ -6153,7 +6153,6 @@ def _condition_met(obj: Dict[str, Any], wanted: WaitFor) -> Tuple[bool, str]:
     if generation is not None and observed is not None and observed < generation:
         return False, "condition %s is from an older generation" % wanted.name
     met = str(condition.get("status", "")).lower() == str(wanted.value).lower()
-    why = "%s is %s" % (_condition_text(condition, wanted.name), condition.get("status"))
     why = _condition_text(condition, wanted.name)
     if condition.get("message"):
         why += ": " + condition["message"]
@@ -8899,11 +8898,6 @@ ALL_OF_WATCH = WatchSpec(("get",))
 _WATCH_TAIL = ("--watch", "--output=json", "--output-watch-events")
 
 
-def _object_key(obj: Dict[str, Any]) -> Tuple[str, str, str]:
-    meta = obj.get("metadata") or {}
-    return (resource_id(obj), meta.get("namespace", ""), meta.get("uid", ""))
-
-
 class WaitTarget:
     """A waited resource as we see it now, with how long it has been in its state."""
 
@@ -8942,27 +8936,28 @@ class WaitBoard:
         self.targets: Dict[Tuple[str, str], WaitTarget] = {}
         self.pods: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.events: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-        self.version = 0
-        #: Names expected to exist (given by the user), so NotFound can be shown.
-        self.expected: List[Tuple[str, str]] = []
+        #: (namespace, resource id) → target key, once an object was matched to its target.
+        self._aliases: Dict[Tuple[str, str], Tuple[str, str]] = {}
 
     def expect(self, type_text: str, name: str, namespace: str, now: float) -> None:
         key = (namespace, "%s/%s" % (type_text, name))
         if key not in self.targets:
             self.targets[key] = WaitTarget("%s/%s" % (type_text, name), namespace, None, now)
-            self.expected.append(key)
 
     def _find(self, obj: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+        """The target an object is: by its id (O(1)), else a named one not seen yet."""
         obj_id = resource_id(obj)
         namespace = (obj.get("metadata") or {}).get("namespace", "")
+        known = self._aliases.get((namespace, obj_id))
+        if known is not None:
+            return known
         name = obj_id.partition("/")[2]
         for key, target in self.targets.items():
             if key[0] and key[0] != namespace:  # "" = the user's default namespace
                 continue
-            if target.obj_id == obj_id:
-                return key
             typed, _, typed_name = target.obj_id.partition("/")
             if target.obj is None and typed_name == name and _type_matches(typed, obj):
+                self._aliases[(namespace, obj_id)] = key
                 return key
         return None
 
@@ -8978,6 +8973,7 @@ class WaitBoard:
                 return
             key = ((obj.get("metadata") or {}).get("namespace", ""), resource_id(obj))
             self.targets[key] = WaitTarget(resource_id(obj), key[0], None, now)
+            self._aliases[key] = key
         target = self.targets[key]
         target.obj = None if event_type == "DELETED" else obj
         if target.obj is not None:
@@ -8993,7 +8989,6 @@ class WaitBoard:
             target.since = now
         target.seen = target.seen or target.obj is not None
         target.report = report
-        self.version += 1
 
     def apply_pod(self, event_type: str, pod: Dict[str, Any], now: float) -> None:
         meta = pod.get("metadata") or {}
@@ -9005,7 +9000,6 @@ class WaitBoard:
         for target in self.targets.values():
             if target.obj is not None and (owns_pod(target.obj, pod) or target.kind == "Service"):
                 self._recompute(target, now)
-        self.version += 1
 
     def apply_event(self, event: Dict[str, Any]) -> None:
         """Keep the latest events per involved object; the oldest objects are forgotten first."""
@@ -9018,7 +9012,6 @@ class WaitBoard:
         self.events[key] = kept[-WAIT_EVENTS_PER_OBJECT:]
         while len(self.events) > WAIT_EVENT_OBJECTS_KEPT:
             del self.events[next(iter(self.events))]
-        self.version += 1
 
     def pods_of(self, target: WaitTarget) -> List[Dict[str, Any]]:
         if target.obj is None or not has_pods(target.obj):
