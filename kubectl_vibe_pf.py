@@ -5037,12 +5037,21 @@ class WaitOptions:
             )
 
     def arrow_line(self, prog: str) -> str:
-        """`→ kubectl wait deployment/web -n prod --for=condition=Available --timeout=5m`."""
+        """`→ kubectl wait deployment/web -n prod --for=condition=Available --timeout=5m`: what
+        a request became or, for typed arguments, what kubectl wait will be run with."""
+        args = self.translated or self.typed_args()
         vibe_only = not self.fors or any(
-            arg.split("=", 1)[0] in ("--fail-fast", "--wait-for-create") for arg in self.translated
+            arg.split("=", 1)[0] in ("--fail-fast", "--wait-for-create") for arg in args
         )
         command = "%s wait" % prog if vibe_only else "kubectl wait"
-        return "→ %s %s" % (command, " ".join(_shell_quote(arg) for arg in self.translated))
+        return "→ %s %s" % (command, " ".join(_shell_quote(arg) for arg in args))
+
+    def typed_args(self) -> List[str]:
+        """The kubectl wait child's arguments, its globals, and our own flags if any."""
+        argv = self.child_argv([f.raw for f in self.fors], self.timeout_text)[1:]
+        argv += self.flags.globals_argv
+        argv += ["--fail-fast"] if self.fail_fast else []
+        return argv + (["--wait-for-create"] if self.wait_for_create else [])
 
     def child_argv(self, fors: Sequence[str], timeout_text: Optional[str]) -> List[str]:
         return kubectl_wait_argv(self.flags, fors, timeout_text)
@@ -9816,7 +9825,7 @@ async def run_wait(flags: ParsedFlags, prog: str) -> int:
     try:
         await options.complete(runner)
         options.validate()
-        if options.request:
+        if options.request or options.dry_run:
             line = options.arrow_line(prog)
             _write_line(sys.stdout if options.dry_run else sys.stderr, line)
         if options.dry_run:
