@@ -404,3 +404,20 @@ def test_interrupted_wait_is_never_a_success_and_leaves_no_kubectl(vibe137: Vibe
     assert proc.wait(15) == 130
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+def test_readiness_prints_objects_with_kubectls_printer(vibe137: Vibe, sim_cluster: SimCluster):
+    sim_cluster.add_deployment("api", replicas=1)
+    sim_cluster.wait_for(lambda: sim_cluster.pods("api", ready=True))
+    for output in (["-o", "name"], ["-o", "jsonpath={.metadata.name}"]):
+        plain = vibe137.kubectl_run("wait", "deploy/api", "--for=condition=Available", *output)
+        ours = vibe137.run("deploy/api", "--timeout=20s", "--progress=none", *output)
+        assert (
+            (ours.returncode, ours.stdout)
+            == (plain.returncode, plain.stdout)
+            == (
+                0,
+                plain.stdout,
+            )
+        )
+    assert ours.stdout == "api"
