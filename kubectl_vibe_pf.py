@@ -262,6 +262,8 @@ EXPLAIN_EVENTS_SHOWN = 5
 EXPLAIN_QUIET_EVENTS_SHOWN = 3
 #: Shortest pause between two redraws of the wait view (≤ 4 per second).
 LIVE_WAIT_REFRESH_S = 0.25
+#: Pause before a `kubectl get -w` that ended is started again (the wait goes on).
+WAIT_WATCH_RESTART_S = 1.0
 #: How long the --llm command may think.
 LLM_TIMEOUT_S = 60.0
 
@@ -9372,7 +9374,7 @@ class WaitSession:
         self.changed = asyncio.Event()
         self.decider_wake = asyncio.Event()
         self.progress: PlainProgress = NullProgress(sys.stderr, self.started)
-        self._watches: List[KubectlProcess] = []
+        self._watches: List[Any] = []  # tasks, each keeping one `kubectl get -w` running
         self._pods_watched = False
         self._kubectl_children: List[KubectlProcess] = []
         #: kubectl's own errors from the initial lookup (e.g. `Error from server (NotFound)`).
@@ -9389,40 +9391,37 @@ class WaitSession:
 
     async def start_watches(self) -> None:
         for spec in self.board.specs:
-            decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
-            self._watches.append(
-                await self.runner.start(
-                    [*spec.args, *_WATCH_TAIL],
-                    _ignore_line,
-                    on_data=_WatchFeed(self, decoder, spec).feed,
-                )
-            )
-        await self.start_events_watch()
+            self._watch(spec.args, spec, "targets")
+        self._watch(("get", "events", *self._scope()), None, "events")
 
-    async def start_pods_watch(self) -> None:
-        if self._pods_watched:
-            return
-        self._pods_watched = True
-        scope = ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
-        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
-        self._watches.append(
-            await self.runner.start(
-                ["get", "pods", *scope, *_WATCH_TAIL],
-                _ignore_line,
-                on_data=_WatchFeed(self, decoder, None, "pods").feed,
-            )
-        )
+    def start_pods_watch(self) -> None:
+        """Pods are watched once some waited resource has pods (one watch for all of them)."""
+        if not self._pods_watched:
+            self._pods_watched = True
+            self._watch(("get", "pods", *self._scope()), None, "pods")
 
-    async def start_events_watch(self) -> None:
-        scope = ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
-        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
-        self._watches.append(
-            await self.runner.start(
-                ["get", "events", *scope, *_WATCH_TAIL],
-                _ignore_line,
-                on_data=_WatchFeed(self, decoder, None, "events").feed,
-            )
-        )
+    def _scope(self) -> List[str]:
+        return ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
+
+    def _watch(self, args: Sequence[str], spec: Optional[WatchSpec], what: str) -> None:
+        self._watches.append(asyncio.ensure_future(self._keep_watching(args, spec, what)))
+
+    async def _keep_watching(
+        self, args: Sequence[str], spec: Optional[WatchSpec], what: str
+    ) -> None:
+        """One `kubectl get -w`, started again whenever it ends until the decision is made:
+        the server closes watches after a while, and a type that does not exist yet (a CRD
+        an operator installs later) becomes watchable."""
+        while not self.finished:
+            feed = _WatchFeed(self, JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES), spec, what)
+            child = await self.runner.start([*args, *_WATCH_TAIL], _ignore_line, feed.feed)
+            await child.wait()
+            await asyncio.sleep(WAIT_WATCH_RESTART_S)
+
+    async def stop_watches(self) -> None:
+        for task in self._watches:
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
 
     def on_watch_documents(
         self, documents: List[Any], spec: Optional[WatchSpec], what: str
@@ -9438,8 +9437,8 @@ class WaitSession:
                 self.board.apply_event(obj)
             elif spec is not None:
                 self.board.apply_target(event_type, obj, spec, now)
-                if not self._pods_watched and obj.get("kind") != "Pod" and has_pods(obj):
-                    asyncio.ensure_future(self.start_pods_watch())
+                if not self._pods_watched and has_pods(obj):
+                    self.start_pods_watch()
         if not isinstance(self.progress, LiveProgress):
             self.refresh()  # lines and JSON records: every state change, none coalesced
         self.changed.set()
@@ -9510,6 +9509,8 @@ class WaitSession:
             if failed is not None and not isinstance(failed, FailedFast):
                 raise failed
         finally:
+            self.finished = True
+            await self.stop_watches()
             self.progress.close()
         if self.signal_number:  # like kubectl killed by the signal: never a success
             code = 128 + self.signal_number
