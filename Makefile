@@ -3,6 +3,7 @@
 #   make test    the whole suite on the newest Python, the fast subset on Python 3.9
 #   make build   the four krew archives, SHA256SUMS (dist/) and plugin.yaml's sha256 values
 #   make lint    ruff check + ruff format --check
+#   make bench   the performance benchmark (BENCH_ARGS=--quick: small, a few seconds)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,10 +19,10 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 DEMO_ROOT := build/out/demo
 
-.PHONY: help demo test test-newest test-oldest build lint format clean
+.PHONY: help demo test test-newest test-oldest build lint format clean bench
 
 help:
-	@sed -n '2,6s/^#//p' Makefile
+	@sed -n '2,7s/^#//p' Makefile
 
 # A virtualenv is (re)made when it is missing, broken, or older than the requirements files.
 # umask 022: shiv copies its bootstrap files' modes into the executable (reproducibility).
@@ -72,3 +73,9 @@ demo: $(VENV)/.installed
 
 clean:
 	rm -rf dist build/out build/stage .pytest_cache
+
+# Performance benchmark (issue 7): loopback only, every reference measured in the same run;
+# prints a table and writes bench/results/last.json. BENCH_ARGS=--quick for the CI-sized run.
+BENCH_ARGS ?=
+bench: $(VENV)/.installed
+	$(PY) bench/bench.py $(BENCH_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -119,34 +120,47 @@ def wait_listening(port: int, timeout: float = SPAWN_TIMEOUT_S) -> None:
 class Helper:
     """A child process (server, relay, plugin runner) that prints `PORT <n>` once it listens."""
 
-    def __init__(self, argv: Sequence[str], name: str, env: Optional[dict] = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], name: str, env: Optional[dict] = None, stdin: bool = False
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.proc = subprocess.Popen(
             self.argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             cwd=REPO_ROOT,
-            text=True,
         )
+        self.lines: List[str] = []  # what it printed before `PORT`
+        self._pending = b""
         self.port = self._read_port()
 
-    def _read_port(self) -> int:
-        import selectors
+    def read_line(self, timeout: float) -> Optional[str]:
+        """The next stdout line (raw reads: a buffered reader would hide lines from select)."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            data = os.read(fd, 65536)
+            if not data:
+                return None
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode(errors="replace")
 
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+    def _read_port(self) -> int:
         deadline = time.monotonic() + SPAWN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if sel.select(timeout=0.2):
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                if line.startswith("PORT "):
-                    sel.close()
-                    return int(line.split()[1])
-        sel.close()
+        while True:
+            line = self.read_line(deadline - time.monotonic())
+            if line is None:
+                break
+            if line.startswith("PORT "):
+                return int(line.split()[1])
+            self.lines.append(line)
         err = self.stop()
         raise RuntimeError("%s did not start: %s" % (self.name, err.strip()[-800:]))
 
@@ -155,6 +169,11 @@ class Helper:
         return self.proc.pid
 
     def stop(self) -> str:
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -162,15 +181,15 @@ class Helper:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
         return err or ""
 
 
-def python_helper(script: str, args: List[str], name: str) -> Helper:
-    return Helper([sys.executable, os.path.join(BENCH_DIR, script), *args], name)
+def python_helper(script: str, args: List[str], name: str, stdin: bool = False) -> Helper:
+    return Helper([sys.executable, os.path.join(BENCH_DIR, script), *args], name, stdin=stdin)
 
 
 def announce_port(port: int) -> None:

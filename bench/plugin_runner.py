@@ -1,6 +1,6 @@
 """Serve the plugin's static forward (no kubectl) in its own process, so CPU and RSS are its own.
 
-    python bench/plugin_runner.py UPSTREAM_PORT [--inspect]   → prints `PORT <n>`
+    python bench/plugin_runner.py UPSTREAM_PORT [--inspect] [--profile OUT]  → prints `PORT <n>`
 
 On SIGTERM it closes the forward and prints `STATS <repr>` before exiting.
 """
@@ -39,9 +39,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("upstream", type=int)
     parser.add_argument("--inspect", action="store_true")
+    parser.add_argument(
+        "--relay-buffer",
+        type=int,
+        default=0,
+        help="override RELAY_BUFFER_BYTES (design experiments)",
+    )
+    parser.add_argument(
+        "--profile",
+        help="write cProfile stats here on exit (py-spy cannot attach in some containers)",
+    )
     args = parser.parse_args()
     raise_nofile()
-    asyncio.run(serve(args.upstream, args.inspect))
+    if args.relay_buffer:
+        kubectl_vibe_pf.RELAY_BUFFER_BYTES = args.relay_buffer
+    if not args.profile:
+        asyncio.run(serve(args.upstream, args.inspect))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(serve(args.upstream, args.inspect))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@
 Designs:
     streams      asyncio streams, reader.read(64 KiB) → writer.write + drain (the usual way)
     protocol     asyncio.Protocol, data_received → write, pause/resume_reading backpressure
+    protocol1m   the same, with the transport's read size raised from 256 KiB to 1 MiB
     buffered256  asyncio.BufferedProtocol, one reusable 256 KiB bytearray per direction,
                  memoryview writes, reading paused while the peer's write buffer is non-empty
     buffered1m   the same with 1 MiB
+    shared       BufferedProtocol reading into ONE process-wide 1 MiB buffer (renewed when a
+                 transport keeps a view of it), default write limits
     sockloop     loop.sock_recv_into / loop.sock_sendall coroutines, 256 KiB buffer
     splice       Linux os.splice socket → pipe → socket (data never enters Python), driven by
                  add_reader/add_writer
@@ -26,7 +29,7 @@ from typing import Callable, Dict, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import announce_port, raise_nofile  # noqa: E402
+from common import announce_port, raise_nofile
 
 UPSTREAM_HOST = "127.0.0.1"
 LISTEN_BACKLOG = 4096
@@ -36,7 +39,15 @@ SPLICE_PIPE = 1 << 20
 SPLICE_CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 
+TASKS: set = set()  # keeps connection tasks referenced until they end
+
 SOCKBUF: Optional[int] = None  # set from --sockbuf: SO_SNDBUF/SO_RCVBUF on both relay sockets
+
+
+def spawn(loop, coro) -> None:
+    task = loop.create_task(coro)
+    TASKS.add(task)
+    task.add_done_callback(TASKS.discard)
 
 
 def tune(sock: Optional[socket.socket]) -> None:
@@ -133,7 +144,7 @@ class _Half:
         if self.peer and self.peer.transport:
             self.peer.transport.close()
 
-    def attach(self, peer: "_Half") -> None:
+    def attach(self, peer: _Half) -> None:
         self.peer, peer.peer = peer, self
         for data in self.pending:
             peer.transport.write(data)
@@ -146,6 +157,14 @@ class _Half:
 class CopyHalf(_Half, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.forward(data)
+
+
+class CopyHalf1M(CopyHalf):
+    """Protocol relay reading up to 1 MiB per recv (asyncio's selector transport reads 256 KiB)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.max_size = 1 << 20  # type: ignore[attr-defined]
 
 
 class BufferedHalf(_Half, asyncio.BufferedProtocol):
@@ -173,12 +192,48 @@ class BufferedHalf1M(BufferedHalf):
     size = 1 << 20
 
 
+class SharedBuffer:
+    """One receive buffer for every connection of the process (the loop is single-threaded and
+    each read is handed to the peer's transport before the next read starts)."""
+
+    size = 1 << 20
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        # Python 3.12+ transports queue a memoryview of a partly-sent buffer instead of copying
+        # it: when that happens the old buffer is left to the transport and reads use a new one.
+        self.view = memoryview(bytearray(self.size))
+        self.renewals = getattr(self, "renewals", -1) + 1
+
+
+SHARED = SharedBuffer()
+
+
+class SharedHalf(_Half, asyncio.BufferedProtocol):
+    """BufferedProtocol reading into the process-wide buffer; zero allocations while the peer
+    keeps up, default write limits (pause_reading at the peer's high-water mark)."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return SHARED.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.forward(SHARED.view[:nbytes])
+            return
+        peer.transport.write(SHARED.view[:nbytes])
+        if peer.transport.get_write_buffer_size():
+            SHARED.renew()
+
+
 async def serve_protocol(upstream: int, cls: Callable[[], _Half]) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
 
     def accepted() -> _Half:
         down = cls()
-        loop.create_task(_dial(loop, upstream, cls, down))
+        spawn(loop, _dial(loop, upstream, cls, down))
         return down
 
     return await loop.create_server(accepted, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
@@ -233,7 +288,7 @@ async def _accept_loop(listener: socket.socket, upstream: int, client) -> None:
     while True:
         sock, _ = await loop.sock_accept(listener)
         sock.setblocking(False)
-        loop.create_task(client(loop, upstream, sock))
+        spawn(loop, client(loop, upstream, sock))
 
 
 # ---- (e) splice -------------------------------------------------------------------------------
@@ -296,7 +351,10 @@ class SpliceDirection:
         self.flush()
 
     def finish(self) -> None:
-        for fd, remove in ((self.src, self.loop.remove_reader), (self.dst, self.loop.remove_writer)):
+        for fd, remove in (
+            (self.src, self.loop.remove_reader),
+            (self.dst, self.loop.remove_writer),
+        ):
             try:
                 remove(fd.fileno())
             except (OSError, ValueError):
@@ -340,8 +398,10 @@ async def _splice_client(loop, upstream: int, down: socket.socket) -> None:
 
 PROTOCOLS: Dict[str, Callable[[], _Half]] = {
     "protocol": CopyHalf,
+    "protocol1m": CopyHalf1M,
     "buffered256": BufferedHalf,
     "buffered1m": BufferedHalf1M,
+    "shared": SharedHalf,
 }
 RAW = {"sockloop": _sock_client, "splice": _splice_client}
 DESIGNS = ("streams", *PROTOCOLS, *RAW)

@@ -21,7 +21,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (  # noqa: E402
+from common import (
     ENDPOINT_CHUNK,
     PATTERN2,
     PATTERN_SIZE,
@@ -81,7 +81,9 @@ def serve_echo(sock: socket.socket, n: int, rest: bytes) -> None:
 
 
 def serve_ping(sock: socket.socket, rest: bytes) -> None:
-    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: ping\r\nConnection: Upgrade\r\n\r\n")
+    sock.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: ping\r\nConnection: Upgrade\r\n\r\n"
+    )
     pending = bytearray(rest)
     while True:
         while len(pending) < PING_SIZE:
@@ -98,7 +100,7 @@ def handle(sock: socket.socket) -> None:
     try:
         tune_endpoint(sock)
         head, rest = recv_head(sock)
-        method, target = head.split(b" ", 2)[:2]
+        target = head.split(b" ", 2)[1]
         path, _, query = target.partition(b"?")
         if path == b"/sink":
             serve_sink(sock, content_length(head), rest)
