@@ -262,6 +262,9 @@ EXPLAIN_EVENTS_SHOWN = 5
 EXPLAIN_QUIET_EVENTS_SHOWN = 3
 #: Shortest pause between two redraws of the wait view (≤ 4 per second).
 LIVE_WAIT_REFRESH_S = 0.25
+#: How long the watches may still deliver before an explanation is printed: the Warning
+#: event that explains a failure usually arrives just after the status change itself.
+EXPLAIN_SETTLE_S = 0.5
 #: Pause before a `kubectl get -w` that ended is started again (the wait goes on).
 WAIT_WATCH_RESTART_S = 1.0
 #: How long the --llm command may think.
@@ -5872,6 +5875,10 @@ def _pod_failure(pod: Dict[str, Any]) -> str:
     return ""
 
 
+#: The failure of a pod whose phase is Failed (terminal for the pod, not for its owner).
+POD_FAILED = "Pod Failed"
+
+
 def _pod_status(pod: Dict[str, Any]) -> StatusReport:
     phase = _status(pod).get("phase") or "Pending"
     if phase == "Succeeded":
@@ -5879,7 +5886,7 @@ def _pod_status(pod: Dict[str, Any]) -> StatusReport:
     if phase == "Failed":
         reason = _status(pod).get("reason") or "Failed"
         return StatusReport(
-            ResourceStatus.FAILED, "Pod has failed: %s" % reason, (reason,), "Pod Failed"
+            ResourceStatus.FAILED, "Pod has failed: %s" % reason, (reason,), POD_FAILED
         )
     problems = ["%s %s" % (reason, name) for name, reason, _ in container_problems(pod)]
     failure = _pod_failure(pod)
@@ -9088,7 +9095,8 @@ def target_failure(board: WaitBoard, target: WaitTarget, now: float) -> Tuple[st
         return target.report.failure, ""
     for pod in board.pods_of(target):
         failure = compute_status(pod, now).failure
-        if failure:
+        # A failed pod of a workload is retried or replaced: only the pod itself is doomed.
+        if failure and failure != POD_FAILED:
             return failure, "pod/" + pod_name(pod)
     return "", ""
 
@@ -9505,6 +9513,8 @@ class WaitSession:
                 await self.stop_kubectl_children()
                 decider.cancel()
             await asyncio.gather(decider, ticker, return_exceptions=True)
+            if _needs_explaining(decider, failed) and not self.signal_number:
+                await asyncio.sleep(EXPLAIN_SETTLE_S)  # events trail the status they explain
             self.refresh()
             if failed is not None and not isinstance(failed, FailedFast):
                 raise failed
@@ -9756,6 +9766,14 @@ class WaitSession:
                 item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()
             ):
                 _write_line(sys.stderr, line)
+
+
+def _needs_explaining(decider: Any, failed: Optional[BaseException]) -> bool:
+    if isinstance(failed, FailedFast):
+        return True
+    if not decider.done() or decider.cancelled() or decider.exception() is not None:
+        return False
+    return decider.result() != 0
 
 
 async def _event_or_timeout(event: asyncio.Event, timeout: float) -> None:

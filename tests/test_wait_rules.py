@@ -545,3 +545,11 @@ def test_explanation_of_a_waited_pod_shows_its_own_containers():
         "  next: kubectl describe pod/web-2 -n prod",
         "        kubectl events --for pod/web-2 -n prod",
     ]
+
+
+def test_a_failed_pod_does_not_fail_its_job_which_retries_it():
+    failed = pod("migrate-1", phase="Failed", ready=False, labels={"job-name": "migrate"})
+    board = board_with(job(), [failed])
+    (target,) = board.ordered_targets()
+    assert vibe.compute_status(failed, NOW).failure == "Pod Failed"
+    assert vibe.target_failure(board, target, NOW) == ("", "")
