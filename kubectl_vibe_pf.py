@@ -5489,36 +5489,39 @@ def parse_request(text: str) -> RequestParse:
     return parse
 
 
+#: (phrase, kind) → the exact --for values (kinds not listed: see _for_phrase).
+_PHRASE_FORS: Dict[Tuple[Phrase, str], List[str]] = {
+    (Phrase.READY, "pod"): ["condition=Ready"],
+    (Phrase.READY, "node"): ["condition=Ready"],
+    (Phrase.NOT_READY, "pod"): ["condition=Ready=false"],
+    (Phrase.NOT_READY, "node"): ["condition=Ready=false"],
+    (Phrase.AVAILABLE, "deployment"): ["condition=Available"],
+    (Phrase.AVAILABLE, "apiservice"): ["condition=Available"],
+    (Phrase.COMPLETE, "job"): ["condition=Complete"],
+    (Phrase.COMPLETE, "pod"): ["jsonpath={.status.phase}=Succeeded"],
+    (Phrase.FINISHED, "job"): ["condition=Complete"],
+    (Phrase.FINISHED, "pod"): ["jsonpath={.status.phase}=Succeeded"],
+    (Phrase.FAILED, "job"): ["condition=Failed"],
+    (Phrase.FAILED, "pod"): ["jsonpath={.status.phase}=Failed"],
+    (Phrase.RUNNING, "pod"): ["jsonpath={.status.phase}=Running"],
+    (Phrase.HAS_IP, "pod"): ["jsonpath={.status.podIP}"],
+    (Phrase.HAS_IP, "service"): ["jsonpath={.spec.clusterIP}"],
+    (Phrase.HAS_EXTERNAL_IP, "service"): ["jsonpath={.status.loadBalancer.ingress[0].ip}"],
+    (Phrase.BOUND, "persistentvolumeclaim"): ["jsonpath={.status.phase}=Bound"],
+    (Phrase.BOUND, "persistentvolume"): ["jsonpath={.status.phase}=Bound"],
+    (Phrase.ESTABLISHED, "customresourcedefinition"): ["condition=Established"],
+    (Phrase.SCHEDULED, "pod"): ["condition=PodScheduled"],
+}
+
+
 def _for_phrase(phrase: Phrase, kind: str, parse: RequestParse) -> List[str]:
     """The exact --for values a phrase means for a kind ([] = the kind's own readiness)."""
-    table: Dict[Tuple[Phrase, str], List[str]] = {
-        (Phrase.READY, "pod"): ["condition=Ready"],
-        (Phrase.READY, "node"): ["condition=Ready"],
-        (Phrase.NOT_READY, "pod"): ["condition=Ready=false"],
-        (Phrase.NOT_READY, "node"): ["condition=Ready=false"],
-        (Phrase.AVAILABLE, "deployment"): ["condition=Available"],
-        (Phrase.AVAILABLE, "apiservice"): ["condition=Available"],
-        (Phrase.COMPLETE, "job"): ["condition=Complete"],
-        (Phrase.COMPLETE, "pod"): ["jsonpath={.status.phase}=Succeeded"],
-        (Phrase.FINISHED, "job"): ["condition=Complete"],
-        (Phrase.FINISHED, "pod"): ["jsonpath={.status.phase}=Succeeded"],
-        (Phrase.FAILED, "job"): ["condition=Failed"],
-        (Phrase.FAILED, "pod"): ["jsonpath={.status.phase}=Failed"],
-        (Phrase.RUNNING, "pod"): ["jsonpath={.status.phase}=Running"],
-        (Phrase.HAS_IP, "pod"): ["jsonpath={.status.podIP}"],
-        (Phrase.HAS_IP, "service"): ["jsonpath={.spec.clusterIP}"],
-        (Phrase.HAS_EXTERNAL_IP, "service"): ["jsonpath={.status.loadBalancer.ingress[0].ip}"],
-        (Phrase.BOUND, "persistentvolumeclaim"): ["jsonpath={.status.phase}=Bound"],
-        (Phrase.BOUND, "persistentvolume"): ["jsonpath={.status.phase}=Bound"],
-        (Phrase.ESTABLISHED, "customresourcedefinition"): ["condition=Established"],
-        (Phrase.SCHEDULED, "pod"): ["condition=PodScheduled"],
-    }
     if phrase is Phrase.DELETED:
         return ["delete"]
     if phrase is Phrase.CREATED:
         return ["create"]
-    if (phrase, kind) in table:
-        return table[(phrase, kind)]
+    if (phrase, kind) in _PHRASE_FORS:
+        return list(_PHRASE_FORS[(phrase, kind)])
     if phrase is Phrase.READY and kind in _NL_READINESS_KINDS:
         return []
     if phrase is Phrase.READY and kind not in _NL_BUILTIN_KINDS:  # custom resources: Ready
