@@ -9121,11 +9121,18 @@ class ProgressRow:
 
 
 def progress_rows(
-    board: WaitBoard, fors: Sequence[WaitFor], now: float, show_missing: bool = True
+    board: WaitBoard,
+    fors: Sequence[WaitFor],
+    now: float,
+    show_missing: bool = True,
+    wall_now: Optional[float] = None,
 ) -> List[ProgressRow]:
     """The live view's content, in display order (pure: board and time in, rows out).
 
-    Until the first lookup is done, not having seen a resource does not mean NotFound."""
+    `now` is the monotonic clock of the board's timers; `wall_now` (default: `now`) the epoch
+    time events are dated against. Until the first lookup is done, not having seen a
+    resource does not mean NotFound."""
+    wall = now if wall_now is None else wall_now
     rows = []
     for target in board.ordered_targets():
         if target.obj is None and not show_missing:
@@ -9139,7 +9146,7 @@ def progress_rows(
                 0,
                 now - target.since,
                 not target_unmet(target, fors),
-                event_line(warning, now) if warning else "",
+                event_line(warning, wall) if warning else "",
             )
         )
         rows.extend(child_rows(board.pods_of(target), now, target.kind == "Deployment"))
@@ -9469,7 +9476,9 @@ class WaitSession:
 
     def refresh(self) -> None:
         now = _monotonic()
-        rows = progress_rows(self.board, self.options.fors, now, show_missing=self.synced)
+        rows = progress_rows(
+            self.board, self.options.fors, now, show_missing=self.synced, wall_now=_wall_clock()
+        )
         self.progress.update(rows, now, self.header(now))
 
     async def progress_loop(self) -> None:

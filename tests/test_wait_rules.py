@@ -553,3 +553,12 @@ def test_a_failed_pod_does_not_fail_its_job_which_retries_it():
     (target,) = board.ordered_targets()
     assert vibe.compute_status(failed, NOW).failure == "Pod Failed"
     assert vibe.target_failure(board, target, NOW) == ("", "")
+
+
+def test_event_ages_use_the_wall_clock_and_timers_the_monotonic_one():
+    board = board_with(deployment(ready=2, available=2), [pod("web-1", ready=False)])
+    board.apply_event(event("Failed", "Error: ImagePullBackOff", "web-1"))
+    wall = vibe.parse_kube_time("2027-01-15T08:00:07Z")
+    (row, *_) = vibe.progress_rows(board, [], 42.0, wall_now=wall)
+    assert row.since_s == 42.0
+    assert row.warning.startswith("event 7s ago Warning Failed pod/web-1")
