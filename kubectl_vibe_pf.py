@@ -8447,6 +8447,19 @@ class LiveView:
         if event.kind not in (EventKind.CONNECTION, EventKind.FORWARDING):
             self.events.append(event)
 
+    def signature(self, now: float) -> Tuple[Any, ...]:
+        """Everything the view shows, cheaply: equal signatures render equal screens."""
+        moving = False
+        rows = []
+        for view in self.views:
+            supervisor, stats = view.supervisor, view.proxy.stats
+            moving = moving or view.history.rate > 0 or supervisor.state is not ForwardState.READY
+            rows.append((supervisor.state, supervisor.attempt, supervisor.reason,
+                         supervisor.pod_name, stats.bytes_up, stats.bytes_down, stats.active,
+                         stats.opened, stats.failed + stats.reset, view.history.rate))  # fmt: skip
+        newest = self.events[-1] if self.events else None
+        return (int(now - self.started), self.frame if moving else 0, tuple(rows), newest)
+
     def render_lines(self, now: float, width: int) -> List[str]:
         """The whole view as terminal lines (ANSI styled unless NO_COLOR is set)."""
         import io
@@ -8672,6 +8685,7 @@ class PortForwardSession:
             )
         ]
         self._relay = RelayBuffer(RELAY_BUFFER_BYTES)
+        self._last_signature: Any = None
         self._stop = asyncio.Event()
         self._signals = 0
         self._started = _monotonic()
@@ -8769,9 +8783,17 @@ class PortForwardSession:
                 for view in self.views:
                     view.sample()
             if self.live is not None:
-                self.live.frame += 1
-                width = shutil.get_terminal_size((120, 24)).columns
-                self.live.screen.show(self.live.render_lines(now, width))
+                self._redraw_if_changed(now)
+
+    def _redraw_if_changed(self, now: float) -> None:
+        """Render only when something visible changed: idle, that is once a second."""
+        assert self.live is not None
+        self.live.frame += 1
+        width = shutil.get_terminal_size((120, 24)).columns
+        signature = (width, self.live.signature(now))
+        if signature != self._last_signature:
+            self._last_signature = signature
+            self.live.screen.show(self.live.render_lines(now, width))
 
     async def _shutdown(self, *tasks: Any) -> None:
         grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
