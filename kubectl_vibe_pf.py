@@ -262,6 +262,11 @@ EXPLAIN_EVENTS_SHOWN = 5
 EXPLAIN_QUIET_EVENTS_SHOWN = 3
 #: Shortest pause between two redraws of the wait view (≤ 4 per second).
 LIVE_WAIT_REFRESH_S = 0.25
+#: How long the watches may still deliver before an explanation is printed: the Warning
+#: event that explains a failure usually arrives just after the status change itself.
+EXPLAIN_SETTLE_S = 0.5
+#: Pause before a `kubectl get -w` that ended is started again (the wait goes on).
+WAIT_WATCH_RESTART_S = 1.0
 #: How long the --llm command may think.
 LLM_TIMEOUT_S = 60.0
 
@@ -5037,12 +5042,21 @@ class WaitOptions:
             )
 
     def arrow_line(self, prog: str) -> str:
-        """`→ kubectl wait deployment/web -n prod --for=condition=Available --timeout=5m`."""
+        """`→ kubectl wait deployment/web -n prod --for=condition=Available --timeout=5m`: what
+        a request became or, for typed arguments, what kubectl wait will be run with."""
+        args = self.translated or self.typed_args()
         vibe_only = not self.fors or any(
-            arg.split("=", 1)[0] in ("--fail-fast", "--wait-for-create") for arg in self.translated
+            arg.split("=", 1)[0] in ("--fail-fast", "--wait-for-create") for arg in args
         )
         command = "%s wait" % prog if vibe_only else "kubectl wait"
-        return "→ %s %s" % (command, " ".join(_shell_quote(arg) for arg in self.translated))
+        return "→ %s %s" % (command, " ".join(_shell_quote(arg) for arg in args))
+
+    def typed_args(self) -> List[str]:
+        """The kubectl wait child's arguments, its globals, and our own flags if any."""
+        argv = self.child_argv([f.raw for f in self.fors], self.timeout_text)[1:]
+        argv += self.flags.globals_argv
+        argv += ["--fail-fast"] if self.fail_fast else []
+        return argv + (["--wait-for-create"] if self.wait_for_create else [])
 
     def child_argv(self, fors: Sequence[str], timeout_text: Optional[str]) -> List[str]:
         return kubectl_wait_argv(self.flags, fors, timeout_text)
@@ -5475,36 +5489,39 @@ def parse_request(text: str) -> RequestParse:
     return parse
 
 
+#: (phrase, kind) → the exact --for values (kinds not listed: see _for_phrase).
+_PHRASE_FORS: Dict[Tuple[Phrase, str], List[str]] = {
+    (Phrase.READY, "pod"): ["condition=Ready"],
+    (Phrase.READY, "node"): ["condition=Ready"],
+    (Phrase.NOT_READY, "pod"): ["condition=Ready=false"],
+    (Phrase.NOT_READY, "node"): ["condition=Ready=false"],
+    (Phrase.AVAILABLE, "deployment"): ["condition=Available"],
+    (Phrase.AVAILABLE, "apiservice"): ["condition=Available"],
+    (Phrase.COMPLETE, "job"): ["condition=Complete"],
+    (Phrase.COMPLETE, "pod"): ["jsonpath={.status.phase}=Succeeded"],
+    (Phrase.FINISHED, "job"): ["condition=Complete"],
+    (Phrase.FINISHED, "pod"): ["jsonpath={.status.phase}=Succeeded"],
+    (Phrase.FAILED, "job"): ["condition=Failed"],
+    (Phrase.FAILED, "pod"): ["jsonpath={.status.phase}=Failed"],
+    (Phrase.RUNNING, "pod"): ["jsonpath={.status.phase}=Running"],
+    (Phrase.HAS_IP, "pod"): ["jsonpath={.status.podIP}"],
+    (Phrase.HAS_IP, "service"): ["jsonpath={.spec.clusterIP}"],
+    (Phrase.HAS_EXTERNAL_IP, "service"): ["jsonpath={.status.loadBalancer.ingress[0].ip}"],
+    (Phrase.BOUND, "persistentvolumeclaim"): ["jsonpath={.status.phase}=Bound"],
+    (Phrase.BOUND, "persistentvolume"): ["jsonpath={.status.phase}=Bound"],
+    (Phrase.ESTABLISHED, "customresourcedefinition"): ["condition=Established"],
+    (Phrase.SCHEDULED, "pod"): ["condition=PodScheduled"],
+}
+
+
 def _for_phrase(phrase: Phrase, kind: str, parse: RequestParse) -> List[str]:
     """The exact --for values a phrase means for a kind ([] = the kind's own readiness)."""
-    table: Dict[Tuple[Phrase, str], List[str]] = {
-        (Phrase.READY, "pod"): ["condition=Ready"],
-        (Phrase.READY, "node"): ["condition=Ready"],
-        (Phrase.NOT_READY, "pod"): ["condition=Ready=false"],
-        (Phrase.NOT_READY, "node"): ["condition=Ready=false"],
-        (Phrase.AVAILABLE, "deployment"): ["condition=Available"],
-        (Phrase.AVAILABLE, "apiservice"): ["condition=Available"],
-        (Phrase.COMPLETE, "job"): ["condition=Complete"],
-        (Phrase.COMPLETE, "pod"): ["jsonpath={.status.phase}=Succeeded"],
-        (Phrase.FINISHED, "job"): ["condition=Complete"],
-        (Phrase.FINISHED, "pod"): ["jsonpath={.status.phase}=Succeeded"],
-        (Phrase.FAILED, "job"): ["condition=Failed"],
-        (Phrase.FAILED, "pod"): ["jsonpath={.status.phase}=Failed"],
-        (Phrase.RUNNING, "pod"): ["jsonpath={.status.phase}=Running"],
-        (Phrase.HAS_IP, "pod"): ["jsonpath={.status.podIP}"],
-        (Phrase.HAS_IP, "service"): ["jsonpath={.spec.clusterIP}"],
-        (Phrase.HAS_EXTERNAL_IP, "service"): ["jsonpath={.status.loadBalancer.ingress[0].ip}"],
-        (Phrase.BOUND, "persistentvolumeclaim"): ["jsonpath={.status.phase}=Bound"],
-        (Phrase.BOUND, "persistentvolume"): ["jsonpath={.status.phase}=Bound"],
-        (Phrase.ESTABLISHED, "customresourcedefinition"): ["condition=Established"],
-        (Phrase.SCHEDULED, "pod"): ["condition=PodScheduled"],
-    }
     if phrase is Phrase.DELETED:
         return ["delete"]
     if phrase is Phrase.CREATED:
         return ["create"]
-    if (phrase, kind) in table:
-        return table[(phrase, kind)]
+    if (phrase, kind) in _PHRASE_FORS:
+        return list(_PHRASE_FORS[(phrase, kind)])
     if phrase is Phrase.READY and kind in _NL_READINESS_KINDS:
         return []
     if phrase is Phrase.READY and kind not in _NL_BUILTIN_KINDS:  # custom resources: Ready
@@ -5861,6 +5878,10 @@ def _pod_failure(pod: Dict[str, Any]) -> str:
     return ""
 
 
+#: The failure of a pod whose phase is Failed (terminal for the pod, not for its owner).
+POD_FAILED = "Pod Failed"
+
+
 def _pod_status(pod: Dict[str, Any]) -> StatusReport:
     phase = _status(pod).get("phase") or "Pending"
     if phase == "Succeeded":
@@ -5868,7 +5889,7 @@ def _pod_status(pod: Dict[str, Any]) -> StatusReport:
     if phase == "Failed":
         reason = _status(pod).get("reason") or "Failed"
         return StatusReport(
-            ResourceStatus.FAILED, "Pod has failed: %s" % reason, (reason,), "Pod Failed"
+            ResourceStatus.FAILED, "Pod has failed: %s" % reason, (reason,), POD_FAILED
         )
     problems = ["%s %s" % (reason, name) for name, reason, _ in container_problems(pod)]
     failure = _pod_failure(pod)
@@ -6153,7 +6174,6 @@ def _condition_met(obj: Dict[str, Any], wanted: WaitFor) -> Tuple[bool, str]:
     if generation is not None and observed is not None and observed < generation:
         return False, "condition %s is from an older generation" % wanted.name
     met = str(condition.get("status", "")).lower() == str(wanted.value).lower()
-    why = "%s is %s" % (_condition_text(condition, wanted.name), condition.get("status"))
     why = _condition_text(condition, wanted.name)
     if condition.get("message"):
         why += ": " + condition["message"]
@@ -6230,7 +6250,7 @@ def next_commands(obj_id: str, namespace: str, pods: Sequence[Dict[str, Any]]) -
             commands.append("kubectl describe pod/%s%s" % (name, ns))
         break
     commands.append("kubectl events --for %s%s" % (kubectl_resource_arg(obj_id), ns))
-    return commands
+    return list(dict.fromkeys(commands))
 
 
 #: What "ready" means per kind when no --for is given (help text and explanations).
@@ -6263,6 +6283,8 @@ class Explanation:
     since_s: float = 0.0
     kind: str = ""
     finalizers: Tuple[str, ...] = ()
+    #: The waited object itself when it is a pod: its containers are the story.
+    pod: Optional[Dict[str, Any]] = None
 
 
 def _explain_wanted(item: Explanation) -> List[str]:
@@ -6308,12 +6330,15 @@ def explain(
         % (item.obj_id, where, status, human_duration(item.since_s), item.report.message)
     ]
     lines += _explain_wanted(item)
+    if item.pod is not None:
+        lines += ["  " + line for line in pod_detail_lines(item.pod)]
     lines += _explain_pods(pods, now)
     lines += _explain_events(events, now)
     if item.report.status is ResourceStatus.NOT_FOUND:
         commands = next_commands_not_found(item.obj_id, item.namespace)
     else:
-        commands = next_commands(item.obj_id, item.namespace, pods)
+        own = [item.pod] if item.pod is not None else []
+        commands = next_commands(item.obj_id, item.namespace, list(pods) or own)
     lines.append("  next: " + commands[0])
     lines.extend("        " + command for command in commands[1:])
     return lines
@@ -7638,6 +7663,7 @@ class Link:
         "observer",
         "pending",
         "replay",
+        "replays",
         "state",
         "upstream",
         "upstream_eof",
@@ -7651,6 +7677,7 @@ class Link:
         self.lease: Optional[Lease] = None
         self.pending = bytearray()  # client bytes that arrived before the upstream was open
         self.replay: Optional[bytearray] = bytearray()  # kept until the pod's first byte
+        self.replays = 0  # times this link was moved to a new tunnel
         self.down_bytes = 0
         self.client_eof = False
         self.upstream_eof = False
@@ -7801,7 +7828,8 @@ class Link:
                 self.client.close()
                 self.finish(LinkOutcome.CLOSED)
             return
-        if not verdict.retry or self.forward.replays_exhausted(self):
+        self.replays += 1
+        if not verdict.retry or self.replays > LINK_MAX_REPLAYS:
             if verdict.outcome is LinkOutcome.RESET:
                 self.client.abort()  # the client must see a reset, not a clean end of data
             else:
@@ -7970,7 +7998,6 @@ class ForwardProxy:
         self._tasks: set[Any] = set()
         self._inspector_factory = inspector_factory
         self._on_accept = on_accept
-        self._replays: Dict[int, int] = {}
 
     def __repr__(self) -> str:
         return "<ForwardProxy :%d #%d links=%d>" % (self.port, self.key, len(self.links))
@@ -8023,16 +8050,10 @@ class ForwardProxy:
         self.links.discard(link)
         self.stats.active -= 1
         self.stats.count(outcome, cause)
-        self._replays.pop(id(link), None)
         if link.lease is not None:
             self.source.link_ended(link.lease, link)
         if link.observer is not None:
             link.observer.close(outcome, cause)
-
-    def replays_exhausted(self, link: Link) -> bool:
-        count = self._replays.get(id(link), 0) + 1
-        self._replays[id(link)] = count
-        return count > LINK_MAX_REPLAYS
 
     def send(self, transport: Any, view: memoryview) -> None:
         """Write a chunk of the shared buffer; hand the buffer over if the write was partial."""
@@ -8916,11 +8937,6 @@ ALL_OF_WATCH = WatchSpec(("get",))
 _WATCH_TAIL = ("--watch", "--output=json", "--output-watch-events")
 
 
-def _object_key(obj: Dict[str, Any]) -> Tuple[str, str, str]:
-    meta = obj.get("metadata") or {}
-    return (resource_id(obj), meta.get("namespace", ""), meta.get("uid", ""))
-
-
 class WaitTarget:
     """A waited resource as we see it now, with how long it has been in its state."""
 
@@ -8959,27 +8975,28 @@ class WaitBoard:
         self.targets: Dict[Tuple[str, str], WaitTarget] = {}
         self.pods: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.events: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-        self.version = 0
-        #: Names expected to exist (given by the user), so NotFound can be shown.
-        self.expected: List[Tuple[str, str]] = []
+        #: (namespace, resource id) → target key, once an object was matched to its target.
+        self._aliases: Dict[Tuple[str, str], Tuple[str, str]] = {}
 
     def expect(self, type_text: str, name: str, namespace: str, now: float) -> None:
         key = (namespace, "%s/%s" % (type_text, name))
         if key not in self.targets:
             self.targets[key] = WaitTarget("%s/%s" % (type_text, name), namespace, None, now)
-            self.expected.append(key)
 
     def _find(self, obj: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+        """The target an object is: by its id (O(1)), else a named one not seen yet."""
         obj_id = resource_id(obj)
         namespace = (obj.get("metadata") or {}).get("namespace", "")
+        known = self._aliases.get((namespace, obj_id))
+        if known is not None:
+            return known
         name = obj_id.partition("/")[2]
         for key, target in self.targets.items():
             if key[0] and key[0] != namespace:  # "" = the user's default namespace
                 continue
-            if target.obj_id == obj_id:
-                return key
             typed, _, typed_name = target.obj_id.partition("/")
             if target.obj is None and typed_name == name and _type_matches(typed, obj):
+                self._aliases[(namespace, obj_id)] = key
                 return key
         return None
 
@@ -8995,6 +9012,7 @@ class WaitBoard:
                 return
             key = ((obj.get("metadata") or {}).get("namespace", ""), resource_id(obj))
             self.targets[key] = WaitTarget(resource_id(obj), key[0], None, now)
+            self._aliases[key] = key
         target = self.targets[key]
         target.obj = None if event_type == "DELETED" else obj
         if target.obj is not None:
@@ -9010,7 +9028,6 @@ class WaitBoard:
             target.since = now
         target.seen = target.seen or target.obj is not None
         target.report = report
-        self.version += 1
 
     def apply_pod(self, event_type: str, pod: Dict[str, Any], now: float) -> None:
         meta = pod.get("metadata") or {}
@@ -9022,7 +9039,6 @@ class WaitBoard:
         for target in self.targets.values():
             if target.obj is not None and (owns_pod(target.obj, pod) or target.kind == "Service"):
                 self._recompute(target, now)
-        self.version += 1
 
     def apply_event(self, event: Dict[str, Any]) -> None:
         """Keep the latest events per involved object; the oldest objects are forgotten first."""
@@ -9035,7 +9051,6 @@ class WaitBoard:
         self.events[key] = kept[-WAIT_EVENTS_PER_OBJECT:]
         while len(self.events) > WAIT_EVENT_OBJECTS_KEPT:
             del self.events[next(iter(self.events))]
-        self.version += 1
 
     def pods_of(self, target: WaitTarget) -> List[Dict[str, Any]]:
         if target.obj is None or not has_pods(target.obj):
@@ -9101,7 +9116,8 @@ def target_failure(board: WaitBoard, target: WaitTarget, now: float) -> Tuple[st
         return target.report.failure, ""
     for pod in board.pods_of(target):
         failure = compute_status(pod, now).failure
-        if failure:
+        # A failed pod of a workload is retried or replaced: only the pod itself is doomed.
+        if failure and failure != POD_FAILED:
             return failure, "pod/" + pod_name(pod)
     return "", ""
 
@@ -9123,11 +9139,18 @@ class ProgressRow:
 
 
 def progress_rows(
-    board: WaitBoard, fors: Sequence[WaitFor], now: float, show_missing: bool = True
+    board: WaitBoard,
+    fors: Sequence[WaitFor],
+    now: float,
+    show_missing: bool = True,
+    wall_now: Optional[float] = None,
 ) -> List[ProgressRow]:
     """The live view's content, in display order (pure: board and time in, rows out).
 
-    Until the first lookup is done, not having seen a resource does not mean NotFound."""
+    `now` is the monotonic clock of the board's timers; `wall_now` (default: `now`) the epoch
+    time events are dated against. Until the first lookup is done, not having seen a
+    resource does not mean NotFound."""
+    wall = now if wall_now is None else wall_now
     rows = []
     for target in board.ordered_targets():
         if target.obj is None and not show_missing:
@@ -9141,7 +9164,7 @@ def progress_rows(
                 0,
                 now - target.since,
                 not target_unmet(target, fors),
-                event_line(warning, now) if warning else "",
+                event_line(warning, wall) if warning else "",
             )
         )
         rows.extend(child_rows(board.pods_of(target), now, target.kind == "Deployment"))
@@ -9387,7 +9410,7 @@ class WaitSession:
         self.changed = asyncio.Event()
         self.decider_wake = asyncio.Event()
         self.progress: PlainProgress = NullProgress(sys.stderr, self.started)
-        self._watches: List[KubectlProcess] = []
+        self._watches: List[Any] = []  # tasks, each keeping one `kubectl get -w` running
         self._pods_watched = False
         self._kubectl_children: List[KubectlProcess] = []
         #: kubectl's own errors from the initial lookup (e.g. `Error from server (NotFound)`).
@@ -9404,40 +9427,37 @@ class WaitSession:
 
     async def start_watches(self) -> None:
         for spec in self.board.specs:
-            decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
-            self._watches.append(
-                await self.runner.start(
-                    [*spec.args, *_WATCH_TAIL],
-                    _ignore_line,
-                    on_data=_WatchFeed(self, decoder, spec).feed,
-                )
-            )
-        await self.start_events_watch()
+            self._watch(spec.args, spec, "targets")
+        self._watch(("get", "events", *self._scope()), None, "events")
 
-    async def start_pods_watch(self) -> None:
-        if self._pods_watched:
-            return
-        self._pods_watched = True
-        scope = ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
-        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
-        self._watches.append(
-            await self.runner.start(
-                ["get", "pods", *scope, *_WATCH_TAIL],
-                _ignore_line,
-                on_data=_WatchFeed(self, decoder, None, "pods").feed,
-            )
-        )
+    def start_pods_watch(self) -> None:
+        """Pods are watched once some waited resource has pods (one watch for all of them)."""
+        if not self._pods_watched:
+            self._pods_watched = True
+            self._watch(("get", "pods", *self._scope()), None, "pods")
 
-    async def start_events_watch(self) -> None:
-        scope = ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
-        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
-        self._watches.append(
-            await self.runner.start(
-                ["get", "events", *scope, *_WATCH_TAIL],
-                _ignore_line,
-                on_data=_WatchFeed(self, decoder, None, "events").feed,
-            )
-        )
+    def _scope(self) -> List[str]:
+        return ["--all-namespaces"] if self.options.flags.get("all-namespaces") else []
+
+    def _watch(self, args: Sequence[str], spec: Optional[WatchSpec], what: str) -> None:
+        self._watches.append(asyncio.ensure_future(self._keep_watching(args, spec, what)))
+
+    async def _keep_watching(
+        self, args: Sequence[str], spec: Optional[WatchSpec], what: str
+    ) -> None:
+        """One `kubectl get -w`, started again whenever it ends until the decision is made:
+        the server closes watches after a while, and a type that does not exist yet (a CRD
+        an operator installs later) becomes watchable."""
+        while not self.finished:
+            feed = _WatchFeed(self, JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES), spec, what)
+            child = await self.runner.start([*args, *_WATCH_TAIL], _ignore_line, feed.feed)
+            await child.wait()
+            await asyncio.sleep(WAIT_WATCH_RESTART_S)
+
+    async def stop_watches(self) -> None:
+        for task in self._watches:
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
 
     def on_watch_documents(
         self, documents: List[Any], spec: Optional[WatchSpec], what: str
@@ -9453,8 +9473,8 @@ class WaitSession:
                 self.board.apply_event(obj)
             elif spec is not None:
                 self.board.apply_target(event_type, obj, spec, now)
-                if not self._pods_watched and obj.get("kind") != "Pod" and has_pods(obj):
-                    asyncio.ensure_future(self.start_pods_watch())
+                if not self._pods_watched and has_pods(obj):
+                    self.start_pods_watch()
         if not isinstance(self.progress, LiveProgress):
             self.refresh()  # lines and JSON records: every state change, none coalesced
         self.changed.set()
@@ -9474,7 +9494,9 @@ class WaitSession:
 
     def refresh(self) -> None:
         now = _monotonic()
-        rows = progress_rows(self.board, self.options.fors, now, show_missing=self.synced)
+        rows = progress_rows(
+            self.board, self.options.fors, now, show_missing=self.synced, wall_now=_wall_clock()
+        )
         self.progress.update(rows, now, self.header(now))
 
     async def progress_loop(self) -> None:
@@ -9521,10 +9543,14 @@ class WaitSession:
                 await self.stop_kubectl_children()
                 decider.cancel()
             await asyncio.gather(decider, ticker, return_exceptions=True)
+            if _needs_explaining(decider, failed) and not self.signal_number:
+                await asyncio.sleep(EXPLAIN_SETTLE_S)  # events trail the status they explain
             self.refresh()
             if failed is not None and not isinstance(failed, FailedFast):
                 raise failed
         finally:
+            self.finished = True
+            await self.stop_watches()
             self.progress.close()
         if self.signal_number:  # like kubectl killed by the signal: never a success
             code = 128 + self.signal_number
@@ -9764,11 +9790,20 @@ class WaitSession:
                 now - target.since,
                 target.kind,
                 tuple(meta.get("finalizers") or ()),
+                target.obj if target.kind == "Pod" else None,
             )
             for line in explain(
                 item, self.board.pods_of(target), self.board.events_of(target), _wall_clock()
             ):
                 _write_line(sys.stderr, line)
+
+
+def _needs_explaining(decider: Any, failed: Optional[BaseException]) -> bool:
+    if isinstance(failed, FailedFast):
+        return True
+    if not decider.done() or decider.cancelled() or decider.exception() is not None:
+        return False
+    return decider.result() != 0
 
 
 async def _event_or_timeout(event: asyncio.Event, timeout: float) -> None:
@@ -9839,7 +9874,7 @@ async def run_wait(flags: ParsedFlags, prog: str) -> int:
     try:
         await options.complete(runner)
         options.validate()
-        if options.request:
+        if options.request or options.dry_run:
             line = options.arrow_line(prog)
             _write_line(sys.stdout if options.dry_run else sys.stderr, line)
         if options.dry_run:

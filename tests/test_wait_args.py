@@ -175,3 +175,15 @@ def test_a_resource_is_required():
 def test_watches_cover_what_kubectl_wait_visits_one_type_each(argv, specs):
     got = vibe.watch_specs(parse(*argv))
     assert [(s.args, None if s.names is None else set(s.names)) for s in got] == specs
+
+
+def test_dry_run_of_typed_arguments_shows_the_kubectl_wait_that_would_run():
+    options = vibe.WaitOptions.from_flags(
+        parse("deploy/web", "-n", "prod", "--for=condition=Available", "--timeout=5m",
+              "--dry-run", "--progress=json")
+    )  # fmt: skip
+    assert options.arrow_line("kubectl vibe") == (
+        "→ kubectl wait deploy/web --for=condition=Available --timeout=5m --namespace=prod"
+    )
+    readiness = vibe.WaitOptions.from_flags(parse("deploy/web", "--fail-fast", "--dry-run"))
+    assert readiness.arrow_line("kubectl vibe") == "→ kubectl vibe wait deploy/web --fail-fast"

@@ -404,3 +404,45 @@ def test_interrupted_wait_is_never_a_success_and_leaves_no_kubectl(vibe137: Vibe
     assert proc.wait(15) == 130
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+def test_readiness_prints_objects_with_kubectls_printer(vibe137: Vibe, sim_cluster: SimCluster):
+    sim_cluster.add_deployment("api", replicas=1)
+    sim_cluster.wait_for(lambda: sim_cluster.pods("api", ready=True))
+    for output in (["-o", "name"], ["-o", "jsonpath={.metadata.name}"]):
+        plain = vibe137.kubectl_run("wait", "deploy/api", "--for=condition=Available", *output)
+        ours = vibe137.run("deploy/api", "--timeout=20s", "--progress=none", *output)
+        assert (
+            (ours.returncode, ours.stdout)
+            == (plain.returncode, plain.stdout)
+            == (
+                0,
+                plain.stdout,
+            )
+        )
+    assert ours.stdout == "api"
+
+
+def test_a_watch_that_ends_is_restarted_and_the_wait_goes_on(vibe137: Vibe, sim_cluster):
+    psutil = pytest.importorskip("psutil")
+    sim_cluster.add_pod("slowpoke", start_delay=60)
+    proc = vibe137.start("pod/slowpoke", "--timeout=60s", "--progress=plain")
+    proc.wait_line(r"^\[\d+s\] pod/slowpoke: InProgress", stream="stderr")
+
+    def target_watches() -> List[Any]:
+        found = []
+        for child in psutil.Process(proc.proc.pid).children(recursive=True):
+            try:
+                if "--field-selector=metadata.name=slowpoke" in child.cmdline():
+                    found.append(child)
+            except psutil.Error:  # gone, or a zombie not reaped yet
+                pass
+        return found
+
+    (first,) = target_watches()
+    first.kill()
+    sim_cluster.wait_for(lambda: [w for w in target_watches() if w.pid != first.pid], timeout=15)
+    sim_cluster.set_phase("slowpoke", "Running")
+    sim_cluster.set_condition("pod", "slowpoke", "Ready", "True")
+    assert proc.wait(30) == 0, proc.err
+    assert proc.out == "pod/slowpoke condition met"

@@ -530,3 +530,35 @@ def test_child_rows_are_bounded():
     rows = vibe.child_rows(pods, NOW, by_replicaset=False)
     assert len(rows) == vibe.LIVE_PODS_SHOWN + 1
     assert rows[-1].message == "... 3 more pods"
+
+
+def test_explanation_of_a_waited_pod_shows_its_own_containers():
+    stuck = pod("web-2", phase="Pending", ready=False, waiting=PULL)
+    report = vibe.compute_status(stuck, NOW)
+    unmet = (("condition Ready=true", "Ready=False"),)
+    item = vibe.Explanation("pod/web-2", "prod", report, unmet, 3.0, "Pod", (), stuck)
+    assert vibe.explain(item, [], [], NOW) == [
+        "pod/web-2 in namespace prod: InProgress for 3s: Pending: ImagePullBackOff app",
+        "  waiting for condition Ready=true: Ready=False",
+        "  container app (image registry.example/web:1): ImagePullBackOff: Back-off pulling "
+        'image "registry.invalid/x"',
+        "  next: kubectl describe pod/web-2 -n prod",
+        "        kubectl events --for pod/web-2 -n prod",
+    ]
+
+
+def test_a_failed_pod_does_not_fail_its_job_which_retries_it():
+    failed = pod("migrate-1", phase="Failed", ready=False, labels={"job-name": "migrate"})
+    board = board_with(job(), [failed])
+    (target,) = board.ordered_targets()
+    assert vibe.compute_status(failed, NOW).failure == "Pod Failed"
+    assert vibe.target_failure(board, target, NOW) == ("", "")
+
+
+def test_event_ages_use_the_wall_clock_and_timers_the_monotonic_one():
+    board = board_with(deployment(ready=2, available=2), [pod("web-1", ready=False)])
+    board.apply_event(event("Failed", "Error: ImagePullBackOff", "web-1"))
+    wall = vibe.parse_kube_time("2027-01-15T08:00:07Z")
+    (row, *_) = vibe.progress_rows(board, [], 42.0, wall_now=wall)
+    assert row.since_s == 42.0
+    assert row.warning.startswith("event 7s ago Warning Failed pod/web-1")
