@@ -534,9 +534,8 @@ def measure_cluster_rows(sizes: Sizes) -> List[Row]:
     import cluster as cl
 
     why = cl.cluster_missing()
-    specs = [
-        ("e2e", "kubectl port-forward"),
-        ("e2e", "kubectl vibe pf"),
+    specs = [("e2e", path.value) for path in cl.E2EPath]
+    specs += [
         ("idle", "live view"),
         ("failover", "kubectl vibe pf"),
     ]
@@ -549,13 +548,13 @@ def measure_cluster_rows(sizes: Sizes) -> List[Row]:
         return [Row(section, path, error="simulated cluster: %s" % exc) for section, path in specs]
     try:
         digest = cl.pattern_digest(sizes.e2e_bytes)
-        for vibe, path in ((False, "kubectl port-forward"), (True, "kubectl vibe pf")):
+        for path in cl.E2EPath:
             rows.append(
                 guarded(
                     "e2e",
-                    path,
-                    lambda v=vibe: cl.measure_e2e(
-                        sim, v, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, digest
+                    path.value,
+                    lambda p=path: cl.measure_e2e(
+                        sim, p, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, digest
                     ),
                 )
             )
@@ -977,12 +976,12 @@ def print_cluster_rows(result: Dict[str, Any], rows: List[Row]) -> None:
     )
     header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
     header += ("kubectl cpu", "plugin cpu")
-    print("  %-24s %8s %8s %8s %6s %8s %6s %11s %10s  check" % header)
+    print("  %-38s %8s %8s %8s %6s %8s %6s %11s %10s  check" % header)
     for r in rows:
         if r.section == "e2e":
             v = r.values
             print(
-                "  %-24s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
+                "  %-38s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
                 % (
                     r.path,
                     fmt(v.get("up_mbps"), "%.1f"),
