@@ -38,6 +38,7 @@ from common import (  # noqa: E402
     Helper,
     connect,
     content_length,
+    cpu_awake,
     die_with_parent,
     free_port,
     python_helper,
@@ -529,48 +530,40 @@ def measure_startup(sizes: Sizes, build: bool) -> List[Row]:
 # ---- rows that need the simulated cluster and port-forward ------------------------------------
 
 
-def measure_cluster_rows(sizes: Sizes) -> List[Row]:
+def measure_cluster_rows(sizes: Sizes, held: Dict[str, bool], hold: bool) -> List[Row]:
     """End to end, idle live view and failover: real kubectl against the simulated cluster."""
     import cluster as cl
 
     why = cl.cluster_missing()
     specs = [("e2e", path.value) for path in cl.E2EPath]
-    specs += [
-        ("idle", "live view"),
-        ("failover", "kubectl vibe pf"),
-    ]
+    specs += [("idle", "live view"), ("failover", "kubectl vibe pf")]
     if why:
         return [Row(section, path, skipped=why) for section, path in specs]
-    rows: List[Row] = []
     try:
         sim = cl.Cluster.start()
     except Exception as exc:
         return [Row(section, path, error="simulated cluster: %s" % exc) for section, path in specs]
     try:
-        digest = cl.pattern_digest(sizes.e2e_bytes)
-        for path in cl.E2EPath:
-            rows.append(
-                guarded(
-                    "e2e",
-                    path.value,
-                    lambda p=path: cl.measure_e2e(
-                        sim, p, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, digest
-                    ),
-                )
-            )
-        rows.append(
-            guarded("idle", "live view", lambda: cl.measure_idle_live_view(sim, sizes.idle_seconds))
-        )
-        rows.append(
-            guarded(
-                "failover",
-                "kubectl vibe pf",
-                lambda: cl.measure_failover(sim, sizes.failover_settle),
-            )
-        )
+        with cpu_awake(hold) as held["e2e"]:
+            rows = [e2e_row(sim, path, sizes) for path in cl.E2EPath]
+        idle = lambda: cl.measure_idle_live_view(sim, sizes.idle_seconds)  # noqa: E731
+        rows.append(guarded("idle", "live view", idle))
+        failover = lambda: cl.measure_failover(sim, sizes.failover_settle)  # noqa: E731
+        rows.append(guarded("failover", "kubectl vibe pf", failover))
     finally:
         sim.close()
     return rows
+
+
+def e2e_row(sim: Any, path: Any, sizes: Sizes) -> Row:
+    import cluster as cl
+
+    digest = cl.pattern_digest(sizes.e2e_bytes)
+    return guarded(
+        "e2e",
+        path.value,
+        lambda: cl.measure_e2e(sim, path, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, digest),
+    )
 
 
 def guarded(section: str, path: str, measure: Callable[[], Dict[str, Any]]) -> Row:
@@ -598,6 +591,7 @@ class Bench:
         self.sizes = Sizes.for_mode(args.quick)
         self.rows: List[Row] = []
         self.load: Dict[str, float] = {}  # 1-minute load average at the end of each section
+        self.cpu_awake_held: Dict[str, bool] = {}
         self.server: Optional[Helper] = None
 
     def log(self, text: str) -> None:
@@ -682,7 +676,8 @@ class Bench:
         paths = self.start_paths(upstream)
         try:
             self.interleaved("bulk", paths, bulk_round, self.sizes.repeats)
-            self.interleaved("latency", paths, latency_round, self.sizes.latency_rounds)
+            with cpu_awake(self.args.cpu_awake) as self.cpu_awake_held["latency"]:
+                self.interleaved("latency", paths, latency_round, self.sizes.latency_rounds)
             self.concurrency(paths)
         finally:
             for path in paths:
@@ -711,7 +706,9 @@ class Bench:
         self.rows.extend(measure_startup(self.sizes, build=not self.args.quick))
         if not self.args.only:
             self.log("· simulated cluster: end to end, idle live view, failover")
-            self.rows.extend(measure_cluster_rows(self.sizes))
+            self.rows.extend(
+                measure_cluster_rows(self.sizes, self.cpu_awake_held, self.args.cpu_awake)
+            )
         return self.report(started, load_before)
 
     def report(self, started: float, load_before: Tuple[float, float, float]) -> Dict[str, Any]:
@@ -728,6 +725,7 @@ class Bench:
             },
             "sizes": self.sizes.__dict__,
             "load_after_section": self.load,
+            "cpu_awake": self.cpu_awake_held,
             "verification": {
                 "bulk": "byte count + first/last 64 bytes of every received chunk vs the pattern",
                 "latency": "every echoed 64-byte message compared",
@@ -905,11 +903,12 @@ def print_table(result: Dict[str, Any]) -> None:
     direct = {q: _value(rows, "latency", "direct", q) for q in ("p50_us", "p99_us")}
     print(
         "\nLatency, 64-byte ping-pong × %d, best of %d rounds (µs; added = minus direct); "
-        "load avg after: %s"
+        "load avg after: %s; CPUs held out of idle states: %s"
         % (
             result["sizes"]["pings"],
             result["sizes"]["latency_rounds"],
             fmt(result["load_after_section"].get("latency")),
+            "yes" if result["cpu_awake"].get("latency") else "no",
         )
     )
     print("  %-36s %8s %8s %9s %9s  %s" % ("path", "p50", "p99", "added p50", "added p99", "check"))
@@ -971,8 +970,13 @@ def print_cluster_rows(result: Dict[str, Any], rows: List[Row]) -> None:
     sizes = result["sizes"]
     print(
         "\nEnd to end through real kubectl and the simulated cluster, same pod: %s each way "
-        "(up: sha256 by the pod; down: count + sampled); 64-byte echo and GET /healthz × %d"
-        % (human(sizes["e2e_bytes"]), sizes["e2e_pings"])
+        "(up: sha256 by the pod; down: count + sampled); 64-byte echo and GET /healthz × %d; "
+        "CPUs held out of idle states: %s"
+        % (
+            human(sizes["e2e_bytes"]),
+            sizes["e2e_pings"],
+            "yes" if result["cpu_awake"].get("e2e") else "no",
+        )
     )
     header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
     header += ("kubectl cpu", "plugin cpu")
@@ -1071,6 +1075,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="a skipped row is an error (default when CI=true)",
     )
     parser.add_argument("--json-only", action="store_true", help="no table, no progress")
+    parser.add_argument(
+        "--no-cpu-awake",
+        dest="cpu_awake",
+        action="store_false",
+        help="do not hold /dev/cpu_dma_latency at 0 during the latency rounds",
+    )
     return parser.parse_args(argv)
 
 
