@@ -417,34 +417,45 @@ def measure_idle_live_view(cluster: Cluster, seconds: float) -> Dict[str, Any]:
         os.close(master)
 
 
-@dataclass
+class Outcome(enum.Enum):
+    OK = "ok"
+    REFUSED = "refused"
+    RESET = "reset"
+    HTTP_ERROR = "http error"
+    OTHER_ERROR = "other error"
+
+
+@dataclass(frozen=True)
 class Attempt:
     start: float
     end: float
-    outcome: str  # ok, refused, reset, error, http <status>
+    outcome: Outcome
     pod: str = ""
+
+
+def one_request(port: int) -> Tuple[Outcome, str]:
+    """A new connection, GET /healthz; (outcome, the pod that answered)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LOAD_TIMEOUT_S)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+    except ConnectionRefusedError:
+        return Outcome.REFUSED, ""
+    except ConnectionResetError:
+        return Outcome.RESET, ""
+    except (OSError, http.client.HTTPException):
+        return Outcome.OTHER_ERROR, ""
+    pod = response.getheader("X-Pod") or ""
+    return (Outcome.OK if response.status == 200 else Outcome.HTTP_ERROR), pod
 
 
 def steady_load(port: int, stop: threading.Event, attempts: List[Attempt]) -> None:
     """A new connection and one request every LOAD_INTERVAL_S until stopped."""
     while not stop.is_set():
         start = time.time()
-        outcome, pod = "ok", ""
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LOAD_TIMEOUT_S)
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            response.read()
-            pod = response.getheader("X-Pod") or ""
-            if response.status != 200:
-                outcome = "http %d" % response.status
-            conn.close()
-        except ConnectionRefusedError:
-            outcome = "refused"
-        except ConnectionResetError:
-            outcome = "reset"
-        except (OSError, http.client.HTTPException) as exc:
-            outcome = "error " + type(exc).__name__
+        outcome, pod = one_request(port)
         attempts.append(Attempt(start, time.time(), outcome, pod))
         stop.wait(LOAD_INTERVAL_S)
 
@@ -466,16 +477,14 @@ def measure_failover(cluster: Cluster, settle: float) -> Dict[str, Any]:
         stop.set()
         load.join(LOAD_TIMEOUT_S + 5)
         cluster.stop_proc(proc)
-    served = [a.end for a in attempts if a.outcome == "ok" and a.pod == new_pod]
-    outcomes: Dict[str, int] = {}
-    for a in attempts:
-        outcomes[a.outcome] = outcomes.get(a.outcome, 0) + 1
+    served = [a.end for a in attempts if a.outcome is Outcome.OK and a.pod == new_pod]
+    outcomes = {o.value: sum(a.outcome is o for a in attempts) for o in Outcome}
     return {
         "first_new_after_ready_s": (min(served) - ready_at) if served else None,
         "replacement_ready_after_delete_s": ready_at - deleted_at,
         "requests": len(attempts),
-        "refused": outcomes.get("refused", 0),
-        "failed": len(attempts) - outcomes.get("ok", 0),
+        "refused": outcomes[Outcome.REFUSED.value],
+        "failed": len(attempts) - outcomes[Outcome.OK.value],
         "outcomes": outcomes,
         "served_by_new_pod": len(served),
     }
