@@ -7826,7 +7826,8 @@ class Link:
     def _close_if_both_finished(self) -> None:
         if self.client_eof and self.upstream_eof:
             self.client.close()
-            self.upstream.close()
+            if self.upstream is not None:
+                self.upstream.close()
 
     def client_lost(self, exc: Optional[BaseException]) -> None:
         if self.state is LinkState.CLOSED:
@@ -7843,6 +7844,7 @@ class Link:
             return
         self.upstream = None
         if self.may_continue_elsewhere():
+            self.state = LinkState.WAITING  # client bytes from now on wait in `pending`
             self.forward.spawn(self.retry_elsewhere(exc))
             return
         if exc is not None:
@@ -7880,7 +7882,8 @@ class Link:
             return
         self.forward.source.link_ended(lease, self)
         self.forward.stats.replayed += 1
-        self.pending = self.replay or bytearray()  # empty for a keep-alive at rest
+        # What the dead tunnel never answered, then what the client sent since.
+        self.pending = (self.replay or bytearray()) + self.pending
         self.replay = bytearray()
         self.down_bytes = 0
         self.upstream_eof = False
@@ -8729,6 +8732,7 @@ class PortForwardSession:
         ]
         self._relay = RelayBuffer(RELAY_BUFFER_BYTES)
         self._last_signature: Any = None
+        self.internal_errors: Dict[str, int] = {}
         self._stop = asyncio.Event()
         self._signals = 0
         self._started = _monotonic()
@@ -8743,6 +8747,7 @@ class PortForwardSession:
 
     async def run(self) -> int:
         self._install_signal_handlers()
+        asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
         failed: List[Forward] = []
         for supervisor in self.supervisors:
             failed += await self._listen(supervisor)
@@ -8759,6 +8764,19 @@ class PortForwardSession:
             if supervisor.fatal is not None:
                 raise supervisor.fatal
         return 0
+
+    def _on_loop_error(self, loop: Any, context: Dict[str, Any]) -> None:
+        """A bug in a callback must not print a traceback over the view: one counted line
+        (with KUBECTL_VIBE_DEBUG=1, asyncio's full report too)."""
+        exc = context.get("exception")
+        what = "%s: %s" % (type(exc).__name__, exc) if exc else context.get("message", "?")
+        self.internal_errors[what] = self.internal_errors.get(what, 0) + 1
+        if self.internal_errors[what] == 1:
+            label = ",".join(supervisor.label for supervisor in self.supervisors)
+            self.sink(SessionEvent(_wall_clock(), EventKind.ERROR, label,
+                                   "internal error (please report it): " + what))  # fmt: skip
+        if os.environ.get(ENV_DEBUG):
+            loop.default_exception_handler(context)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -8851,6 +8869,8 @@ class PortForwardSession:
     def _print_summary(self) -> None:
         now = _monotonic()
         lines = build_summary(self.views, now - self._started, now)
+        for what, count in self.internal_errors.items():
+            lines.append("internal error ×%d (please report it): %s" % (count, what))
         if self.mode is OutputMode.JSON:
             data = tuple(self._summary_data().items())
             label = ",".join(supervisor.label for supervisor in self.supervisors)

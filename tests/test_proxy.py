@@ -66,6 +66,7 @@ class ScriptedSource(vibe.UpstreamSource):
         self.ready = asyncio.Event()
         self.ready.set()
         self.ended: List[int] = []
+        self.verdict_delay = 0.0
 
     async def acquire(self, key: int, timeout: float) -> vibe.Lease:
         try:
@@ -79,6 +80,7 @@ class ScriptedSource(vibe.UpstreamSource):
         self.ended.append(lease.port)
 
     async def verdict(self, lease: vibe.Lease, wait: float) -> Optional[vibe.Verdict]:
+        await asyncio.sleep(self.verdict_delay)  # as a real tunnel takes a moment to die
         return self.verdicts.get(lease.port)
 
 
@@ -440,9 +442,10 @@ async def test_an_http_keep_alive_at_rest_moves_to_the_next_tunnel_when_its_tunn
     await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
 
+    source.verdict_delay = 0.3
     writer.write(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
     first = await reader.readuntil(b"one")
-    await asyncio.sleep(0.3)  # the first tunnel is gone by now
+    await asyncio.sleep(0.15)  # the tunnel is closing; its verdict is not in yet
     writer.write(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
     second = await asyncio.wait_for(reader.readuntil(b"two"), 5)
 
