@@ -2403,6 +2403,9 @@ class Sniffer:
     """
 
     kind = ProtocolKind.UNKNOWN
+    #: Between messages of a stateless protocol, with nothing in flight: the connection could
+    #: continue on another upstream unnoticed. Only HTTP/1 keep-alive ever says so.
+    at_rest = False
 
     def __init__(self, stats: Optional[ProtocolStats] = None) -> None:
         self.stats = stats if stats is not None else ProtocolStats()
@@ -3204,7 +3207,8 @@ def _fold_path(target: str) -> str:
 
 #: The only headers read: those that frame the message or end HTTP/1 on the connection.
 _FRAMING_HEADER = LazyPattern(
-    rb"\n(content-length|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+    rb"\n(content-length|transfer-encoding|upgrade|connection)[ \t]*:[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
 )
 
 
@@ -3253,6 +3257,7 @@ class Http1Sniffer(Sniffer):
         self._server = _H1Side()
         self._pending: Any = collections.deque()
         self._status = 0  # the response being read
+        self._closing = False  # a side announced `Connection: close` (or spoke HTTP/1.0)
         self._readers: Dict[_H1State, Callable[[_H1Side, Any, int, float], int]] = {
             _H1State.HEAD: self._read_head,
             _H1State.BODY: self._read_body,
@@ -3263,6 +3268,21 @@ class Http1Sniffer(Sniffer):
             _H1State.UNTIL_EOF: self._read_until_eof,
             _H1State.PAUSED: self._read_while_paused,
         }
+
+    @property
+    def at_rest(self) -> bool:  # type: ignore[override]
+        """Keep-alive, between exchanges: no request in flight, no partial message, no close
+        announced. An HTTP/1 connection in this state may move to another pod unnoticed."""
+        client, server = self._client, self._server
+        return (
+            self.active
+            and not self._pending
+            and not self._closing
+            and client.state is _H1State.HEAD
+            and server.state is _H1State.HEAD
+            and not client.reasm.buf
+            and not server.reasm.buf
+        )
 
     def _receive(self, direction: Direction, data: Any, now: float) -> None:
         side = self._client if direction is _C2S else self._server
@@ -3372,6 +3392,7 @@ class Http1Sniffer(Sniffer):
         if len(self._pending) >= SNIFF_MAX_PENDING_REQUESTS:
             raise _GiveUp("over %d pipelined requests" % SNIFF_MAX_PENDING_REQUESTS)
         method = match.group(1)
+        self._note_close(headers, match.group(3, 4))
         upgrade = "tunnel" if method == "CONNECT" else headers.get("upgrade", "")
         started = self._client.started if self._client.started is not None else now
         self._pending.append(_H1Request(method, normalize_path(match.group(2)), started, upgrade))
@@ -3392,6 +3413,7 @@ class Http1Sniffer(Sniffer):
         if not self._pending:
             raise _GiveUp("HTTP response without a request")
         status = int(match.group(3))
+        self._note_close(headers, match.group(1, 2))
         request = self._pending[0]
         side = self._server
         if 100 <= status < 200 and status != 101:  # interim: the final answer is still due
@@ -3417,6 +3439,11 @@ class Http1Sniffer(Sniffer):
         else:
             side.state = _H1State.UNTIL_EOF
         self._status = status
+
+    def _note_close(self, headers: Dict[str, str], version: Tuple[str, str]) -> None:
+        connection = headers.get("connection", "").lower()
+        if "close" in connection or (version == ("1", "0") and "keep-alive" not in connection):
+            self._closing = True
 
     def _end_message(self, side: _H1Side, now: float, status: int = 0) -> None:
         if side is self._client:
@@ -7315,7 +7342,8 @@ class Supervisor(UpstreamSource):
             self.uptime.down(_monotonic())
 
     def _cut_links_of(self, tunnel: Tunnel, reason: str) -> None:
-        """Links the pod already answered die with their tunnel: reset them, say why."""
+        """Links the pod already answered die with their tunnel (reset, with the reason),
+        except HTTP keep-alives at rest, which move to the next tunnel."""
         now = asyncio.get_running_loop().time()
         for link in tunnel.links_cut_by_failure(now):
             link.forward.stats.reclassify_as_reset(reason)
@@ -7323,11 +7351,15 @@ class Supervisor(UpstreamSource):
             tunnel.recent_ends.clear()
         for proxy in self.proxies:
             for link in list(proxy.links):
-                if link.lease is not None and link.lease.tunnel is tunnel and link.down_bytes:
+                if link.lease is None or link.lease.tunnel is not tunnel:
+                    continue
+                if link.down_bytes and not link.may_continue_elsewhere():
                     link.client.abort()
                     if link.upstream is not None:
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
+                elif link.down_bytes and link.upstream is not None:
+                    link.upstream.abort()  # at rest: move it now, not when kubectl lets go
 
     def _retire(self, tunnel: Tunnel, cause: Optional[ErrorCause] = None) -> None:
         """Stop a tunnel on purpose: no new links go to it, and its exit is not a loss.
@@ -7754,7 +7786,8 @@ class Link:
         view = self.forward.relay.view[:nbytes]
         self.forward.stats.bytes_down += nbytes
         if self.down_bytes == 0:
-            self.replay = None  # the pod answered: from now on this link lives or dies with it
+            self.replay = None  # the pod answered: no more replays of what was sent
+            self.replays = 0
         self.down_bytes += nbytes
         if self.observer is not None and not self.observer.feed(DIRECTION_DOWN, view):
             self.observer = None
@@ -7770,9 +7803,16 @@ class Link:
             self.upstream.write_eof()
         self._close_if_both_finished()
 
+    def may_continue_elsewhere(self) -> bool:
+        """Unanswered (replay the request) or an HTTP keep-alive at rest (move it): either way
+        the client need not notice that its tunnel died."""
+        if self.down_bytes == 0 and self.replay is not None:
+            return True
+        return self.observer is not None and self.observer.at_rest
+
     def upstream_finished(self) -> None:
         self.upstream_eof = True
-        if self.down_bytes == 0 and self.replay is not None:
+        if self.may_continue_elsewhere():
             # Maybe the tunnel died under us: close our side so upstream_lost runs and decides,
             # after a verdict, between replaying the request elsewhere and a plain close.
             self.upstream.close()
@@ -7786,7 +7826,8 @@ class Link:
     def _close_if_both_finished(self) -> None:
         if self.client_eof and self.upstream_eof:
             self.client.close()
-            self.upstream.close()
+            if self.upstream is not None:
+                self.upstream.close()
 
     def client_lost(self, exc: Optional[BaseException]) -> None:
         if self.state is LinkState.CLOSED:
@@ -7802,7 +7843,8 @@ class Link:
         if self.state is LinkState.CLOSED or self.upstream is None:
             return
         self.upstream = None
-        if self.down_bytes == 0 and self.replay is not None:
+        if self.may_continue_elsewhere():
+            self.state = LinkState.WAITING  # client bytes from now on wait in `pending`
             self.forward.spawn(self.retry_elsewhere(exc))
             return
         if exc is not None:
@@ -7813,8 +7855,9 @@ class Link:
             self.finish(LinkOutcome.CLOSED)
 
     async def retry_elsewhere(self, exc: Optional[BaseException]) -> None:
-        """The upstream ended before the pod said a word. If its tunnel failed, replay the
-        client's bytes through the next tunnel; if the tunnel is fine, the pod closed for real."""
+        """The upstream ended before the pod said a word, or while an HTTP keep-alive was at
+        rest. If its tunnel failed, go on through the next tunnel (replaying the unanswered
+        bytes); if the tunnel is fine, the pod closed the connection for real."""
         lease = self.lease
         assert lease is not None
         verdict = await self.forward.source.verdict(lease, REPLAY_VERDICT_WAIT_S)
@@ -7830,16 +7873,19 @@ class Link:
             return
         self.replays += 1
         if not verdict.retry or self.replays > LINK_MAX_REPLAYS:
-            if verdict.outcome is LinkOutcome.RESET:
+            outcome = LinkOutcome.RESET if self.down_bytes else verdict.outcome
+            if outcome is LinkOutcome.RESET:
                 self.client.abort()  # the client must see a reset, not a clean end of data
             else:
                 self.client.close()
-            self.finish(verdict.outcome, verdict.reason)
+            self.finish(outcome, verdict.reason)
             return
         self.forward.source.link_ended(lease, self)
         self.forward.stats.replayed += 1
-        self.pending = self.replay or bytearray()
+        # What the dead tunnel never answered, then what the client sent since.
+        self.pending = (self.replay or bytearray()) + self.pending
         self.replay = bytearray()
+        self.down_bytes = 0
         self.upstream_eof = False
         self.state = LinkState.WAITING
         await self.connect(self.forward.wait_timeout)
@@ -8223,6 +8269,10 @@ class LinkInspector:
                 sniffer.feed(side, bytes(self._prefixes[side]), now)
         self._prefixes = {}
         return sniffer
+
+    @property
+    def at_rest(self) -> bool:
+        return self.sniffer is not None and self.sniffer.at_rest
 
     def close(self, outcome: LinkOutcome, cause: str) -> None:
         if self.sniffer is not None:
@@ -8682,6 +8732,7 @@ class PortForwardSession:
         ]
         self._relay = RelayBuffer(RELAY_BUFFER_BYTES)
         self._last_signature: Any = None
+        self.internal_errors: Dict[str, int] = {}
         self._stop = asyncio.Event()
         self._signals = 0
         self._started = _monotonic()
@@ -8696,6 +8747,7 @@ class PortForwardSession:
 
     async def run(self) -> int:
         self._install_signal_handlers()
+        asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
         failed: List[Forward] = []
         for supervisor in self.supervisors:
             failed += await self._listen(supervisor)
@@ -8712,6 +8764,19 @@ class PortForwardSession:
             if supervisor.fatal is not None:
                 raise supervisor.fatal
         return 0
+
+    def _on_loop_error(self, loop: Any, context: Dict[str, Any]) -> None:
+        """A bug in a callback must not print a traceback over the view: one counted line
+        (with KUBECTL_VIBE_DEBUG=1, asyncio's full report too)."""
+        exc = context.get("exception")
+        what = "%s: %s" % (type(exc).__name__, exc) if exc else context.get("message", "?")
+        self.internal_errors[what] = self.internal_errors.get(what, 0) + 1
+        if self.internal_errors[what] == 1:
+            label = ",".join(supervisor.label for supervisor in self.supervisors)
+            self.sink(SessionEvent(_wall_clock(), EventKind.ERROR, label,
+                                   "internal error (please report it): " + what))  # fmt: skip
+        if os.environ.get(ENV_DEBUG):
+            loop.default_exception_handler(context)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -8804,6 +8869,8 @@ class PortForwardSession:
     def _print_summary(self) -> None:
         now = _monotonic()
         lines = build_summary(self.views, now - self._started, now)
+        for what, count in self.internal_errors.items():
+            lines.append("internal error ×%d (please report it): %s" % (count, what))
         if self.mode is OutputMode.JSON:
             data = tuple(self._summary_data().items())
             label = ",".join(supervisor.label for supervisor in self.supervisors)

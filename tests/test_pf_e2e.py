@@ -396,3 +396,27 @@ def test_connections_cut_by_a_pod_deletion_are_blamed_on_the_pod(
     problems = proc.err.split("problems:")[-1]
     assert "1 connections reset: the pod (or its sandbox) is gone" in problems
     assert "reconnects 1 (the pod (or its sandbox) is gone" in proc.err
+
+
+def test_an_idle_keep_alive_connection_survives_its_pod_being_deleted(
+    vibe: Vibe, cluster: SimCluster
+) -> None:
+    proc = vibe.start("pf", "svc/web", ":80", "--no-live")
+    port = int(proc.wait_line(FORWARDING).group(1))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/")
+    first = conn.getresponse()
+    first.read()
+    pod = first.getheader("X-Pod")
+
+    cluster.delete_pod(pod)
+    proc.wait_line(r"now forwarding to pod", stream="stderr", timeout=30)
+    conn.request("GET", "/")  # the same TCP connection, now served by the replacement
+    second = conn.getresponse()
+    second.read()
+    conn.close()
+
+    assert second.status == 200 and second.getheader("X-Pod") != pod
+    os.kill(proc.proc.pid, signal.SIGINT)
+    assert proc.wait() == 0
+    assert "1 connections: 1 closed, 0 failed, 0 reset, 1 moved to a new tunnel" in proc.err

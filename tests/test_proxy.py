@@ -66,6 +66,7 @@ class ScriptedSource(vibe.UpstreamSource):
         self.ready = asyncio.Event()
         self.ready.set()
         self.ended: List[int] = []
+        self.verdict_delay = 0.0
 
     async def acquire(self, key: int, timeout: float) -> vibe.Lease:
         try:
@@ -79,6 +80,7 @@ class ScriptedSource(vibe.UpstreamSource):
         self.ended.append(lease.port)
 
     async def verdict(self, lease: vibe.Lease, wait: float) -> Optional[vibe.Verdict]:
+        await asyncio.sleep(self.verdict_delay)  # as a real tunnel takes a moment to die
         return self.verdicts.get(lease.port)
 
 
@@ -409,3 +411,47 @@ async def test_a_narrow_terminal_keeps_status_target_traffic_and_connections(
     assert all(len(line) <= width for line in lines)
     assert "starting" in row and "127.0.0.1:8080 → svc/web" in row
     assert "3.0 MiB" in row and "0/12" in row
+
+
+async def test_an_http_keep_alive_at_rest_moves_to_the_next_tunnel_when_its_tunnel_dies() -> None:
+    async def answers_once_then_dies(reader, writer) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()  # the tunnel dies while the connection is idle
+
+    async def answers(reader, writer) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+            await writer.drain()
+        writer.close()
+
+    dying_server, dying = await start_server(answers_once_then_dies)
+    good_server, good = await start_server(answers)
+    lost = vibe.Verdict("pod gone", retry=True, outcome=vibe.LinkOutcome.RESET)
+    source = ScriptedSource([dying, good], verdicts={dying: lost})
+    proxy = vibe.ForwardProxy(
+        source, 0, vibe.RelayBuffer(vibe.RELAY_BUFFER_BYTES), wait_timeout=5.0,
+        inspector_factory=vibe.ForwardInspection(80).new_link,
+    )  # fmt: skip
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+
+    source.verdict_delay = 0.3
+    writer.write(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = await reader.readuntil(b"one")
+    await asyncio.sleep(0.15)  # the tunnel is closing; its verdict is not in yet
+    writer.write(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    second = await asyncio.wait_for(reader.readuntil(b"two"), 5)
+
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
+    assert (proxy.stats.replayed, proxy.stats.reset, proxy.stats.opened) == (1, 0, 1)
+    writer.close()
+    await proxy.close(0)
+    dying_server.close()
+    good_server.close()

@@ -1157,3 +1157,40 @@ def test_http2_padded_prioritised_headers_continue_in_continuation_frames(chunk:
         k.Http2Stream(1, "POST", SAY_HELLO, 200, True, 0.25, 12, 18, ""),
         k.GrpcStatus(SAY_HELLO, 0, ""),
     ]
+
+
+def test_an_http_keep_alive_is_at_rest_only_between_complete_exchanges() -> None:
+    sniffer = k.Http1Sniffer(k.ProtocolStats())
+    up, down = k.Direction.CLIENT_TO_SERVER, k.Direction.SERVER_TO_CLIENT
+
+    assert sniffer.at_rest  # nothing said yet
+    sniffer.feed(up, b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\nab", 0.0)
+    assert not sniffer.at_rest  # a request body is half sent
+    sniffer.feed(up, b"cd", 0.1)
+    assert not sniffer.at_rest  # answer pending
+    sniffer.feed(down, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", 0.2)
+    assert not sniffer.at_rest  # response body half received
+    sniffer.feed(down, b"k", 0.3)
+    assert sniffer.at_rest
+
+
+@pytest.mark.parametrize(
+    "request_head, response_head",
+    [
+        (
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ],
+)
+def test_a_connection_announced_to_close_is_never_at_rest(request_head, response_head) -> None:
+    sniffer = k.Http1Sniffer(k.ProtocolStats())
+    sniffer.feed(k.Direction.CLIENT_TO_SERVER, request_head, 0.0)
+    sniffer.feed(k.Direction.SERVER_TO_CLIENT, response_head, 0.1)
+
+    assert not sniffer.at_rest
