@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from common import (
     PING_SIZE,
@@ -160,9 +160,12 @@ def forwarded_ports(proc: subprocess.Popen, want: int) -> Dict[int, int]:
 
 
 def start_forward(
-    cluster: Cluster, vibe: bool, target: str, ports: List[str]
+    cluster: Cluster, vibe: bool, target: str, ports: List[str], extra: Sequence[str] = ()
 ) -> Tuple[subprocess.Popen, Dict[int, int]]:
-    args = ["vibe", "pf", target, *ports, "--no-live"] if vibe else ["port-forward", target, *ports]
+    if vibe:
+        args = ["vibe", "pf", target, *ports, "--no-live", *extra]
+    else:
+        args = ["port-forward", target, *ports]
     proc = cluster.popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
@@ -295,15 +298,17 @@ class E2EPath(enum.Enum):
 
     KUBECTL = "kubectl port-forward"
     VIBE = "kubectl vibe pf"
+    VIBE_NO_INSPECT = "kubectl vibe pf --inspect=false"
     RELAY_KUBECTL = "asyncio relay → kubectl port-forward"  # control: one extra Python hop
 
 
 def measure_e2e(
     cluster: Cluster, path: E2EPath, n: int, repeats: int, pings: int, digest: str
 ) -> Dict[str, Any]:
-    vibe = path is E2EPath.VIBE
+    vibe = path in (E2EPath.VIBE, E2EPath.VIBE_NO_INSPECT)
+    extra = ["--inspect=false"] if path is E2EPath.VIBE_NO_INSPECT else []
     proc, ports = start_forward(
-        cluster, vibe, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS]
+        cluster, vibe, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS], extra
     )
     relays: List[Helper] = []
     try:

@@ -210,7 +210,8 @@ def print_bulk(result: Dict[str, Any], rows: List[Row]) -> None:
         )
     )
     line = "  %-36s %8s %8s %7s %7s %11s %11s  %s"
-    print(line % ("path", "up GB/s", "dn GB/s", "up/soc", "dn/soc", "up cpu/GiB", "dn cpu/GiB", ""))
+    header = ("path", "up GB/s", "dn GB/s", "up/soc", "dn/soc", "up cpu/GiB", "dn cpu/GiB")
+    print(line % (*header, "check"))
     socat_up = value(rows, "bulk", "socat", "up_gbps")
     socat_down = value(rows, "bulk", "socat", "down_gbps")
     for r in (r for r in rows if r.section == "bulk"):
@@ -243,7 +244,7 @@ def print_latency(result: Dict[str, Any], rows: List[Row]) -> None:
         )
     )
     line = "  %-36s %8s %8s %9s %9s  %s"
-    print(line % ("path", "p50", "p99", "added p50", "added p99", ""))
+    print(line % ("path", "p50", "p99", "added p50", "added p99", "check"))
     for r in (r for r in rows if r.section == "latency"):
         p50, p99 = added(rows, r.path, "p50_us"), added(rows, r.path, "p99_us")
         print(
@@ -266,7 +267,7 @@ def print_concurrency(result: Dict[str, Any], rows: List[Row]) -> None:
         % (sizes["conns"], human(sizes["conn_bytes"]))
     )
     line = "  %-36s %8s %10s %12s  %s"
-    print(line % ("path", "seconds", "byte-exact", "peak RSS MB", ""))
+    print(line % ("path", "seconds", "byte-exact", "peak RSS MB", "check"))
     for r in (r for r in rows if r.section == "concurrency"):
         v = r.values
         print(
@@ -302,7 +303,7 @@ def print_end_to_end(result: Dict[str, Any], rows: List[Row]) -> None:
     )
     line = "  %-38s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
     header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
-    print(line % (*header, "kubectl cpu", "plugin cpu", ""))
+    print(line % (*header, "kubectl cpu", "plugin cpu", "check"))
     for r in (r for r in rows if r.section == "e2e"):
         v = r.values
         print(

@@ -115,6 +115,7 @@ def test_end_to_end_rows_verify_bytes_through_both_kubectl_paths(
     assert set(e2e_rows) == {
         "kubectl port-forward",
         "kubectl vibe pf",
+        "kubectl vibe pf --inspect=false",
         "asyncio relay → kubectl port-forward",
     }
     for row in e2e_rows.values():
