@@ -66,15 +66,16 @@ class Sizes:
     e2e_pings: int
     failover_settle: float
     latency_rounds: int
+    e2e_rounds: int
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5, 1)
+            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5, 1, 1)
         # latency: 20 short rounds rather than a few long ones. On this 2-core machine a
         # round's p50 is bimodal (e.g. 18 or 60 µs for the direct socket, depending on where the
         # scheduler puts the three processes); many short rounds let every path hit the fast mode.
-        return cls(GIB, 5, 5000, 1000, MIB, 20, 10.0, 64 * MIB, 2000, 1.0, 20)
+        return cls(GIB, 5, 5000, 1000, MIB, 20, 10.0, 64 * MIB, 4000, 1.0, 20, 5)
 
 
 # ---- paths under test -------------------------------------------------------------------------
@@ -534,7 +535,7 @@ def measure_cluster_rows(sizes: Sizes, held: Dict[str, bool], hold: bool) -> Lis
         return [Row(section, path, error="simulated cluster: %s" % exc) for section, path in specs]
     try:
         with cpu_awake(hold) as held["e2e"]:
-            rows = [e2e_row(sim, path, sizes) for path in cl.E2EPath]
+            rows = e2e_rows(sim, sizes)
         idle = lambda: cl.measure_idle_live_view(sim, sizes.idle_seconds)  # noqa: E731
         rows.append(guarded("idle", "live view", idle))
         failover = lambda: cl.measure_failover(sim, sizes.failover_settle)  # noqa: E731
@@ -544,15 +545,17 @@ def measure_cluster_rows(sizes: Sizes, held: Dict[str, bool], hold: bool) -> Lis
     return rows
 
 
-def e2e_row(sim: Any, path: Any, sizes: Sizes) -> Row:
+def e2e_rows(sim: Any, sizes: Sizes) -> List[Row]:
     import cluster as cl
 
-    digest = cl.pattern_digest(sizes.e2e_bytes)
-    return guarded(
-        "e2e",
-        path.value,
-        lambda: cl.measure_e2e(sim, path, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, digest),
-    )
+    try:
+        forwards = cl.measure_e2e(
+            sim, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, sizes.e2e_rounds
+        )
+    except Exception as exc:
+        why = "%s: %s" % (type(exc).__name__, exc)
+        return [Row("e2e", path.value, error=why) for path in cl.E2EPath]
+    return [Row("e2e", f.path.value, f.values, f.verified, error=f.error) for f in forwards]
 
 
 def guarded(section: str, path: str, measure: Callable[[], Dict[str, Any]]) -> Row:

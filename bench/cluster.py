@@ -302,55 +302,102 @@ class E2EPath(enum.Enum):
     RELAY_KUBECTL = "asyncio relay → kubectl port-forward"  # control: one extra Python hop
 
 
-def measure_e2e(
-    cluster: Cluster, path: E2EPath, n: int, repeats: int, pings: int, digest: str
-) -> Dict[str, Any]:
+@dataclass
+class E2EForward:
+    """One way to the pod, open for the whole end-to-end section; accumulates its figures."""
+
+    path: E2EPath
+    proc: subprocess.Popen
+    ports: Dict[int, int]  # remote port → the local port the client uses
+    relays: List[Helper] = field(default_factory=list)
+    values: Dict[str, Any] = field(default_factory=dict)
+    verified: bool = True
+    error: Optional[str] = None
+
+    @property
+    def vibe(self) -> bool:
+        return self.path in (E2EPath.VIBE, E2EPath.VIBE_NO_INSPECT)
+
+    def close(self, cluster: Cluster) -> None:
+        for relay in self.relays:
+            relay.stop()
+        cluster.stop_proc(self.proc)
+
+
+def open_e2e_forward(cluster: Cluster, path: E2EPath) -> E2EForward:
     vibe = path in (E2EPath.VIBE, E2EPath.VIBE_NO_INSPECT)
     extra = ["--inspect=false"] if path is E2EPath.VIBE_NO_INSPECT else []
     proc, ports = start_forward(
         cluster, vibe, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS], extra
     )
-    relays: List[Helper] = []
-    try:
-        if path is E2EPath.RELAY_KUBECTL:
-            relays = [
-                python_helper("relays.py", ["protocol", str(ports[r])], "relay") for r in ports
-            ]
-            ports = {r: relay.port for r, relay in zip(ports, relays)}
-        cpu0 = process_cpu(proc.pid)
-        values, ok = e2e_bulk(ports, n, repeats, digest)
-        mine, kubectl = (c1 - c0 for c1, c0 in zip(process_cpu(proc.pid), cpu0))
-        moved_gib = 2 * repeats * n / (1 << 30)
-        values["kubectl_cpu_s_per_gib"] = (kubectl if vibe else mine) / moved_gib
-        if vibe:  # the plugin is the process kubectl exec'd; kubectl port-forward its child
-            values["plugin_cpu_s_per_gib"] = mine / moved_gib
-        values["p50_us"], values["p99_us"] = quantiles(echo_ping_pong(ports[9000], pings))
-        requests = http_request_latency(ports[8080], pings)
-        values["req_p50_us"], values["req_p99_us"] = quantiles(requests)
-        values["verified"] = ok
-        return values
-    finally:
-        for relay in relays:
-            relay.stop()
-        cluster.stop_proc(proc)
+    forward = E2EForward(path, proc, ports)
+    if path is E2EPath.RELAY_KUBECTL:
+        forward.relays = [
+            python_helper("relays.py", ["protocol", str(ports[r])], "relay") for r in ports
+        ]
+        forward.ports = {r: relay.port for r, relay in zip(ports, forward.relays)}
+    return forward
 
 
-def e2e_bulk(
-    ports: Dict[int, int], n: int, repeats: int, digest: str
-) -> Tuple[Dict[str, Any], bool]:
-    values: Dict[str, Any] = {}
-    ok = True
-    for name, fn in (
-        ("up", lambda: upload_sha256(ports[9001], n, digest)),
-        ("down", lambda: download_http(ports[8080], n)),
+def e2e_bulk_round(forward: E2EForward, n: int, digest: str) -> None:
+    """One upload (checked by the pod's sha256) and one download; keeps the best MB/s."""
+    for name, (elapsed, good) in (
+        ("up", upload_sha256(forward.ports[9001], n, digest)),
+        ("down", download_http(forward.ports[8080], n)),
     ):
-        best = float("inf")
-        for _ in range(repeats):
-            elapsed, good = fn()
-            ok = ok and good
-            best = min(best, elapsed)
-        values[name + "_mbps"] = n / best / 1e6
-    return values, ok
+        forward.verified = forward.verified and good
+        key = name + "_mbps"
+        forward.values[key] = max(n / elapsed / 1e6, forward.values.get(key, 0.0))
+
+
+def e2e_latency_round(forward: E2EForward, pings: int) -> None:
+    """Echo ping-pong and keep-alive GETs; keeps each series' best round (by p50)."""
+    for prefix, samples in (
+        ("", echo_ping_pong(forward.ports[9000], pings)),
+        ("req_", http_request_latency(forward.ports[8080], pings)),
+    ):
+        p50, p99 = quantiles(samples)
+        if p50 < forward.values.get(prefix + "p50_us", float("inf")):
+            forward.values[prefix + "p50_us"], forward.values[prefix + "p99_us"] = p50, p99
+
+
+def e2e_rounds(forwards: List[E2EForward], rounds: int, measure: Any, *args: Any) -> None:
+    """Every forward once per round, like the loopback sections."""
+    for _ in range(rounds):
+        for forward in forwards:
+            if forward.error is None:
+                try:
+                    measure(forward, *args)
+                except Exception as exc:
+                    forward.error = "%s: %s" % (type(exc).__name__, exc)
+
+
+def record_cpu(forwards: List[E2EForward], before: List[Tuple[float, float]], gib: float) -> None:
+    for forward, cpu0 in zip(forwards, before):
+        mine, kids = (c1 - c0 for c1, c0 in zip(process_cpu(forward.proc.pid), cpu0))
+        # the plugin is the process kubectl exec'd, kubectl port-forward its child
+        forward.values["kubectl_cpu_s_per_gib"] = (kids if forward.vibe else mine) / gib
+        if forward.vibe:
+            forward.values["plugin_cpu_s_per_gib"] = mine / gib
+
+
+def measure_e2e(
+    cluster: Cluster, n: int, repeats: int, pings: int, latency_rounds: int
+) -> List[E2EForward]:
+    """All end-to-end paths open at once, measured in interleaved rounds."""
+    digest = pattern_digest(n)
+    forwards: List[E2EForward] = []
+    try:
+        for path in E2EPath:
+            forwards.append(open_e2e_forward(cluster, path))
+        before = [process_cpu(f.proc.pid) for f in forwards]
+        e2e_rounds(forwards, repeats, e2e_bulk_round, n, digest)
+        record_cpu(forwards, before, 2 * repeats * n / (1 << 30))
+        e2e_rounds(forwards, latency_rounds, e2e_latency_round, max(1, pings // latency_rounds))
+        return forwards
+    finally:
+        for forward in forwards:
+            forward.close(cluster)
 
 
 def process_cpu(pid: int) -> Tuple[float, float]:

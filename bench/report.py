@@ -296,10 +296,16 @@ def print_startup(result: Dict[str, Any], rows: List[Row]) -> None:
 def print_end_to_end(result: Dict[str, Any], rows: List[Row]) -> None:
     sizes = result["sizes"]
     print(
-        "\nEnd to end through real kubectl and the simulated cluster, same pod: %s each way "
-        "(up: sha256 by the pod; down: count + sampled); 64-byte echo and GET /healthz × %d; "
-        "CPUs held out of idle states: %s"
-        % (human(sizes["e2e_bytes"]), sizes["e2e_pings"], yes_no(result["cpu_awake"].get("e2e")))
+        "\nEnd to end through real kubectl and the simulated cluster, same pod: %s each way, "
+        "best of %d rounds (up: sha256 by the pod; down: count + sampled); 64-byte echo and "
+        "GET /healthz × %d in %d rounds; CPUs held out of idle states: %s"
+        % (
+            human(sizes["e2e_bytes"]),
+            sizes["repeats"],
+            sizes["e2e_pings"],
+            sizes["e2e_rounds"],
+            yes_no(result["cpu_awake"].get("e2e")),
+        )
     )
     line = "  %-38s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
     header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
