@@ -8,6 +8,7 @@ checkout's kubectl_vibe_pf.py, so the plugin process is the one kubectl starts.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import http.client
 import os
@@ -22,9 +23,18 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from common import PING_SIZE, REPO_ROOT, Helper, connect, content_length, python_helper, recv_head
+from common import (
+    PING_SIZE,
+    REPO_ROOT,
+    Helper,
+    connect,
+    content_length,
+    die_with_parent,
+    python_helper,
+    recv_head,
+)
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
@@ -84,7 +94,11 @@ class Cluster:
 
     def popen(self, args: List[str], **kw: Any) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [self.kubectl, *args], env=kw.pop("env", self.env), start_new_session=True, **kw
+            [self.kubectl, *args],
+            env=kw.pop("env", self.env),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            **kw,
         )
         self.procs.append(proc)
         return proc
@@ -146,9 +160,12 @@ def forwarded_ports(proc: subprocess.Popen, want: int) -> Dict[int, int]:
 
 
 def start_forward(
-    cluster: Cluster, vibe: bool, target: str, ports: List[str]
+    cluster: Cluster, vibe: bool, target: str, ports: List[str], extra: Sequence[str] = ()
 ) -> Tuple[subprocess.Popen, Dict[int, int]]:
-    args = ["vibe", "pf", target, *ports, "--no-live"] if vibe else ["port-forward", target, *ports]
+    if vibe:
+        args = ["vibe", "pf", target, *ports, "--no-live", *extra]
+    else:
+        args = ["port-forward", target, *ports]
     proc = cluster.popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
@@ -249,42 +266,91 @@ def echo_ping_pong(port: int, count: int, warmup: int = 50) -> List[float]:
         sock.close()
 
 
+def http_request_latency(port: int, count: int, warmup: int = 20) -> List[float]:
+    """GET /healthz on one keep-alive connection, microseconds per request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LOAD_TIMEOUT_S)
+    samples = []
+    try:
+        for i in range(count + warmup):
+            t0 = time.perf_counter_ns()
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200 or body != b"ok\n":
+                raise ConnectionError("GET /healthz answered %d %r" % (response.status, body))
+            if i >= warmup:
+                samples.append((time.perf_counter_ns() - t0) / 1000.0)
+        return samples
+    finally:
+        conn.close()
+
+
+def quantiles(samples: List[float]) -> Tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 # ---- rows -------------------------------------------------------------------------------------
 
 
+class E2EPath(enum.Enum):
+    """How the client reaches the pod."""
+
+    KUBECTL = "kubectl port-forward"
+    VIBE = "kubectl vibe pf"
+    VIBE_NO_INSPECT = "kubectl vibe pf --inspect=false"
+    RELAY_KUBECTL = "asyncio relay → kubectl port-forward"  # control: one extra Python hop
+
+
 def measure_e2e(
-    cluster: Cluster, vibe: bool, n: int, repeats: int, pings: int, digest: str
+    cluster: Cluster, path: E2EPath, n: int, repeats: int, pings: int, digest: str
 ) -> Dict[str, Any]:
+    vibe = path in (E2EPath.VIBE, E2EPath.VIBE_NO_INSPECT)
+    extra = ["--inspect=false"] if path is E2EPath.VIBE_NO_INSPECT else []
     proc, ports = start_forward(
-        cluster, vibe, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS]
+        cluster, vibe, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS], extra
     )
+    relays: List[Helper] = []
     try:
-        values: Dict[str, Any] = {}
-        ok = True
+        if path is E2EPath.RELAY_KUBECTL:
+            relays = [
+                python_helper("relays.py", ["protocol", str(ports[r])], "relay") for r in ports
+            ]
+            ports = {r: relay.port for r, relay in zip(ports, relays)}
         cpu0 = process_cpu(proc.pid)
-        for name, fn in (
-            ("up", lambda: upload_sha256(ports[9001], n, digest)),
-            ("down", lambda: download_http(ports[8080], n)),
-        ):
-            best = float("inf")
-            for _ in range(repeats):
-                elapsed, good = fn()
-                ok = ok and good
-                best = min(best, elapsed)
-            values[name + "_mbps"] = n / best / 1e6
+        values, ok = e2e_bulk(ports, n, repeats, digest)
         mine, kubectl = (c1 - c0 for c1, c0 in zip(process_cpu(proc.pid), cpu0))
         moved_gib = 2 * repeats * n / (1 << 30)
         values["kubectl_cpu_s_per_gib"] = (kubectl if vibe else mine) / moved_gib
         if vibe:  # the plugin is the process kubectl exec'd; kubectl port-forward its child
             values["plugin_cpu_s_per_gib"] = mine / moved_gib
-        samples = echo_ping_pong(ports[9000], pings)
-        samples.sort()
-        values["p50_us"] = samples[len(samples) // 2]
-        values["p99_us"] = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+        values["p50_us"], values["p99_us"] = quantiles(echo_ping_pong(ports[9000], pings))
+        requests = http_request_latency(ports[8080], pings)
+        values["req_p50_us"], values["req_p99_us"] = quantiles(requests)
         values["verified"] = ok
         return values
     finally:
+        for relay in relays:
+            relay.stop()
         cluster.stop_proc(proc)
+
+
+def e2e_bulk(
+    ports: Dict[int, int], n: int, repeats: int, digest: str
+) -> Tuple[Dict[str, Any], bool]:
+    values: Dict[str, Any] = {}
+    ok = True
+    for name, fn in (
+        ("up", lambda: upload_sha256(ports[9001], n, digest)),
+        ("down", lambda: download_http(ports[8080], n)),
+    ):
+        best = float("inf")
+        for _ in range(repeats):
+            elapsed, good = fn()
+            ok = ok and good
+            best = min(best, elapsed)
+        values[name + "_mbps"] = n / best / 1e6
+    return values, ok
 
 
 def process_cpu(pid: int) -> Tuple[float, float]:
@@ -356,34 +422,45 @@ def measure_idle_live_view(cluster: Cluster, seconds: float) -> Dict[str, Any]:
         os.close(master)
 
 
-@dataclass
+class Outcome(enum.Enum):
+    OK = "ok"
+    REFUSED = "refused"
+    RESET = "reset"
+    HTTP_ERROR = "http error"
+    OTHER_ERROR = "other error"
+
+
+@dataclass(frozen=True)
 class Attempt:
     start: float
     end: float
-    outcome: str  # ok, refused, reset, error, http <status>
+    outcome: Outcome
     pod: str = ""
+
+
+def one_request(port: int) -> Tuple[Outcome, str]:
+    """A new connection, GET /healthz; (outcome, the pod that answered)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LOAD_TIMEOUT_S)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+    except ConnectionRefusedError:
+        return Outcome.REFUSED, ""
+    except ConnectionResetError:
+        return Outcome.RESET, ""
+    except (OSError, http.client.HTTPException):
+        return Outcome.OTHER_ERROR, ""
+    pod = response.getheader("X-Pod") or ""
+    return (Outcome.OK if response.status == 200 else Outcome.HTTP_ERROR), pod
 
 
 def steady_load(port: int, stop: threading.Event, attempts: List[Attempt]) -> None:
     """A new connection and one request every LOAD_INTERVAL_S until stopped."""
     while not stop.is_set():
         start = time.time()
-        outcome, pod = "ok", ""
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LOAD_TIMEOUT_S)
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            response.read()
-            pod = response.getheader("X-Pod") or ""
-            if response.status != 200:
-                outcome = "http %d" % response.status
-            conn.close()
-        except ConnectionRefusedError:
-            outcome = "refused"
-        except ConnectionResetError:
-            outcome = "reset"
-        except (OSError, http.client.HTTPException) as exc:
-            outcome = "error " + type(exc).__name__
+        outcome, pod = one_request(port)
         attempts.append(Attempt(start, time.time(), outcome, pod))
         stop.wait(LOAD_INTERVAL_S)
 
@@ -405,16 +482,14 @@ def measure_failover(cluster: Cluster, settle: float) -> Dict[str, Any]:
         stop.set()
         load.join(LOAD_TIMEOUT_S + 5)
         cluster.stop_proc(proc)
-    served = [a.end for a in attempts if a.outcome == "ok" and a.pod == new_pod]
-    outcomes: Dict[str, int] = {}
-    for a in attempts:
-        outcomes[a.outcome] = outcomes.get(a.outcome, 0) + 1
+    served = [a.end for a in attempts if a.outcome is Outcome.OK and a.pod == new_pod]
+    outcomes = {o.value: sum(a.outcome is o for a in attempts) for o in Outcome}
     return {
         "first_new_after_ready_s": (min(served) - ready_at) if served else None,
         "replacement_ready_after_delete_s": ready_at - deleted_at,
         "requests": len(attempts),
-        "refused": outcomes.get("refused", 0),
-        "failed": len(attempts) - outcomes.get("ok", 0),
+        "refused": outcomes[Outcome.REFUSED.value],
+        "failed": len(attempts) - outcomes[Outcome.OK.value],
         "outcomes": outcomes,
         "served_by_new_pod": len(served),
     }

@@ -6,15 +6,18 @@ HTTP/1.1 requests, so the plugin's HTTP sniffer has real traffic to look at when
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import resource
 import select
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 #: The bulk pattern repeats every PATTERN_SIZE bytes; stream offset o carries PATTERN[o % size].
 PATTERN_SIZE = 1 << 20
@@ -99,6 +102,46 @@ def content_length(head: bytes) -> int:
     return 0
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the benchmark dies (Linux), so a killed run
+    (e.g. a test timeout) leaves no relay, server, cluster or kubectl behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+CPU_DMA_LATENCY = "/dev/cpu_dma_latency"
+
+
+@contextlib.contextmanager
+def cpu_awake(enabled: bool = True) -> Iterator[bool]:
+    """Keep CPUs out of deep idle states while held (the PM QoS interface latency benchmarks
+    use: write 0 to /dev/cpu_dma_latency, keep it open). On this VM (cpuidle driver haltpoll) a
+    halted vCPU takes ~40 µs to wake, which makes a round's ping-pong p50 bimodal (20 or 60 µs
+    for a direct socket). Yields whether the hold is in effect (needs root and the device)."""
+    fd = -1
+    if enabled:
+        try:
+            fd = os.open(CPU_DMA_LATENCY, os.O_WRONLY)
+            os.write(fd, struct.pack("i", 0))
+        except OSError:
+            if fd >= 0:
+                os.close(fd)
+            fd = -1
+    try:
+        yield fd >= 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +175,7 @@ class Helper:
             stderr=subprocess.PIPE,
             env=env,
             cwd=REPO_ROOT,
+            preexec_fn=die_with_parent,
         )
         self.lines: List[str] = []  # what it printed before `PORT`
         self._pending = b""

@@ -46,11 +46,21 @@ def main() -> None:
         help="override RELAY_BUFFER_BYTES (design experiments)",
     )
     parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="gc.freeze() + gc.disable() (experiment: does the cyclic GC cost p99?)",
+    )
+    parser.add_argument(
         "--profile",
         help="write cProfile stats here on exit (py-spy cannot attach in some containers)",
     )
     args = parser.parse_args()
     raise_nofile()
+    if args.no_gc:
+        import gc
+
+        gc.freeze()
+        gc.disable()
     if args.relay_buffer:
         kubectl_vibe_pf.RELAY_BUFFER_BYTES = args.relay_buffer
     if not args.profile:

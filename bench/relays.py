@@ -12,6 +12,8 @@ Designs:
     shared       BufferedProtocol reading into ONE process-wide 1 MiB buffer (renewed when a
                  transport keeps a view of it), default write limits
     sockloop     loop.sock_recv_into / loop.sock_sendall coroutines, 256 KiB buffer
+    rawfd        add_reader callbacks doing recv_into (one shared 1 MiB buffer) + send directly,
+                 no transports; a partial send copies the rest and waits for writable
     splice       Linux os.splice socket → pipe → socket (data never enters Python), driven by
                  add_reader/add_writer
 """
@@ -394,6 +396,97 @@ async def _splice_client(loop, upstream: int, down: socket.socket) -> None:
     SplicePair(loop, down, up)
 
 
+# ---- (f) raw add_reader callbacks ------------------------------------------------------------
+
+
+class RawDirection:
+    """recv_into a shared buffer and send at once, from a plain add_reader callback (no
+    transport, no protocol, no future). A partial send copies the rest and waits for writable."""
+
+    def __init__(self, loop, src: socket.socket, dst: socket.socket, done) -> None:
+        self.loop, self.src, self.dst, self.done = loop, src, dst, done
+        self.backlog = b""
+        self.closed = False
+        loop.add_reader(src.fileno(), self.on_readable)
+
+    def on_readable(self) -> None:
+        try:
+            n = self.src.recv_into(RAW_VIEW)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return self.finish()
+        if n == 0:
+            return self.finish(eof=True)
+        try:
+            sent = self.dst.send(RAW_VIEW[:n])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return self.finish()
+        if sent < n:
+            self.backlog = bytes(RAW_VIEW[sent:n])
+            self.loop.remove_reader(self.src.fileno())
+            self.loop.add_writer(self.dst.fileno(), self.on_writable)
+
+    def on_writable(self) -> None:
+        try:
+            sent = self.dst.send(self.backlog)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return self.finish()
+        self.backlog = self.backlog[sent:]
+        if not self.backlog:
+            self.loop.remove_writer(self.dst.fileno())
+            self.loop.add_reader(self.src.fileno(), self.on_readable)
+
+    def finish(self, eof: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.src.fileno())
+        self.loop.remove_writer(self.dst.fileno())
+        if eof:
+            try:
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self.done()
+
+
+RAW_BUFFER = bytearray(1 << 20)
+RAW_VIEW = memoryview(RAW_BUFFER)
+
+
+class RawPair:
+    def __init__(self, loop, down: socket.socket, up: socket.socket) -> None:
+        self.socks = (down, up)
+        self.open = 2
+        RawDirection(loop, down, up, self.one_done)
+        RawDirection(loop, up, down, self.one_done)
+
+    def one_done(self) -> None:
+        self.open -= 1
+        if self.open == 0:
+            for s in self.socks:
+                s.close()
+
+
+async def _raw_client(loop, upstream: int, down: socket.socket) -> None:
+    up = socket.socket()
+    up.setblocking(False)
+    try:
+        await loop.sock_connect(up, (UPSTREAM_HOST, upstream))
+    except OSError:
+        down.close()
+        up.close()
+        return
+    tune(down)
+    tune(up)
+    RawPair(loop, down, up)
+
+
 # ---- main -------------------------------------------------------------------------------------
 
 PROTOCOLS: Dict[str, Callable[[], _Half]] = {
@@ -403,7 +496,7 @@ PROTOCOLS: Dict[str, Callable[[], _Half]] = {
     "buffered1m": BufferedHalf1M,
     "shared": SharedHalf,
 }
-RAW = {"sockloop": _sock_client, "splice": _splice_client}
+RAW = {"sockloop": _sock_client, "splice": _splice_client, "rawfd": _raw_client}
 DESIGNS = ("streams", *PROTOCOLS, *RAW)
 
 

@@ -112,7 +112,12 @@ def test_end_to_end_rows_verify_bytes_through_both_kubectl_paths(
     e2e_rows = {r["path"]: r for r in rows(quick_result, "e2e") if ran(r)}
     if not e2e_rows:
         pytest.skip("no simulated cluster on this branch")
-    assert set(e2e_rows) == {"kubectl port-forward", "kubectl vibe pf"}
+    assert set(e2e_rows) == {
+        "kubectl port-forward",
+        "kubectl vibe pf",
+        "kubectl vibe pf --inspect=false",
+        "asyncio relay → kubectl port-forward",
+    }
     for row in e2e_rows.values():
         assert row["verified"] is True and row["values"]["up_mbps"] > 0
 

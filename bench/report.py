@@ -1,0 +1,385 @@
+"""Rows, targets and the printed table of the benchmark (no I/O but printing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+GIB = 1 << 30
+MIB = 1 << 20
+FAILOVER_LOAD_INTERVAL_MS = 10
+
+
+@dataclass
+class Row:
+    section: str
+    path: str
+    values: Dict[str, Any] = field(default_factory=dict)
+    verified: Optional[bool] = None
+    skipped: Optional[str] = None
+    error: Optional[str] = None
+
+
+def value(rows: List[Row], section: str, path: str, key: str) -> Optional[float]:
+    for r in rows:
+        if r.section == section and r.path == path and not r.skipped and not r.error:
+            return r.values.get(key)
+    return None
+
+
+# ---- targets (issue 7) ------------------------------------------------------------------------
+
+
+def target(
+    name: str, figure: Optional[float], limit: Optional[float], at_most: bool
+) -> Dict[str, Any]:
+    if figure is None or limit is None:
+        return {"target": name, "status": "not measured"}
+    met = figure <= limit if at_most else figure >= limit
+    return {"target": name, "figure": figure, "limit": limit, "status": "met" if met else "MISSED"}
+
+
+def scaled(reference: Optional[float], factor: float) -> Optional[float]:
+    return reference * factor if reference is not None else None
+
+
+def fixed(figure: Optional[float], limit: float) -> Optional[float]:
+    """A fixed limit, reported only when the figure was measured."""
+    return limit if figure is not None else None
+
+
+def throughput_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    out = []
+    for direction in ("up", "down"):
+        socat = value(rows, "bulk", "socat", direction + "_gbps")
+        for key, factor in (("plugin", 1.0), ("plugin:sniff", 0.9)):
+            got = value(rows, "bulk", key, direction + "_gbps")
+            name = "%s throughput %s ≥ %.1f× socat (GB/s)" % (key, direction, factor)
+            out.append(target(name, got, scaled(socat, factor), at_most=False))
+    for direction in ("up", "down"):
+        key = direction + "_cpu_s_per_gib"
+        name = "(info) plugin CPU per GiB %s ≤ socat's (s; steady under load)" % direction
+        got = value(rows, "bulk", "plugin", key)
+        out.append(target(name, got, value(rows, "bulk", "socat", key), at_most=True))
+    return out
+
+
+def added(rows: List[Row], path: str, quantile: str) -> Optional[float]:
+    """Latency a path adds over the direct socket."""
+    got = value(rows, "latency", path, quantile)
+    direct = value(rows, "latency", "direct", quantile)
+    return got - direct if got is not None and direct is not None else None
+
+
+def latency_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    out = []
+    for key in ("plugin", "plugin:sniff"):
+        for quantile, factor in (("p50_us", 1.0), ("p99_us", 1.5)):
+            name = "%s added %s ≤ %.1f× socat's (µs)" % (key, quantile[:3], factor)
+            limit = scaled(added(rows, "socat", quantile), factor)
+            out.append(target(name, added(rows, key, quantile), limit, at_most=True))
+    return out
+
+
+def end_to_end_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    out = []
+    for direction in ("up", "down"):
+        plain = value(rows, "e2e", "kubectl port-forward", direction + "_mbps")
+        got = value(rows, "e2e", "kubectl vibe pf", direction + "_mbps")
+        name = "end to end %s ≥ 0.95× plain kubectl (MB/s)" % direction
+        out.append(target(name, got, scaled(plain, 0.95), at_most=False))
+    plain_req = value(rows, "e2e", "kubectl port-forward", "req_p50_us")
+    got = value(rows, "e2e", "kubectl vibe pf", "req_p50_us")
+    name = "end to end GET p50 ≤ plain kubectl's / 0.95 (µs)"
+    out.append(target(name, got, scaled(plain_req, 1 / 0.95), at_most=True))
+    return out
+
+
+def fixed_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    specs: List[Tuple[str, str, str, str, float]] = [
+        ("plugin peak RSS over 1,000 conns ≤ 100 MB", "concurrency", "plugin", "peak_rss_mb", 100),
+        ("idle live view CPU ≤ 0.5 % of a core", "idle", "live view", "cpu_pct", 0.5),
+        ("idle live view output ≤ 512 B/s", "idle", "live view", "bytes_per_s", 512),
+        (
+            "failover: first new connection ≤ 1 s after Ready (s)",
+            "failover",
+            "kubectl vibe pf",
+            "first_new_after_ready_s",
+            1.0,
+        ),
+        ("failover: refused connections = 0", "failover", "kubectl vibe pf", "refused", 0),
+        (
+            "--version within 50 ms of python3 -c pass (ms)",
+            "startup",
+            "kubectl-vibe --version",
+            "over_python_ms",
+            50,
+        ),
+    ]
+    out = []
+    for name, section, path, key, limit in specs:
+        got = value(rows, section, path, key)
+        out.append(target(name, got, fixed(got, float(limit)), at_most=True))
+    return out
+
+
+def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    return (
+        throughput_targets(rows)
+        + latency_targets(rows)
+        + end_to_end_targets(rows)
+        + fixed_targets(rows)
+    )
+
+
+# ---- the printed table ------------------------------------------------------------------------
+
+
+def fmt(v: Any, spec: str = "%.2f") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return spec % v
+    return str(v)
+
+
+def status(row: Row) -> str:
+    if row.skipped:
+        return "skipped: " + row.skipped
+    if row.error:
+        return "ERROR: " + row.error
+    return "ok" if row.verified else "BYTES DIFFER"
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> str:
+    return "%.2f×" % (a / b) if a is not None and b else "-"
+
+
+def minus(a: Optional[float], b: Optional[float]) -> str:
+    return "%.1f" % (a - b) if a is not None and b is not None else "-"
+
+
+def human(n: int) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n >= size:
+            return "%g %s" % (n / size, unit)
+    return "%d B" % n
+
+
+def yes_no(flag: Optional[bool]) -> str:
+    return "yes" if flag else "no"
+
+
+def print_table(result: Dict[str, Any]) -> None:
+    rows = [Row(**r) for r in result["rows"]]
+    print_header(result)
+    print_bulk(result, rows)
+    print_latency(result, rows)
+    print_concurrency(result, rows)
+    print_startup(result, rows)
+    print_end_to_end(result, rows)
+    print_idle_and_failover(result, rows)
+    print_targets(result)
+
+
+def print_header(result: Dict[str, Any]) -> None:
+    m = result["machine"]
+    print(
+        "kubectl-vibe benchmark (%s), %s, %d CPUs, Python %s, load avg %s → %s, %.0f s"
+        % (
+            result["mode"],
+            result["started"],
+            m["cpus"],
+            m["python"],
+            "/".join("%.2f" % x for x in m["loadavg_before"]),
+            "/".join("%.2f" % x for x in m["loadavg_after"]),
+            result["seconds"],
+        )
+    )
+
+
+def print_bulk(result: Dict[str, Any], rows: List[Row]) -> None:
+    sizes = result["sizes"]
+    print(
+        "\nBulk throughput, %s each way, best of %d rounds; load avg after: %s\n  verified: %s"
+        % (
+            human(sizes["bulk"]),
+            sizes["repeats"],
+            fmt(result["load_after_section"].get("bulk")),
+            result["verification"]["bulk"],
+        )
+    )
+    line = "  %-36s %8s %8s %7s %7s %11s %11s  %s"
+    header = ("path", "up GB/s", "dn GB/s", "up/soc", "dn/soc", "up cpu/GiB", "dn cpu/GiB")
+    print(line % (*header, "check"))
+    socat_up = value(rows, "bulk", "socat", "up_gbps")
+    socat_down = value(rows, "bulk", "socat", "down_gbps")
+    for r in (r for r in rows if r.section == "bulk"):
+        v = r.values
+        print(
+            line
+            % (
+                r.path,
+                fmt(v.get("up_gbps")),
+                fmt(v.get("down_gbps")),
+                ratio(v.get("up_gbps"), socat_up),
+                ratio(v.get("down_gbps"), socat_down),
+                fmt(v.get("up_cpu_s_per_gib")),
+                fmt(v.get("down_cpu_s_per_gib")),
+                status(r),
+            )
+        )
+
+
+def print_latency(result: Dict[str, Any], rows: List[Row]) -> None:
+    sizes = result["sizes"]
+    print(
+        "\nLatency, 64-byte ping-pong × %d, best of %d rounds (µs; added = minus direct); "
+        "load avg after: %s; CPUs held out of idle states: %s"
+        % (
+            sizes["pings"],
+            sizes["latency_rounds"],
+            fmt(result["load_after_section"].get("latency")),
+            yes_no(result["cpu_awake"].get("latency")),
+        )
+    )
+    line = "  %-36s %8s %8s %9s %9s  %s"
+    print(line % ("path", "p50", "p99", "added p50", "added p99", "check"))
+    for r in (r for r in rows if r.section == "latency"):
+        p50, p99 = added(rows, r.path, "p50_us"), added(rows, r.path, "p99_us")
+        print(
+            line
+            % (
+                r.path,
+                fmt(r.values.get("p50_us"), "%.1f"),
+                fmt(r.values.get("p99_us"), "%.1f"),
+                fmt(p50, "%.1f"),
+                fmt(p99, "%.1f"),
+                status(r),
+            )
+        )
+
+
+def print_concurrency(result: Dict[str, Any], rows: List[Row]) -> None:
+    sizes = result["sizes"]
+    print(
+        "\nConcurrency, %d simultaneous connections × %s echoed (sha256 per connection)"
+        % (sizes["conns"], human(sizes["conn_bytes"]))
+    )
+    line = "  %-36s %8s %10s %12s  %s"
+    print(line % ("path", "seconds", "byte-exact", "peak RSS MB", "check"))
+    for r in (r for r in rows if r.section == "concurrency"):
+        v = r.values
+        print(
+            line
+            % (
+                r.path,
+                fmt(v.get("seconds")),
+                fmt(v.get("byte_exact")),
+                fmt(v.get("peak_rss_mb"), "%.1f"),
+                status(r),
+            )
+        )
+
+
+def print_startup(result: Dict[str, Any], rows: List[Row]) -> None:
+    print("\nStart-up, best of %d" % result["sizes"]["startup_runs"])
+    for r in (r for r in rows if r.section == "startup"):
+        v = r.values
+        over = "+%.1f ms" % v["over_python_ms"] if "over_python_ms" in v else ""
+        print(
+            "  %-36s %8s ms %14s  %s  (%s)"
+            % (r.path, fmt(v.get("ms"), "%.1f"), over, status(r), v.get("label", ""))
+        )
+
+
+def print_end_to_end(result: Dict[str, Any], rows: List[Row]) -> None:
+    sizes = result["sizes"]
+    print(
+        "\nEnd to end through real kubectl and the simulated cluster, same pod: %s each way "
+        "(up: sha256 by the pod; down: count + sampled); 64-byte echo and GET /healthz × %d; "
+        "CPUs held out of idle states: %s"
+        % (human(sizes["e2e_bytes"]), sizes["e2e_pings"], yes_no(result["cpu_awake"].get("e2e")))
+    )
+    line = "  %-38s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
+    header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
+    print(line % (*header, "kubectl cpu", "plugin cpu", "check"))
+    for r in (r for r in rows if r.section == "e2e"):
+        v = r.values
+        print(
+            line
+            % (
+                r.path,
+                fmt(v.get("up_mbps"), "%.1f"),
+                fmt(v.get("down_mbps"), "%.1f"),
+                fmt(v.get("p50_us"), "%.0f"),
+                fmt(v.get("p99_us"), "%.0f"),
+                fmt(v.get("req_p50_us"), "%.0f"),
+                fmt(v.get("req_p99_us"), "%.0f"),
+                fmt(v.get("kubectl_cpu_s_per_gib")),
+                fmt(v.get("plugin_cpu_s_per_gib")),
+                status(r),
+            )
+        )
+    print("  (latency in µs; cpu: seconds per GiB moved, of kubectl port-forward and the plugin)")
+
+
+def print_idle_and_failover(result: Dict[str, Any], rows: List[Row]) -> None:
+    print(
+        "\nIdle live view (pty, no traffic, %g s)   [background sessions: none exist yet]"
+        % result["sizes"]["idle_seconds"]
+    )
+    for r in (r for r in rows if r.section == "idle"):
+        v = r.values
+        print(
+            "  %-36s CPU %s %% of a core, output %s B/s (kubectl child %s %%)  %s"
+            % (
+                r.path,
+                fmt(v.get("cpu_pct")),
+                fmt(v.get("bytes_per_s"), "%.0f"),
+                fmt(v.get("kubectl_child_cpu_pct")),
+                status(r),
+            )
+        )
+    print(
+        "\nFailover: pod deleted under steady load (a new connection every %d ms)"
+        % FAILOVER_LOAD_INTERVAL_MS
+    )
+    for r in (r for r in rows if r.section == "failover"):
+        v = r.values
+        print(
+            "  %-36s first new connection %s s after Ready; refused %s, failed %s of %s"
+            " (replacement Ready %s s after delete)  %s"
+            % (
+                r.path,
+                fmt(v.get("first_new_after_ready_s"), "%.3f"),
+                fmt(v.get("refused")),
+                fmt(v.get("failed")),
+                fmt(v.get("requests")),
+                fmt(v.get("replacement_ready_after_delete_s")),
+                status(r),
+            )
+        )
+
+
+def print_targets(result: Dict[str, Any]) -> None:
+    if result["mode"] == "quick":
+        print("\nTargets (quick mode: sizes too small for these figures to mean anything)")
+    else:
+        print("\nTargets")
+    for t in result["targets"]:
+        if "figure" in t:
+            print(
+                "  %-7s %-60s %9.2f vs %9.2f" % (t["status"], t["target"], t["figure"], t["limit"])
+            )
+        else:
+            print("  %-7s %s" % (t["status"], t["target"]))
+
+
+def failed_rows(result: Dict[str, Any], strict: bool) -> List[str]:
+    bad = []
+    for r in result["rows"]:
+        row = Row(**r)
+        if row.error or row.verified is False or (strict and row.skipped):
+            bad.append("%s %s: %s" % (row.section, row.path, status(row)))
+    return bad
