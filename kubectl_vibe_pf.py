@@ -7767,7 +7767,8 @@ class Link:
     # -- the hot path: one call per chunk in each direction -------------------------------------
 
     def from_client(self, nbytes: int) -> None:
-        view = self.forward.relay.view[:nbytes]
+        forward = self.forward
+        view = forward.relay.view[:nbytes]
         if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
             self.observer = None  # nothing more to learn: inspection costs nothing from here
         if self.state is not LinkState.OPEN:
@@ -7775,23 +7776,24 @@ class Link:
             if len(self.pending) > LINK_PENDING_MAX_BYTES:
                 self.client.pause_reading()
             return
-        self.forward.stats.bytes_up += nbytes
+        forward.stats.bytes_up += nbytes
         if self.replay is not None:
             self.replay += view
             if len(self.replay) > LINK_REPLAY_MAX_BYTES:
                 self.replay = None
-        self.forward.send(self.upstream, view)
+        forward.send(self.upstream, view)
 
     def from_upstream(self, nbytes: int) -> None:
-        view = self.forward.relay.view[:nbytes]
-        self.forward.stats.bytes_down += nbytes
-        if self.down_bytes == 0:
+        forward = self.forward
+        view = forward.relay.view[:nbytes]
+        forward.stats.bytes_down += nbytes
+        if not self.down_bytes:
             self.replay = None  # the pod answered: no more replays of what was sent
             self.replays = 0
         self.down_bytes += nbytes
         if self.observer is not None and not self.observer.feed(DIRECTION_DOWN, view):
             self.observer = None
-        self.forward.send(self.client, view)
+        forward.send(self.client, view)
 
     # -- half-close and endings ------------------------------------------------------------------
 
@@ -8103,11 +8105,14 @@ class ForwardProxy:
 
     def send(self, transport: Any, view: memoryview) -> None:
         """Write a chunk of the shared buffer; hand the buffer over if the write was partial."""
+        if not _TRANSPORT_KEEPS_VIEWS:  # 3.9-3.11 copy whatever they cannot send at once
+            transport.write(view)
+            return
         if transport.get_write_buffer_size():
             transport.write(bytes(view))  # queued behind earlier data: it must be a copy
             return
         transport.write(view)
-        if _TRANSPORT_KEEPS_VIEWS and transport.get_write_buffer_size():
+        if transport.get_write_buffer_size():
             self.relay.handed_over()
 
     def spawn(self, coro: Any) -> None:
