@@ -7769,19 +7769,21 @@ class Link:
     def from_client(self, nbytes: int) -> None:
         forward = self.forward
         view = forward.relay.view[:nbytes]
-        if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
-            self.observer = None  # nothing more to learn: inspection costs nothing from here
-        if self.state is not LinkState.OPEN:
+        if self.state is LinkState.OPEN:
+            forward.stats.bytes_up += nbytes
+            if self.replay is not None:
+                self.replay += view
+                if len(self.replay) > LINK_REPLAY_MAX_BYTES:
+                    self.replay = None
+            forward.send(self.upstream, view)
+        else:
             self.pending += view
             if len(self.pending) > LINK_PENDING_MAX_BYTES:
                 self.client.pause_reading()
-            return
-        forward.stats.bytes_up += nbytes
-        if self.replay is not None:
-            self.replay += view
-            if len(self.replay) > LINK_REPLAY_MAX_BYTES:
-                self.replay = None
-        forward.send(self.upstream, view)
+        # Inspect after forwarding, so sniffing never delays the bytes. `view` stays valid: a
+        # transport that kept it got the buffer (RelayBuffer.handed_over).
+        if self.observer is not None and not self.observer.feed(DIRECTION_UP, view):
+            self.observer = None  # nothing more to learn: inspection costs nothing from here
 
     def from_upstream(self, nbytes: int) -> None:
         forward = self.forward
@@ -7791,9 +7793,9 @@ class Link:
             self.replay = None  # the pod answered: no more replays of what was sent
             self.replays = 0
         self.down_bytes += nbytes
+        forward.send(self.client, view)
         if self.observer is not None and not self.observer.feed(DIRECTION_DOWN, view):
             self.observer = None
-        forward.send(self.client, view)
 
     # -- half-close and endings ------------------------------------------------------------------
 
