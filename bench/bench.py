@@ -441,11 +441,19 @@ def built_executable() -> Optional[str]:
             candidate = os.path.join(root, "kubectl-vibe")
             if (
                 "kubectl-vibe" in files
+                and os.path.basename(root) == host_platform_tag()  # not another OS/arch's
                 and os.access(candidate, os.X_OK)
                 and os.path.getmtime(candidate) >= module_mtime
             ):
                 return candidate
     return None
+
+
+def host_platform_tag() -> str:
+    """The build's name for this machine, e.g. linux_amd64."""
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+    system = "darwin" if sys.platform == "darwin" else "linux"
+    return "%s_%s" % (system, arch.get(platform.machine().lower(), platform.machine().lower()))
 
 
 def build_executable() -> Optional[str]:
