@@ -2830,18 +2830,28 @@ class PostgresStats:
         latency = _latency_text(self.latency)
         if latency:
             parts.append(latency)
-        if self.errors.total:
-            (code, message), _ = self.errors.most_common(1)[0]
-            plural = "s" if self.errors.total > 1 else ""
-            parts.append("%d error%s: %s %s" % (self.errors.total, plural, code, message))
+        parts.extend(_coded_errors_part(self.errors))
         name = "Postgres %s" % self.server_version if self.server_version else "Postgres"
         return "%s: %s" % (name, ", ".join(parts))
 
     def problems(self) -> List[str]:
-        return [
-            _times(count, "Postgres %s %s" % (code, message))
-            for (code, message), count in self.errors.most_common(5)
-        ]
+        return _coded_problems(self.errors, "Postgres")
+
+
+def _coded_errors_part(errors: _TopCounter) -> List[str]:
+    """'3 errors: 28P01 password authentication failed' (the commonest code), or nothing."""
+    if not errors.total:
+        return []
+    (code, message), _ = errors.most_common(1)[0]
+    plural = "s" if errors.total > 1 else ""
+    return ["%d error%s: %s %s" % (errors.total, plural, code, message)]
+
+
+def _coded_problems(errors: _TopCounter, protocol: str) -> List[str]:
+    return [
+        _times(count, "%s %s %s" % (protocol, code, message))
+        for (code, message), count in errors.most_common(5)
+    ]
 
 
 class RedisStats:
@@ -2923,18 +2933,12 @@ class MysqlStats:
             parts.append("%d TLS login%s" % (self.ssl_logins, "s" if self.ssl_logins > 1 else ""))
         queries = self.commands.counts.get("Query", 0) + self.commands.counts.get("StmtExecute", 0)
         parts.append(_count(queries, "query", "queries"))
-        if self.errors.total:
-            (code, message), _ = self.errors.most_common(1)[0]
-            plural = "s" if self.errors.total > 1 else ""
-            parts.append("%d error%s: %d %s" % (self.errors.total, plural, code, message))
+        parts.extend(_coded_errors_part(self.errors))
         name = "MySQL %s" % self.server_version if self.server_version else "MySQL"
         return "%s: %s" % (name, ", ".join(parts))
 
     def problems(self) -> List[str]:
-        return [
-            _times(count, "MySQL %d %s" % (code, message))
-            for (code, message), count in self.errors.most_common(5)
-        ]
+        return _coded_problems(self.errors, "MySQL")
 
 
 class ProtocolStats:
@@ -6446,6 +6450,7 @@ class _ChildLifeline:
     def __init__(self) -> None:
         self.pgid: Optional[int] = None
         self._watchdog: Optional[asyncio.subprocess.Process] = None
+        self._lock: Any = None  # asyncio.Lock, made inside the running loop
         self._prctl = self._load_prctl()
 
     @staticmethod
@@ -6460,8 +6465,14 @@ class _ChildLifeline:
             return None
 
     async def ensure(self) -> None:
-        if self._watchdog is not None and self._watchdog.returncode is None:
-            return
+        """Start the watchdog once, even when several children are started at the same time."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._watchdog is None or self._watchdog.returncode is not None:
+                await self._start_watchdog()
+
+    async def _start_watchdog(self) -> None:
         # Its own process group, but in our session: a group of another session cannot be joined.
         self._watchdog = await asyncio.create_subprocess_exec(
             "/bin/sh",
@@ -6499,6 +6510,8 @@ class _ChildLifeline:
         self.kill_group_now()
         if watchdog is not None:
             await watchdog.wait()
+            if watchdog.stdin is not None:
+                watchdog.stdin.close()  # our end of its lifeline pipe: the transport can close
         self._watchdog = None
 
     def kill_group_now(self) -> None:

@@ -193,6 +193,20 @@ async def test_close_stops_every_child(runner: vibe.KubectlRunner) -> None:
     assert psutil.Process().children(recursive=True) == []  # the lifeline watchdog too
 
 
+async def test_children_started_at_once_share_one_lifeline_group(
+    runner: vibe.KubectlRunner,
+) -> None:
+    lines = Collector()
+    children = await asyncio.gather(*(runner.start(["sleep"], lines) for _ in range(4)))
+
+    groups = {os.getpgid(child.pid) for child in children}
+    watchdogs = [p for p in psutil.Process().children() if p.pid not in {c.pid for c in children}]
+    assert len(groups) == 1 and len(watchdogs) == 1
+    assert groups == {watchdogs[0].pid}
+    await runner.close(grace=0.3)
+    assert psutil.Process().children(recursive=True) == []
+
+
 # ---- no orphan, even when we are SIGKILLed ------------------------------------------------------
 
 ORPHANING_PARENT = """
