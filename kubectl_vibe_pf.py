@@ -61,8 +61,6 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tupl
 
 __version__ = "0.1.0"
 
-PY311 = sys.version_info >= (3, 11)
-
 
 class _LazyModule:
     """A module imported on first attribute use, then bound in this module's globals.
@@ -6935,8 +6933,9 @@ class UpstreamSource:
         """A lease for forward number `key`, waiting up to `timeout` for a ready tunnel."""
         raise NotImplementedError
 
-    def link_ended(self, lease: Lease, link: Link) -> None:
-        """Called when a link that used `lease` ends; lets the tunnel reclassify it later."""
+    def link_closed(self, lease: Lease, link: Link) -> None:
+        """A link that used `lease` ended cleanly; if its tunnel fails a moment later, the
+        link is recounted as cut by that failure."""
 
     async def verdict(self, lease: Lease, wait: float) -> Optional[Verdict]:
         """If the lease's tunnel fails within `wait` seconds: what that means for the link."""
@@ -7050,7 +7049,7 @@ class Tunnel:
 
     # -- links that ended just before the tunnel failed were cut by it -------------------------
 
-    def note_link_ended(self, link: Link, now: float) -> None:
+    def note_link_closed(self, link: Link, now: float) -> None:
         if self.recent_ends is not None and self.state is not TunnelState.EXITED:
             self.recent_ends.append((now, link))
 
@@ -7200,9 +7199,9 @@ class Supervisor(UpstreamSource):
         why = self.reason or "the tunnel was not ready"
         return "no tunnel within %s: %s" % (format_go_duration(round(timeout, 1)), why)
 
-    def link_ended(self, lease: Lease, link: Link) -> None:
+    def link_closed(self, lease: Lease, link: Link) -> None:
         if isinstance(lease.tunnel, Tunnel):
-            lease.tunnel.note_link_ended(link, asyncio.get_running_loop().time())
+            lease.tunnel.note_link_closed(link, asyncio.get_running_loop().time())
 
     async def verdict(self, lease: Lease, wait: float) -> Optional[Verdict]:
         tunnel = lease.tunnel
@@ -7750,7 +7749,6 @@ class Link:
                 )
             except OSError:
                 # The tunnel died between acquire and connect: take the next one, within time.
-                forward.source.link_ended(lease, self)
                 if loop.time() >= deadline:
                     self.fail("tunnel refused the connection")
                     return
@@ -7758,7 +7756,6 @@ class Link:
                 continue
             if self.state is LinkState.CLOSED:  # the client left while we were connecting
                 transport.close()
-                forward.source.link_ended(lease, self)
                 return
             self.opened(transport, lease)
             return
@@ -7897,7 +7894,6 @@ class Link:
                 self.client.close()
             self.finish(outcome, verdict.reason)
             return
-        self.forward.source.link_ended(lease, self)
         self.forward.stats.replayed += 1
         # What the dead tunnel never answered, then what the client sent since.
         self.pending = (self.replay or bytearray()) + self.pending
@@ -8113,8 +8109,8 @@ class ForwardProxy:
         self.links.discard(link)
         self.stats.active -= 1
         self.stats.count(outcome, cause)
-        if link.lease is not None:
-            self.source.link_ended(link.lease, link)
+        if outcome is LinkOutcome.CLOSED and link.lease is not None:
+            self.source.link_closed(link.lease, link)
         if link.observer is not None:
             link.observer.close(outcome, cause)
 

@@ -65,7 +65,7 @@ class ScriptedSource(vibe.UpstreamSource):
         self.verdicts = verdicts or {}
         self.ready = asyncio.Event()
         self.ready.set()
-        self.ended: List[int] = []
+        self.closed: List[int] = []  # ports of leases whose links ended cleanly
         self.verdict_delay = 0.0
 
     async def acquire(self, key: int, timeout: float) -> vibe.Lease:
@@ -76,8 +76,8 @@ class ScriptedSource(vibe.UpstreamSource):
         port = self.ports[0] if len(self.ports) == 1 else self.ports.pop(0)
         return vibe.Lease("127.0.0.1", port, tunnel=port)
 
-    def link_ended(self, lease: vibe.Lease, link: vibe.Link) -> None:
-        self.ended.append(lease.port)
+    def link_closed(self, lease: vibe.Lease, link: vibe.Link) -> None:
+        self.closed.append(lease.port)
 
     async def verdict(self, lease: vibe.Lease, wait: float) -> Optional[vibe.Verdict]:
         await asyncio.sleep(self.verdict_delay)  # as a real tunnel takes a moment to die
@@ -455,3 +455,25 @@ async def test_an_http_keep_alive_at_rest_moves_to_the_next_tunnel_when_its_tunn
     await proxy.close(0)
     dying_server.close()
     good_server.close()
+
+
+async def test_only_cleanly_closed_links_are_offered_for_recounting_when_a_tunnel_dies() -> None:
+    async def refusing_tunnel(reader, writer) -> None:
+        writer.close()
+
+    good_server, good = await start_server(echo_handler)
+    bad_server, bad = await start_server(refusing_tunnel)
+    refused = vibe.Verdict("nothing listening on pod port 80", False, vibe.LinkOutcome.FAILED)
+    source = ScriptedSource([bad, good], verdicts={bad: refused})
+    proxy = make_proxy(source)
+    await proxy.listen(["127.0.0.1"], 0, vibe.every_address_bound)
+
+    assert await transfer(proxy.port, b"refused") == b""  # FAILED: not a clean close
+    await settle(proxy)
+    assert await transfer(proxy.port, b"echoed") == b"echoed"  # CLOSED cleanly
+    await settle(proxy)
+
+    assert source.closed == [good]
+    await proxy.close(0)
+    good_server.close()
+    bad_server.close()
