@@ -6,6 +6,11 @@ Standard library only; runs on CPython 3.9+.  The session plays the kubelet's si
 local connection of kubectl arrives as an (error, data) stream pair with the same
 ``requestid``; the data stream is relayed to the pod's backend on 127.0.0.1, and the error
 stream carries the kubelet / container-runtime error text, if any, before its FIN.
+
+Like a kubelet the session accepts SETTINGS and WINDOW_UPDATE (and ignores them: no flow
+control), echoes PINGs, takes data frames of any size up to 16 MiB - 1, refuses new streams
+(RST_STREAM REFUSED_STREAM) after a graceful ``go_away()``, and stops reading the connection
+while a backend lags ``QUEUE_HIGH`` bytes behind.  ``SpdyClient`` is a raw client for tests.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import hashlib
 import struct
 import traceback
 import zlib
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 ###############################################################################
 # SPDY/3 header dictionary ####################################################
@@ -65,7 +70,13 @@ SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDAT
     9,
 )
 FLAG_FIN = 0x01
-MAX_DATA = 32 * 1024
+#: RST_STREAM status codes (SPDY/3.1 §2.6.3) and the GOAWAY status OK.
+REFUSED_STREAM, CANCEL = 3, 5
+GOAWAY_OK = 0
+MAX_DATA = 32 * 1024  # what the sim (like kubelet and kubectl) sends per data frame
+MAX_FRAME = (1 << 24) - 1  # the 24-bit length field: a client may send frames up to this
+#: Bytes queued for one backend before the tunnel stops reading (a kubelet's TCP backpressure).
+QUEUE_HIGH = 8 << 20
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WS_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 
@@ -168,12 +179,47 @@ class WebSocketTransport(RawTransport):
 
 
 class Stream:
-    __slots__ = ("fin_received", "fin_sent", "headers", "inbox", "reset", "sid")
+    __slots__ = (
+        "drained",
+        "fin_received",
+        "fin_sent",
+        "headers",
+        "inbox",
+        "queued",
+        "reading",
+        "reset",
+        "sid",
+    )
 
     def __init__(self, sid: int, headers: Dict[str, str]):
         self.sid, self.headers = sid, headers
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.fin_sent = self.fin_received = self.reset = False
+        self.queued = 0  # payload bytes in ``inbox``
+        self.reading = False  # a consumer takes from ``inbox`` (backpressure applies)
+        self.drained = asyncio.Event()  # set while ``queued`` is low enough to read more
+        self.drained.set()
+
+    def put(self, chunk: bytes) -> None:
+        self.queued += len(chunk)
+        if self.queued > QUEUE_HIGH:
+            self.drained.clear()
+        self.inbox.put_nowait(chunk)
+
+    async def take(self) -> Optional[bytes]:
+        chunk = await self.inbox.get()
+        if chunk is not None:
+            self.queued -= len(chunk)
+            if self.queued <= QUEUE_HIGH // 2:
+                self.drained.set()
+        return chunk
+
+    def blocks_reading(self) -> bool:
+        return self.reading and not self.reset and not self.drained.is_set()
+
+    def stop_reading(self) -> None:
+        self.reading = False
+        self.drained.set()
 
 
 class StreamPair:
@@ -201,6 +247,8 @@ class StreamPair:
         if self.done.is_set():
             return
         self.done.set()
+        if self.data is not None:
+            self.data.stop_reading()  # nobody takes its bytes any more
         self.session.fin(self.data)
         self.session.fin(self.error)
         if self.backend_writer is not None:
@@ -230,6 +278,7 @@ class PortForwardSession:
         self.last_stream = 0
         self.tasks: List[asyncio.Task] = []
         self.held_replies: List[int] = []  # SYN_REPLYs withheld while streams are stalled
+        self.going_away = False  # GOAWAY sent by go_away(): no new streams
 
     def release_replies(self) -> None:
         for sid in self.held_replies:
@@ -290,7 +339,16 @@ class PortForwardSession:
             self.streams.pop(stream.sid, None)
 
     def goaway(self) -> None:
-        self._control(GOAWAY, 0, struct.pack(">II", self.last_stream, 0))
+        self._control(GOAWAY, 0, struct.pack(">II", self.last_stream, GOAWAY_OK))
+
+    def go_away(self) -> None:
+        """Graceful GOAWAY: open streams carry on to their end; later SYN_STREAMs get
+        RST_STREAM REFUSED_STREAM.  The connection stays up until the client closes it."""
+        if self.going_away or self.closed.is_set():
+            return
+        self.going_away = True
+        self.goaway()
+        self.changed()
 
     def abort(self) -> None:
         """Abrupt tunnel close: GOAWAY, then drop the connection."""
@@ -298,75 +356,116 @@ class PortForwardSession:
             return
         self.goaway()
         self.closed.set()
+        self._wake()
         self.transport.abort()
+
+    def drop(self) -> None:
+        """The API server went away: the TCP connection just ends (no GOAWAY, no close frame)."""
+        self.closed.set()
+        self._wake()
+        self.transport.writer.transport.abort()
+
+    def _wake(self) -> None:
+        """Release a read loop held back by a lagging backend (the session is ending)."""
+        for stream in self.streams.values():
+            stream.stop_reading()
 
     # -- main loop -----------------------------------------------------------
     async def run(self) -> None:
-        buf = b""
+        buf = bytearray()
         try:
             while not self.closed.is_set():
                 data = await self.transport.read()
                 if not data:
                     break
                 buf += data
-                while len(buf) >= 8:
-                    n = int.from_bytes(buf[5:8], "big")
-                    if len(buf) < 8 + n:
-                        break
-                    frame, buf = buf[: 8 + n], buf[8 + n :]
-                    self._frame(frame)
+                used = self._frames(buf)
+                if used:
+                    del buf[:used]  # CPython just moves the start of a bytearray: no copy
                 await self.transport.drain()
+                await self._backpressure()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except (struct.error, zlib.error, ValueError, IndexError):
             traceback.print_exc()  # a protocol error: drop the tunnel like a kubelet would
             self.abort()
         finally:
-            self.closed.set()
-            for pair in list(self.pairs.values()):
-                pair.done.set()
-                if pair.backend_writer is not None:
-                    pair.backend_writer.close()
-            self.pairs.clear()
-            for t in self.tasks:
-                t.cancel()
-            self.transport.writer.close()
-            self.changed()
+            self._end()
 
-    def _frame(self, frame: bytes) -> None:
+    def _end(self) -> None:
+        self.closed.set()
+        self._wake()
+        for pair in list(self.pairs.values()):
+            pair.done.set()
+            if pair.backend_writer is not None:
+                pair.backend_writer.close()
+        self.pairs.clear()
+        for t in self.tasks:
+            t.cancel()
+        self.transport.writer.close()
+        self.changed()
+
+    def _frames(self, buf: bytearray) -> int:
+        """Handle every whole frame in ``buf``; return the bytes they took.  Frames are read
+        through a memoryview, so a payload is copied once (1 MiB frames cost no re-slicing)."""
+        off, size = 0, len(buf)
+        with memoryview(buf) as view:
+            while size - off >= 8:
+                end = off + 8 + int.from_bytes(view[off + 5 : off + 8], "big")
+                if end > size:
+                    break
+                if view[off] & 0x80:
+                    self._control_frame(bytes(view[off:end]))
+                else:
+                    self._data_frame(view[off:end])
+                off = end
+        return off
+
+    async def _backpressure(self) -> None:
+        """Stop reading while a backend lags behind: like a kubelet whose frame workers block,
+        so the client's TCP window closes (and every stream of the tunnel waits)."""
+        for stream in list(self.streams.values()):
+            while stream.blocks_reading() and not self.closed.is_set():
+                await stream.drained.wait()
+
+    def _control_frame(self, frame: bytes) -> None:
         flags = frame[4]
-        if frame[0] & 0x80:
-            (ftype,) = struct.unpack_from(">H", frame, 2)
-            payload = frame[8:]
-            if ftype == SYN_STREAM:
-                sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF
-                self._syn_stream(sid, self._parse_headers(payload[10:]), flags)
-            elif ftype == PING:
-                self._control(PING, 0, payload[:4])
-            elif ftype == RST_STREAM:
-                sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF
-                stream = self.streams.pop(sid, None)
-                if stream is not None:
-                    stream.reset = True
-                    stream.inbox.put_nowait(None)
-            elif ftype == GOAWAY:
-                self.closed.set()
-            elif ftype == HEADERS:
-                self._parse_headers(payload[4:])  # keep the zlib stream in step
-            # SETTINGS and WINDOW_UPDATE need no answer.
-            return
-        sid = struct.unpack_from(">I", frame, 0)[0] & 0x7FFFFFFF
+        (ftype,) = struct.unpack_from(">H", frame, 2)
+        payload = frame[8:]
+        if ftype == SYN_STREAM:
+            sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF
+            self._syn_stream(sid, self._parse_headers(payload[10:]), flags)
+        elif ftype == PING:
+            self._control(PING, 0, payload[:4])
+        elif ftype == RST_STREAM:
+            sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF
+            stream = self.streams.pop(sid, None)
+            if stream is not None:
+                stream.reset = True
+                stream.stop_reading()
+                stream.inbox.put_nowait(None)
+        elif ftype == GOAWAY:
+            self.closed.set()
+        elif ftype == HEADERS:
+            self._parse_headers(payload[4:])  # keep the zlib stream in step
+        # SETTINGS and WINDOW_UPDATE need no answer: like kubelet, no flow control is enforced.
+
+    def _data_frame(self, frame: memoryview) -> None:
+        sid = int.from_bytes(frame[0:4], "big") & 0x7FFFFFFF
         stream = self.streams.get(sid)
         if stream is None:
-            return
+            return  # a reset, refused or unknown stream: its data is dropped
         if len(frame) > 8:
-            stream.inbox.put_nowait(frame[8:])
-        if flags & FLAG_FIN:
+            stream.put(frame[8:].tobytes())
+        if frame[4] & FLAG_FIN:
             stream.fin_received = True
             stream.inbox.put_nowait(None)
             self._maybe_forget(stream)
 
     def _syn_stream(self, sid: int, headers: Dict[str, str], flags: int) -> None:
+        if self.going_away:  # after our GOAWAY: refused, and its data frames are dropped
+            self._control(RST_STREAM, 0, struct.pack(">II", sid, REFUSED_STREAM))
+            return
         self.last_stream = max(self.last_stream, sid)
         stream = Stream(sid, headers)
         self.streams[sid] = stream
@@ -410,18 +509,8 @@ class PortForwardSession:
         if state == "gone":
             pair.fail(MSG_SANDBOX_GONE.format(sandbox=self.sandbox()))
             return
-        fault = self.hooks.next_fault()
-        if fault is not None:
-            kind, message = fault
-            if kind == "error":
-                pair.fail(message or self.reset_text(pair.port))
-                return
-            if kind == "eof":
-                pair.finish()
-                return
-            if kind == "close":
-                self.abort()
-                return
+        if self._apply_fault(pair):
+            return
         if state != "ok":
             pair.fail(MSG_REFUSED.format(port=pair.port, sandbox=self.sandbox()))
             return
@@ -438,18 +527,37 @@ class PortForwardSession:
             up.cancel()
             pair.finish()
 
+    def _apply_fault(self, pair: StreamPair) -> bool:
+        """A fault queued for the next connection(s); True if it ended this pair."""
+        fault = self.hooks.next_fault()
+        if fault is None:
+            return False
+        kind, message = fault
+        if kind == "error":
+            pair.fail(message or self.reset_text(pair.port))
+        elif kind == "eof":
+            pair.finish()
+        elif kind == "close":
+            self.abort()
+        elif kind == "goaway":
+            self.go_away()  # this pair still goes on: it was opened before the GOAWAY
+            return False
+        return True
+
     def reset_text(self, port: int) -> str:
         return MSG_RESET.format(ns=self.sandbox()[:8], cport=40000 + port % 20000, port=port)
 
     async def _upstream(self, pair: StreamPair, writer: asyncio.StreamWriter) -> None:
         """kubectl -> backend; a FIN on the data stream half-closes the backend socket."""
-        assert pair.data is not None
+        stream = pair.data
+        assert stream is not None
+        stream.reading = True
         try:
             while True:
-                chunk = await pair.data.inbox.get()
+                chunk = await stream.take()
                 await self.hooks.stalled.wait()
                 if chunk is None:
-                    if pair.data.reset:
+                    if stream.reset:
                         writer.close()
                     elif writer.can_write_eof():
                         writer.write_eof()
@@ -459,6 +567,8 @@ class PortForwardSession:
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
+        finally:
+            stream.stop_reading()
 
     async def _downstream(self, pair: StreamPair, reader: asyncio.StreamReader) -> None:
         """backend -> kubectl; backend EOF ends the pair (FIN data, FIN error)."""
@@ -476,3 +586,159 @@ class PortForwardSession:
                 pair.fail(self.reset_text(pair.port))
         except (ConnectionError, OSError):
             pass
+
+
+###############################################################################
+# A raw SPDY client (tests) ###################################################
+###############################################################################
+
+_UPGRADE_REQUEST = (
+    "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+    "X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class UpgradeRefused(Exception):
+    """The API server answered the SPDY upgrade with ``status`` (not 101) and ``body``."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__("upgrade refused: %d %s" % (status, body[:200]))
+        self.status, self.body = status, body
+
+
+class Frame(NamedTuple):
+    """A frame as ``SpdyClient.frame()`` reads it.  ``ftype`` is 0 for data; ``sid`` is the
+    stream id (GOAWAY: last good stream id, PING: ping id); ``status`` of RST_STREAM / GOAWAY."""
+
+    ftype: int
+    sid: int
+    flags: int
+    data: bytes = b""
+    headers: Optional[Dict[str, str]] = None
+    status: int = 0
+
+
+class SpdyClient:
+    """A minimal raw SPDY/3.1 port-forward client, as a native client would speak it (also
+    what ``kubectl proxy`` passes through), for tests and throughput checks::
+
+        c = await SpdyClient.connect(sim.port, "default", "web-x")
+        error, data = c.open_pair(7000)          # kubectl's stream pair for one connection
+        c.data(data, b"hello", fin=True)          # any frame size up to 16 MiB - 1
+        f = await c.frame()                       # SYN_REPLY, data, RST_STREAM, GOAWAY, PING
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+        self.deflate = zlib.compressobj(zdict=SPDY_DICTIONARY)
+        self.inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
+        self.next_sid, self.next_request = 1, 0
+
+    @classmethod
+    async def connect(cls, port: int, namespace: str, pod: str, host: str = "127.0.0.1"):
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        path = "/api/v1/namespaces/%s/pods/%s/portforward" % (namespace, pod)
+        writer.write((_UPGRADE_REQUEST % path).encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(None, 2)[1])
+        if status != 101:
+            length = 0
+            for line in head.decode("latin-1").split("\r\n"):
+                if line.lower().startswith("content-length:"):
+                    length = int(line.split(":", 1)[1])
+            body = await reader.readexactly(length)
+            writer.close()
+            raise UpgradeRefused(status, body)
+        return cls(reader, writer)
+
+    # -- sending ---------------------------------------------------------------
+    def control(self, ftype: int, payload: bytes, flags: int = 0) -> None:
+        self.writer.write(struct.pack(">HHI", 0x8003, ftype, (flags << 24) | len(payload)))
+        self.writer.write(payload)
+
+    def syn_stream(self, sid: int, headers: Dict[str, str], fin: bool = False) -> None:
+        raw = struct.pack(">I", len(headers))
+        for k, v in headers.items():
+            raw += struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
+        block = self.deflate.compress(raw) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+        flags = FLAG_FIN if fin else 0
+        self.control(SYN_STREAM, struct.pack(">IIBB", sid, 0, 0, 0) + block, flags)
+
+    def open_pair(self, port: int) -> Tuple[int, int]:
+        """Open kubectl's (error, data) stream pair for one connection; the error stream is
+        half-closed at once, as kubectl does.  Returns both stream ids."""
+        error, data = self.next_sid, self.next_sid + 2
+        self.next_sid += 4
+        rid = str(self.next_request)
+        self.next_request += 1
+        self.syn_stream(error, {"streamtype": "error", "port": str(port), "requestid": rid})
+        self.data(error, b"", fin=True)
+        self.syn_stream(data, {"streamtype": "data", "port": str(port), "requestid": rid})
+        return error, data
+
+    def data(self, sid: int, payload: bytes, fin: bool = False) -> None:
+        """One data frame (no splitting: frames up to MAX_FRAME bytes are valid SPDY)."""
+        flags = FLAG_FIN if fin else 0
+        self.writer.write(struct.pack(">II", sid & 0x7FFFFFFF, (flags << 24) | len(payload)))
+        self.writer.write(payload)
+
+    def ping(self, ping_id: int) -> None:
+        self.control(PING, struct.pack(">I", ping_id))
+
+    def settings(self, values: Dict[int, int]) -> None:
+        entries = b"".join(struct.pack(">II", k & 0xFFFFFF, v) for k, v in values.items())
+        self.control(SETTINGS, struct.pack(">I", len(values)) + entries)
+
+    def window_update(self, sid: int, delta: int) -> None:
+        self.control(WINDOW_UPDATE, struct.pack(">II", sid, delta))
+
+    def rst(self, sid: int, status: int = CANCEL) -> None:
+        self.control(RST_STREAM, struct.pack(">II", sid, status))
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    # -- receiving ---------------------------------------------------------------
+    async def frame(self) -> Frame:
+        """The next frame (raises asyncio.IncompleteReadError at EOF)."""
+        head = await self.reader.readexactly(8)
+        n = int.from_bytes(head[5:8], "big")
+        payload = await self.reader.readexactly(n) if n else b""
+        flags = head[4]
+        if not head[0] & 0x80:
+            return Frame(0, int.from_bytes(head[:4], "big") & 0x7FFFFFFF, flags, payload)
+        (ftype,) = struct.unpack_from(">H", head, 2)
+        sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF if n >= 4 else 0
+        if ftype in (SYN_STREAM, SYN_REPLY, HEADERS):
+            skip = 10 if ftype == SYN_STREAM else 4
+            return Frame(ftype, sid, flags, payload, self._headers(payload[skip:]))
+        status = struct.unpack_from(">I", payload, 4)[0] if n >= 8 else 0
+        return Frame(ftype, sid, flags, payload, None, status)
+
+    def _headers(self, block: bytes) -> Dict[str, str]:
+        raw = self.inflate.decompress(block)
+        (count,) = struct.unpack_from(">I", raw, 0)
+        pos, out = 4, {}
+        for _ in range(count):
+            (n,) = struct.unpack_from(">I", raw, pos)
+            name = raw[pos + 4 : pos + 4 + n].decode()
+            pos += 4 + n
+            (n,) = struct.unpack_from(">I", raw, pos)
+            out[name] = raw[pos + 4 : pos + 4 + n].decode()
+            pos += 4 + n
+        return out
+
+    async def read_stream(self, sid: int, timeout: float = 30) -> Tuple[bytes, List[Frame]]:
+        """Data of stream ``sid`` up to its FIN, and the other frames seen meanwhile."""
+        got, others = bytearray(), []
+        while True:
+            f = await asyncio.wait_for(self.frame(), timeout)
+            if f.ftype == 0 and f.sid == sid:
+                got += f.data
+                if f.flags & FLAG_FIN:
+                    return bytes(got), others
+            else:
+                others.append(f)
