@@ -27,7 +27,10 @@ from the cluster's own loop raises RuntimeError).  Pytest fixtures live in ``con
 
 Lifecycle
     SimCluster(namespace="default", replace_delay=0.5, start_delay=0.1, ready_delay=0.1,
-               kubeconfig_dir=None, websockets=True)   # websockets=False: 400 on WS upgrades
+               kubeconfig_dir=None, websockets=True, spdy=True, bookmark_interval=5.0)
+        websockets=False / spdy=False: 400 on that port-forward upgrade (the other works);
+        bookmark_interval: seconds between BOOKMARKs on watches with allowWatchBookmarks
+        (<= 0: none; streaming lists always get their initial-events-end bookmark)
     .start() -> self; .stop(); context manager; .url; .port; .admin_url; .kubeconfig (path of
     a kubeconfig: context ``sim``, namespace ``default``, no auth); .env(base=None) -> dict for
     subprocesses (os.environ + KUBECONFIG, a fresh KUBECACHEDIR, KUBECTL_KUBERC=false, NO_PROXY)
@@ -69,14 +72,45 @@ Faults
         .reset_connections(), .connections, .requests, .port (the real 127.0.0.1 port)
     tunnel_faults.error(pod, message=None, on="active"|"next"|"each")
     tunnel_faults.eof(pod, on=...); tunnel_faults.close(pod, on=...)  (GOAWAY + TCP close,
-        or a WebSocket close frame); tunnel_faults.stall(pod, stalled=True, streams=False)
+        or a WebSocket close frame); tunnel_faults.goaway(pod, on=...) (GOAWAY; open streams
+        finish, later SYN_STREAMs get RST_STREAM REFUSED_STREAM; kubectl exits 1 at once with
+        ``lost connection to pod``); tunnel_faults.stall(pod, stalled=True, streams=False)
         (``streams``: new streams get no SYN_REPLY either: kubectl's "Timeout occurred" after
         30 s); tunnel_faults.clear(pod=None)
     Texts: sim_tunnel.MSG_RESET / MSG_SANDBOX_GONE / MSG_REFUSED, wrapped by kubelet_error().
+    Tunnels also accept SETTINGS and WINDOW_UPDATE (ignored), echo PINGs, take data frames of
+    any size (to 16 MiB - 1), and stop reading while a backend lags (sim_tunnel.QUEUE_HIGH
+    bytes queued), so the client's TCP window closes as with a kubelet.
+    sim_tunnel.SpdyClient: a raw SPDY/3.1 port-forward client for tests (what a native
+    client sends through ``kubectl proxy``).
+API server faults
+    forbid(verb, resource, namespace=None, name=None)  RBAC denial: 403 with kube-apiserver's
+        Status (``forbidden_status()``, user ``SIM_USER`` "sim-user"); resource "pods",
+        "pods/portforward", "deploy", "*"; verb "*" or what the authorizer sees: get (one
+        object), list, watch (``watch=1``), create (POST; port-forward on both transports),
+        update, patch, delete, deletecollection.  None = any namespace (and the cluster scope)
+        / any name (a ``metadata.name=`` field selector counts as a name).  allow_all()
+    set_spdy(on)  off: ``Upgrade: SPDY/3.1`` port-forwards get 400 "SPDY is not supported by
+        this server" (kubectl 1.37 prints ``error: error upgrading connection: unable to
+        upgrade connection: SPDY is not supported by this server``); WebSocket still works
+    expire_watches() -> int  every live watch gets ERROR ``too old resource version: OLD
+        (NEW)`` (410, reason Expired) and ends; later watches from an older resourceVersion
+        get that event at once (HTTP 200), as do watches older than the change log (5,000);
+        a fresh list + watch works.  ``kubectl wait`` carries on; ``kubectl get -w`` prints
+        the Status as a row and exits 0
+    set_reachable(False)  the port is closed (kubectl: ``The connection to the server
+        127.0.0.1:PORT was refused ...``) and every API connection drops: watches, tunnels
+        (kubectl port-forward: ``lost connection to pod``); set_reachable(True) listens again
+        on the same port.  Python only (the admin endpoint is down meanwhile)
 Observability
     tunnels_opened(pod=None) -> int; active_streams(pod=None) -> int; tunnels(pod=None) -> [dict
-        with transport, open, active_streams, streams_opened, bytes_up, bytes_down]
-    state() -> dict (as GET /_sim/state); requests: [(method, path)]; user_agents: (str, ...);
+        with transport, open, going_away, active_streams, streams_opened, bytes_up, bytes_down]
+    watches(plural=None) -> [dict with plural, namespace (None: all), labelSelector,
+        fieldSelector, resourceVersion ("" if none)] of the live watch streams
+    request_count(method=None, path_prefix=None) -> int (over ``requests``; the prefix is
+        matched against path and query)
+    state() -> dict (as GET /_sim/state: pods, tunnels, watches, denials, spdy, websockets);
+    requests: [(method, path)] (the last 5,000-10,000); user_agents: (str, ...);
     SIMCLUSTER_DEBUG=1 in the environment logs every API request to stderr
     wait_for(predicate, timeout=10) -> value  (condition variable, woken by every store and
         tunnel change; raises TimeoutError); await async_wait_for(predicate, timeout=10)
@@ -84,10 +118,12 @@ Admin endpoint (same port, for shells and the demo): ``POST /_sim/<action>?k=v``
     optional ``namespace``) with actions delete-pod(name, delay), restart-container(pod,
     reason, exit_code, back_off, refuse=1), image-pull-backoff(target, image),
     unschedulable(pod), fail-job(name), scale(kind, name, replicas), tunnel-error(pod,
-    message, on), tunnel-eof(pod, on), tunnel-close(pod), stall(pod, on=1|0, streams=1),
+    message, on), tunnel-eof(pod, on), tunnel-close(pod), tunnel-goaway(pod, on), stall(pod,
+    on=1|0, streams=1),
     clear-faults(pod), backend(pod, port, slow, status, reset=1), set-condition(kind, name,
     type, status, reason, message, after), set-phase(pod, phase, after), emit-event(kind,
-    name, reason, message, type); and ``GET /_sim/state``.
+    name, reason, message, type); API server faults forbid(verb, resource, namespace, name)
+    (no namespace: any), allow-all, spdy(on=0|1), expire-watches; and ``GET /_sim/state``.
     Example::
 
         curl -XPOST "$ADMIN/delete-pod?name=web-2tj49vgw4n-9r2tm"
@@ -110,14 +146,16 @@ line plus the HTTP backends' access log; ``--previous`` after a restart, 400 bef
 (condition, delete, jsonpath, create; streaming lists with the initial-events-end bookmark),
 delete, scale, label/annotate, patch, set image, rollout restart/status, ``events``,
 ``api-resources``, ``run``, ``create/apply -f`` with ``--validate=false``, port-forward to
-pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY).  Also checked by hand:
+pod/svc/deploy/rs/sts/ds/job (both transports, fallback to SPDY), and kubectl's exact
+reactions to 403 Forbidden, refused SPDY upgrades, 410 Expired watches, frequent bookmarks,
+GOAWAY and an unreachable API server.  Also checked by hand:
 the gcloud SDK's kubectl 1.27, 1.30 (SPDY), 1.31 and 1.33 (WebSocket) forward, wait, and exit 1
 with ``error: lost connection to pod`` when the pod is deleted.
 
 Known gaps: no /openapi (client-side validation needs ``--validate=false``); typed-client
-creates such as ``kubectl create deployment`` send protobuf and get 415; no auth/RBAC; no
-exec/attach/cp; ``logs -f`` does not follow; no 410 Gone for watches older than the last 5,000
-changes (they replay what is left); one node (``sim-node``); UDP ports have no backend.
+creates such as ``kubectl create deployment`` send protobuf and get 415; no authentication and
+RBAC only as ``forbid()`` denials (no ``auth can-i``); no exec/attach/cp; ``logs -f`` does not
+follow; lists ignore resourceVersion; one node (``sim-node``); UDP ports have no backend.
 """
 
 from __future__ import annotations
@@ -135,6 +173,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -635,10 +674,41 @@ def make_table(plural: str, objs: List[dict], rv: str, full: bool = False) -> di
 
 
 class Watcher:
-    def __init__(self, plural: str, ns: Optional[str], labels: str, fields: str):
+    """One live watch stream.  Store changes that match are queued as (type, object); a
+    ``None`` in the queue ends the stream (see ``end``)."""
+
+    def __init__(
+        self,
+        plural: str,
+        ns: Optional[str],
+        labels: str,
+        fields: str,
+        rv: str = "",
+        table: bool = False,
+        full: bool = False,
+    ):
         self.plural, self.ns = plural, ns
+        self.labels, self.fields, self.rv = labels, fields, rv
+        self.table, self.full = table, full  # server-side Table rows (kubectl get -w)
         self._labels, self._fields = label_matcher(labels), field_matcher(fields)
         self.queue: asyncio.Queue = asyncio.Queue()
+        #: The newest resourceVersion the client has been sent: where it would resume from.
+        self.last_rv = rv
+
+    def end(self, final: Optional[Tuple[str, dict]] = None) -> None:
+        """End the stream after the events already queued (and ``final``, e.g. an ERROR)."""
+        if final is not None:
+            self.queue.put_nowait(final)
+        self.queue.put_nowait(None)
+
+    def describe(self) -> dict:
+        return {
+            "plural": self.plural,
+            "namespace": self.ns,
+            "labelSelector": self.labels,
+            "fieldSelector": self.fields,
+            "resourceVersion": self.rv,
+        }
 
     def matches(self, obj: Optional[dict]) -> bool:
         if obj is None:
@@ -726,6 +796,118 @@ class Store:
 
 
 ###############################################################################
+# Status objects and RBAC denials #############################################
+###############################################################################
+
+#: The user every request is authorized as (the kubeconfig has no credentials).
+SIM_USER = "sim-user"
+#: The 400 message for SPDY upgrades when ``spdy`` is off.
+MSG_NO_SPDY = "SPDY is not supported by this server"
+
+
+def status_object(code: int, reason: str, message: str, details: Optional[dict] = None) -> dict:
+    """A failure ``Status`` with its fields in kube-apiserver's order."""
+    st: Dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+    }
+    if details:
+        st["details"] = details
+    st["code"] = code
+    return st
+
+
+def expired_status(old: str, new: Union[int, str]) -> dict:
+    """What a watch from a compacted resourceVersion gets (as an ERROR event)."""
+    return status_object(410, "Expired", "too old resource version: %s (%s)" % (old, new))
+
+
+class Denial(NamedTuple):
+    """One ``forbid()`` rule; ``None`` (or "*" for verb/resource) matches anything."""
+
+    verb: str
+    resource: str  # "pods", "pods/portforward", "deployments", "*"
+    namespace: Optional[str] = None
+    name: Optional[str] = None
+
+    def matches(self, verb: str, resource: str, ns: str, name: str) -> bool:
+        return (
+            self.verb in ("*", verb)
+            and self.resource in ("*", resource)
+            and self.namespace in (None, ns)
+            and self.name in (None, name)
+        )
+
+
+def canonical_resource(resource: str) -> str:
+    """kubectl spellings to RBAC's: "po/portforward" -> "pods/portforward", "deploy" ->
+    "deployments"."""
+    if resource == "*":
+        return resource
+    base, _, sub = resource.partition("/")
+    plural = kind_of(base).plural
+    return plural + "/" + sub if sub else plural
+
+
+_METHOD_VERBS = {
+    "GET": "get",
+    "HEAD": "get",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+def request_verb(method: str, name: Optional[str], sub: Optional[str], q: dict) -> str:
+    """The verb kube-apiserver's authorizer sees (``RequestInfoFactory``)."""
+    if sub == "portforward":
+        # The SPDY POST, and the WebSocket GET too: the API server authorizes that upgrade as
+        # "create" (AuthorizePodWebsocketUpgradeCreatePermission) so both transports agree.
+        return "create"
+    verb = _METHOD_VERBS.get(method, method.lower())
+    if name:
+        return verb
+    if verb == "get":
+        return "watch" if q.get("watch") in ("true", "1") else "list"
+    return "deletecollection" if verb == "delete" else verb
+
+
+def selector_name(field_selector: Optional[str]) -> Optional[str]:
+    """The object name a list/watch asks for with ``metadata.name=X``: the authorizer (and
+    the Forbidden message) sees that name, as for a get."""
+    for term in (field_selector or "").split(","):
+        key, sep, value = term.partition("=")
+        if sep and key.strip() == "metadata.name":
+            return value.lstrip("=").strip()
+    return None
+
+
+def forbidden_status(
+    verb: str, group: str, plural: str, sub: Optional[str], ns: str, name: str
+) -> dict:
+    """The 403 Status of an RBAC denial, word for word as kube-apiserver writes it
+    (``responsewriters.Forbidden`` and ``errors.NewForbidden``)."""
+    resource = plural + "/" + sub if sub else plural
+    where = 'in the namespace "%s"' % ns if ns else "at the cluster scope"
+    why = 'User "%s" cannot %s resource "%s" in API group "%s" %s' % (
+        SIM_USER,
+        verb,
+        resource,
+        group,
+        where,
+    )
+    qualified = plural + "." + group if group else plural
+    subject = '%s "%s"' % (qualified, name) if name else qualified
+    details = {k: v for k, v in (("name", name), ("group", group), ("kind", plural)) if v}
+    return status_object(403, "Forbidden", "%s is forbidden: %s" % (subject, why), details)
+
+
+###############################################################################
 # Tunnels #####################################################################
 ###############################################################################
 
@@ -769,6 +951,7 @@ class TunnelRecord:
             "namespace": self.namespace,
             "transport": self.transport,
             "open": bool(s and not s.closed.is_set()),
+            "going_away": bool(s and s.going_away),
             "active_streams": len(s.pairs) if s else 0,
             "streams_opened": self.streams_opened,
             "bytes_up": self.bytes_up,
@@ -795,6 +978,12 @@ class TunnelFaults:
         """Abrupt close: GOAWAY then TCP close (a WebSocket close frame on that transport)."""
         self._c._run(self._c._tunnel_fault(pod, "close", None, on))
 
+    def goaway(self, pod: str, on: str = "active") -> None:
+        """Graceful GOAWAY: streams already open carry on to their end; later SYN_STREAMs on
+        that tunnel get RST_STREAM REFUSED_STREAM (3) and their data is dropped.  The
+        connection stays up until the client closes it (kubectl does once its streams end)."""
+        self._c._run(self._c._tunnel_fault(pod, "goaway", None, on))
+
     def stall(self, pod: str, stalled: bool = True, streams: bool = False) -> None:
         """Stop (or resume) relaying bytes on every tunnel to the pod, now and later.  With
         ``streams`` new streams get no SYN_REPLY either, so after its 30 s stream-creation
@@ -811,6 +1000,7 @@ class TunnelFaults:
 ###############################################################################
 
 _PROTO_JSON = "application/json"
+_API_ACTIONS = ("forbid", "allow-all", "spdy", "expire-watches")
 #: ``SIMCLUSTER_DEBUG=1`` logs every API request to stderr.
 _DEBUG = os.environ.get("SIMCLUSTER_DEBUG", "") not in ("", "0")
 _EVENT_SEQ = itertools.count(int(time.time() * 1e9))
@@ -825,6 +1015,8 @@ class SimCluster:
         ready_delay: float = 0.1,
         kubeconfig_dir: Optional[str] = None,
         websockets: bool = True,
+        spdy: bool = True,
+        bookmark_interval: float = 5.0,
     ):
         self.namespace = namespace
         self.replace_delay, self.start_delay, self.ready_delay = (
@@ -839,6 +1031,12 @@ class SimCluster:
         #: User-Agent headers seen, in order (a tuple, replaced whole: safe to read anywhere).
         self.user_agents: Tuple[str, ...] = ()
         self.websockets = websockets
+        self.spdy = spdy
+        #: Seconds between BOOKMARK events on watches that allow them (<= 0: none).
+        self.bookmark_interval = bookmark_interval
+        self._denials: List[Denial] = []
+        self._expired_rv = 0  # watches from an older resourceVersion get 410 Expired
+        self._reserved: Optional[socket.socket] = None  # holds the port while unreachable
         self.port = 0
         self._dir = kubeconfig_dir
         self._own_dir = False
@@ -946,11 +1144,9 @@ class SimCluster:
         self._timers.clear()
         if self._server is not None:
             self._server.close()
-        for t in self._tunnels:
-            if t.session is not None:
-                t.session.closed.set()
-        for w in list(self._conns):
-            w.transport.abort()
+        if self._reserved is not None:
+            self._reserved.close()
+        self._drop_connections()
         for servers in self._backends.values():
             for srv in servers.values():
                 await srv.stop()
@@ -1097,6 +1293,22 @@ class SimCluster:
 
     def active_streams(self, pod: Optional[str] = None) -> int:
         return sum(t["active_streams"] for t in self.tunnels(pod) if t["open"])
+
+    def watches(self, plural: Optional[str] = None) -> List[dict]:
+        """Live watch streams (optionally of one kind): plural, namespace (None: all),
+        labelSelector, fieldSelector and the resourceVersion each started from ("" if none)."""
+        want = kind_of(plural).plural if plural else None
+        with self._cond:
+            return [w.describe() for w in self.store.watchers if want in (None, w.plural)]
+
+    def request_count(self, method: Optional[str] = None, path_prefix: Optional[str] = None) -> int:
+        """API requests seen (of ``method``, whose path and query start with ``path_prefix``),
+        counted over ``requests`` (which keeps the last 5,000 to 10,000)."""
+        return sum(
+            1
+            for m, target in list(self.requests)
+            if method in (None, m) and (path_prefix is None or target.startswith(path_prefix))
+        )
 
     def state(self) -> dict:
         """Pods (phase, readiness, IP, backend ports, requests) and tunnels, as ``/_sim/state``."""
@@ -1433,6 +1645,40 @@ class SimCluster:
 
     def complete_job(self, name: str, namespace: Optional[str] = None) -> None:
         self._run(self._async(self._finish_job, self._ns(namespace), name, True))
+
+    # -- API server faults (any thread) -----------------------------------------------------
+    def forbid(
+        self,
+        verb: str,
+        resource: str,
+        namespace: Optional[str] = None,
+        name: Optional[str] = None,
+    ) -> None:
+        """Deny ``verb`` on ``resource`` (e.g. "list" "pods", "create" "pods/portforward", "*"
+        "*") with RBAC's 403, in ``namespace`` / for ``name`` or (None) everywhere."""
+        rule = Denial(verb, canonical_resource(resource), namespace, name)
+        self._run(self._async(self._denials.append, rule))
+
+    def allow_all(self) -> None:
+        """Drop every ``forbid()`` rule."""
+        self._run(self._async(self._denials.clear))
+
+    def set_spdy(self, on: bool) -> None:
+        """Off: legacy SPDY port-forward upgrades get 400 (``MSG_NO_SPDY``); WebSocket works."""
+        self._run(self._async(setattr, self, "spdy", bool(on)))
+
+    def expire_watches(self) -> int:
+        """410 Gone, as after an etcd compaction: every live watch gets an ERROR event
+        (reason Expired) and ends; later watches from an older resourceVersion get the same
+        at once.  Lists (and watches from their resourceVersion) work.  Returns how many
+        live watches ended."""
+        return self._run(self._async(self._expire_watches))
+
+    def set_reachable(self, reachable: bool) -> None:
+        """False: stop listening (connections are refused) and drop every open API
+        connection, watches and port-forward tunnels included.  True: listen again on the
+        same port (same url and kubeconfig).  The admin endpoint is unreachable meanwhile."""
+        self._run(self._set_reachable(reachable))
 
     # ==================================================================================
     # Loop-side implementation
@@ -2592,6 +2838,73 @@ class SimCluster:
         }
         self.store.put(ev)
 
+    # -- API server faults ---------------------------------------------------------------------
+    def _expire_watches(self) -> int:
+        with self._cond:
+            self.store.rv += 1  # the expiry point: newer than anything a live watch has seen
+            self._expired_rv = self.store.rv
+            live, self.store.watchers = self.store.watchers, []
+            self._cond.notify_all()
+        for w in live:
+            w.end(("ERROR", expired_status(w.last_rv, self._expired_rv)))
+        return len(live)
+
+    def _expired_floor(self, q: dict) -> Optional[int]:
+        """The expiry point, if a watch from the requested resourceVersion cannot be served:
+        older than ``expire_watches()`` or than the oldest change still in the log."""
+        rv = q.get("resourceVersion", "")
+        if q.get("sendInitialEvents") == "true" or not rv.isdigit() or int(rv) == 0:
+            return None  # "any" / "not older than": always servable
+        floor, log = self._expired_rv, self.store.log
+        if len(log) == log.maxlen:
+            floor = max(floor, log[0][0] - 1)
+        return floor if int(rv) < floor else None
+
+    def _denied(
+        self, method: str, group: str, plural: str, sub: Optional[str], ns, name, q: dict
+    ) -> Optional[dict]:
+        """The 403 Status if a ``forbid()`` rule covers this request."""
+        if not self._denials:
+            return None
+        verb = request_verb(method, name, sub, q)
+        if name is None and verb in ("list", "watch"):
+            name = selector_name(q.get("fieldSelector"))
+        if plural == "namespaces" and name:
+            ns = name  # the authorizer sees a namespace's own name as its namespace
+        resource = plural + "/" + sub if sub else plural
+        for rule in self._denials:
+            if rule.matches(verb, resource, ns or "", name or ""):
+                return forbidden_status(verb, group, plural, sub, ns or "", name or "")
+        return None
+
+    async def _set_reachable(self, reachable: bool) -> None:
+        if reachable == (self._reserved is None):
+            return
+        if reachable:
+            sock, self._reserved = self._reserved, None
+            self._server = await asyncio.start_server(self._handle_conn, sock=sock)
+            return
+        assert self._server is not None
+        self._server.close()
+        # A bound socket that does not listen: connects are refused (RST), and no other
+        # process can take the port before we listen on it again.
+        self._reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._reserved.bind(("127.0.0.1", self.port))
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        """Every API connection ends now: watches, tunnels (no GOAWAY), idle keep-alives."""
+        with self._cond:
+            live, self.store.watchers = self.store.watchers, []
+        for w in live:
+            w.end()
+        for t in self._tunnels:
+            if t.session is not None:
+                t.session.drop()
+        for w in list(self._conns):
+            w.transport.abort()
+
     # -- tunnel faults -----------------------------------------------------------------------
     async def _tunnel_fault(self, pod: str, kind: str, message: Optional[str], on: str) -> None:
         if on in ("next", "each"):
@@ -2601,8 +2914,8 @@ class SimCluster:
             s = t.session
             if t.pod_name != pod or s is None or s.closed.is_set():
                 continue
-            if kind == "close":
-                s.abort()
+            if kind in ("close", "goaway"):
+                (s.abort if kind == "close" else s.go_away)()
                 continue
             for pair in list(s.pairs.values()):
                 if kind == "error":
@@ -2683,7 +2996,12 @@ class SimCluster:
             writer.close()
 
     def _reply(self, writer, status: int, obj: Any, ctype: str = _PROTO_JSON) -> bool:
-        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        # Compact JSON and a final newline, as kube-apiserver's encoder writes it.
+        body = (
+            obj
+            if isinstance(obj, bytes)
+            else json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        )
         writer.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
             b"Cache-Control: no-cache, private\r\n\r\n"
@@ -2693,9 +3011,11 @@ class SimCluster:
                     200: b"OK",
                     201: b"Created",
                     400: b"Bad Request",
+                    403: b"Forbidden",
                     404: b"Not Found",
                     405: b"Method Not Allowed",
                     409: b"Conflict",
+                    415: b"Unsupported Media Type",
                 }.get(status, b"Status"),
                 ctype.encode(),
                 len(body),
@@ -2707,18 +3027,7 @@ class SimCluster:
     def _status(
         self, writer, code: int, reason: str, message: str, details: Optional[dict] = None
     ) -> bool:
-        st = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code,
-        }
-        if details:
-            st["details"] = details
-        return self._reply(writer, code, st)
+        return self._reply(writer, code, status_object(code, reason, message, details))
 
     async def _dispatch(self, method, target, headers, body, reader, writer) -> bool:
         url = urlsplit(target)
@@ -2827,6 +3136,9 @@ class SimCluster:
         if not k.namespaced:
             ns = None
         accept = headers.get("accept", "")
+        denied = self._denied(method, group, plural, sub, ns, name, q)
+        if denied is not None:  # authorization comes before any lookup: 403, never 404
+            return self._reply(writer, 403, denied)
         # Only the loop thread writes the store; it takes the store lock per mutation.
         if sub == "portforward" and plural == "pods" and ns and name:
             return await self._portforward(ns, name, headers, reader, writer)
@@ -3050,64 +3362,112 @@ class SimCluster:
         )
 
     async def _watch(self, writer, plural: str, ns: Optional[str], q: dict, accept: str) -> bool:
-        w = Watcher(plural, ns, q.get("labelSelector", ""), q.get("fieldSelector", ""))
-        table = "as=Table" in accept
-        full = q.get("includeObject") == "Object"
-        k = KINDS[plural]
-        initial: List[Tuple[str, dict]] = []
         rv = q.get("resourceVersion", "")
-        if q.get("sendInitialEvents") == "true" or rv in ("", "0"):
-            initial = [("ADDED", o) for o in self.store.list(plural, ns) if w.matches(o)]
-        else:
-            since = int(rv) if rv.isdigit() else 0
-            for erv, p, etype, obj, old in list(self.store.log):
-                if p == plural and erv > since:
-                    w.offer(etype, obj, old)
-        if q.get("sendInitialEvents") == "true":
-            mark = {
-                "kind": k.kind,
-                "apiVersion": k.api_version,
-                "metadata": {
-                    "resourceVersion": str(self.store.rv),
-                    "annotations": {"k8s.io/initial-events-end": "true"},
-                },
-            }
-            initial.append(("BOOKMARK", mark))
-        self.store.watchers.append(w)
+        w = Watcher(
+            plural,
+            ns,
+            q.get("labelSelector", ""),
+            q.get("fieldSelector", ""),
+            rv,
+            "as=Table" in accept,
+            q.get("includeObject") == "Object",
+        )
+        if not (rv.isdigit() and int(rv)):
+            w.last_rv = str(self.store.rv)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n"
         )
-
-        def send(etype: str, obj: dict) -> None:
-            if table and etype != "BOOKMARK":
-                obj = make_table(plural, [obj], obj["metadata"]["resourceVersion"], full)
-            line = json.dumps({"type": etype, "object": obj}).encode() + b"\n"
-            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
-
+        floor = self._expired_floor(q)
+        if floor is not None:  # like kube-apiserver: 200, one ERROR event, end of stream
+            self._send_event(writer, w, "ERROR", expired_status(rv, floor))
+            writer.write(b"0\r\n\r\n")
+            return True
+        # No await from here to the registration: no change can slip between the two.
+        initial = self._initial_events(w, q)
+        with self._cond:
+            self.store.watchers.append(w)
+            self._cond.notify_all()
         try:
             for etype, obj in initial:
-                send(etype, obj)
+                self._send_event(writer, w, etype, obj)
             await writer.drain()
-            deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
-            while not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    etype, obj = await asyncio.wait_for(w.queue.get(), min(left, 1.0))
-                except asyncio.TimeoutError:
-                    if writer.is_closing():
-                        break
-                    continue
-                send(etype, obj)
-                await writer.drain()
+            await self._pump_watch(writer, w, q)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         finally:
-            if w in self.store.watchers:
-                self.store.watchers.remove(w)
+            with self._cond:
+                if w in self.store.watchers:
+                    self.store.watchers.remove(w)
+                self._cond.notify_all()
         return True
+
+    def _initial_events(self, w: Watcher, q: dict) -> List[Tuple[str, dict]]:
+        """Current objects (no resourceVersion, or a streaming list, which then ends with the
+        initial-events-end bookmark), else the logged changes since the resourceVersion are
+        queued on ``w``."""
+        rv = q.get("resourceVersion", "")
+        initial: List[Tuple[str, dict]] = []
+        if q.get("sendInitialEvents") == "true" or rv in ("", "0"):
+            initial = [("ADDED", o) for o in self.store.list(w.plural, w.ns) if w.matches(o)]
+        else:
+            since = int(rv) if rv.isdigit() else 0
+            for erv, p, etype, obj, old in list(self.store.log):
+                if p == w.plural and erv > since:
+                    w.offer(etype, obj, old)
+        if q.get("sendInitialEvents") == "true":
+            mark = self._bookmark(w.plural)
+            mark["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
+            initial.append(("BOOKMARK", mark))
+        return initial
+
+    def _bookmark(self, plural: str) -> dict:
+        k = KINDS[plural]
+        return {
+            "kind": k.kind,
+            "apiVersion": k.api_version,
+            "metadata": {"resourceVersion": str(self.store.rv)},
+        }
+
+    async def _pump_watch(self, writer, w: Watcher, q: dict) -> None:
+        """Live events until the stream's timeout, its end (expiry, unreachable) or the client
+        leaving; with ``allowWatchBookmarks`` a BOOKMARK every ``bookmark_interval`` s."""
+        now = time.monotonic()
+        deadline = now + float(q.get("timeoutSeconds") or 1800)
+        every = self.bookmark_interval if q.get("allowWatchBookmarks") == "true" else 0.0
+        next_mark = now + every if every > 0 else float("inf")
+        while not self._closing:
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if now >= next_mark and w.queue.empty():  # everything up to store.rv was sent
+                self._send_event(writer, w, "BOOKMARK", self._bookmark(w.plural))
+                next_mark = now + every
+                await writer.drain()
+            if not w.queue.empty():
+                item = w.queue.get_nowait()  # (3.9's wait_for cancels even a ready get)
+            else:
+                try:
+                    item = await asyncio.wait_for(
+                        w.queue.get(), min(deadline, next_mark, now + 1.0) - now
+                    )
+                except asyncio.TimeoutError:
+                    if writer.is_closing():
+                        return
+                    continue
+            if item is None:
+                return
+            self._send_event(writer, w, *item)
+            await writer.drain()
+
+    def _send_event(self, writer, w: Watcher, etype: str, obj: dict) -> None:
+        rv = obj.get("metadata", {}).get("resourceVersion")
+        if rv:
+            w.last_rv = rv
+        if w.table and etype not in ("BOOKMARK", "ERROR"):
+            obj = make_table(w.plural, [obj], rv, w.full)
+        line = json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        writer.write(b"%x\r\n%s\r\n" % (len(line), line))
 
     async def _portforward(
         self, ns: str, name: str, headers: Dict[str, str], reader, writer
@@ -3143,6 +3503,8 @@ class SimCluster:
             transport: sim_tunnel.RawTransport = sim_tunnel.WebSocketTransport(reader, writer)
             kind = "websocket"
         elif upgrade.startswith("spdy/3.1"):
+            if not self.spdy:
+                return self._status(writer, 400, "BadRequest", MSG_NO_SPDY)
             if "portforward.k8s.io" not in headers.get("x-stream-protocol-version", ""):
                 return self._status(
                     writer, 400, "BadRequest", "unable to upgrade: unsupported protocol"
@@ -3200,8 +3562,15 @@ class SimCluster:
                     "requests": sum(v.requests for v in servers.values()),
                 }
             )
-        tunnels = [t.snapshot() for t in self._tunnels]
-        return {"pods": pods, "tunnels": tunnels, "opened": dict(self._opened)}
+        return {
+            "pods": pods,
+            "tunnels": [t.snapshot() for t in self._tunnels],
+            "opened": dict(self._opened),
+            "watches": [w.describe() for w in self.store.watchers],
+            "denials": [d._asdict() for d in self._denials],
+            "spdy": self.spdy,
+            "websockets": self.websockets,
+        }
 
     async def _admin(self, method: str, action: str, q: dict, writer) -> bool:
         ns = q.get("namespace") or self.namespace
@@ -3211,6 +3580,8 @@ class SimCluster:
                     return self._reply(writer, 200, self._state())
             if method != "POST":
                 return self._reply(writer, 405, {"error": "use POST"})
+            if action in _API_ACTIONS:
+                return self._reply(writer, 200, {"ok": self._admin_api(action, q)})
             if action == "delete-pod":
                 ok = await self._delete_pod(
                     ns, q["name"], float(q["delay"]) if "delay" in q else None
@@ -3243,7 +3614,7 @@ class SimCluster:
                     kind_of(q.get("kind", "deployments")).plural, ns, q["name"], int(q["replicas"])
                 )
                 ok = True
-            elif action in ("tunnel-error", "tunnel-eof", "tunnel-close"):
+            elif action in ("tunnel-error", "tunnel-eof", "tunnel-close", "tunnel-goaway"):
                 await self._tunnel_fault(
                     q["pod"], action[7:], q.get("message"), q.get("on", "active")
                 )
@@ -3306,6 +3677,20 @@ class SimCluster:
         except (KeyError, ValueError) as e:
             return self._reply(writer, 400, {"error": "bad request: %s" % e})
         return self._reply(writer, 200, {"ok": ok})
+
+    def _admin_api(self, action: str, q: dict) -> Any:
+        """Admin actions on the API server itself (no default namespace: absent = any)."""
+        if action == "forbid":
+            rule = (q["verb"], canonical_resource(q["resource"]))
+            self._denials.append(Denial(*rule, q.get("namespace") or None, q.get("name") or None))
+            return True
+        if action == "allow-all":
+            self._denials.clear()
+            return True
+        if action == "spdy":
+            self.spdy = q.get("on", "1") not in ("0", "false")
+            return True
+        return self._expire_watches()  # "expire-watches": how many live watches ended
 
 
 ###############################################################################

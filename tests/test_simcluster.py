@@ -656,6 +656,156 @@ def test_refused_port(kubectl, web, transport):
 
 
 ###############################################################################
+# API server faults: RBAC, SPDY refused, watch expiry, bookmarks, unreachable
+###############################################################################
+
+PF_FORBIDDEN = (
+    'pods "web-x" is forbidden: User "sim-user" cannot create resource "pods/portforward" '
+    'in API group "" in the namespace "default"'
+)
+
+
+def upgrade_error(kubectl, message: str) -> str:
+    """kubectl's line when the port-forward upgrade is answered with a Status: 1.37 adds
+    "unable to upgrade connection: " (1.27-1.33 do not; 1.34-1.36 were not checked)."""
+    prefix = "unable to upgrade connection: " if kubectl.minor >= 37 else ""
+    return "error: error upgrading connection: %s%s\n" % (prefix, message)
+
+
+def test_forbidden_port_forward(kubectl, sim_cluster, transport):
+    """Both transports print the same: a 403 on the WebSocket upgrade falls back to SPDY."""
+    sim_cluster.add_pod("web-x", ports=[ContainerPort("http", 8080)])
+    sim_cluster.forbid("create", "pods/portforward")
+    r = kubectl("port-forward", "pod/web-x", "8080", env=PF_TRANSPORT_ENV[transport])
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == upgrade_error(kubectl, PF_FORBIDDEN)
+    assert sim_cluster.tunnels_opened() == 0
+    pf = "/api/v1/namespaces/default/pods/web-x/portforward"
+    assert sim_cluster.request_count("POST", pf) == 1
+    assert sim_cluster.request_count("GET", pf) == (1 if transport == "websocket" else 0)
+    sim_cluster.allow_all()
+    _, port = forward(kubectl, transport, "pod/web-x", ":8080")
+    assert http_get(port)[0] == 200
+
+
+def test_forbidden_get_and_list(kubectl, sim_cluster):
+    sim_cluster.add_deployment("web", ports=[ContainerPort("http", 8080)])
+    sim_cluster.forbid("list", "pods")
+    r = kubectl("get", "pods")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        'Error from server (Forbidden): pods is forbidden: User "sim-user" cannot list resource '
+        '"pods" in API group "" in the namespace "default"\n'
+    )
+    r = kubectl("get", "pods", "-A")
+    assert r.returncode == 1 and r.stderr.endswith('in API group "" at the cluster scope\n')
+    sim_cluster.forbid("get", "deploy", namespace="default", name="web")
+    r = kubectl("get", "deploy", "web")
+    assert r.stderr == (
+        'Error from server (Forbidden): deployments.apps "web" is forbidden: User "sim-user" '
+        'cannot get resource "deployments" in API group "apps" in the namespace "default"\n'
+    )
+    assert kubectl("get", "deploy").returncode == 0  # a list is another verb
+    sim_cluster.allow_all()
+    r = kubectl("get", "pods", "-o", "name")
+    assert r.returncode == 0 and r.stdout.startswith("pod/web-")
+
+
+def test_spdy_refused(kubectl, sim_cluster, transport):
+    """No SPDY: kubectl's default WebSocket transport forwards; SPDY-only kubectl fails."""
+    sim_cluster.add_pod("web-x", ports=[ContainerPort("http", 8080)])
+    sim_cluster.set_spdy(False)
+    if transport == "websocket":
+        _, port = forward(kubectl, transport, "pod/web-x", ":8080")
+        assert http_get(port)[0] == 200
+        assert [t["transport"] for t in sim_cluster.tunnels()] == ["websocket"]
+        return
+    r = kubectl("port-forward", "pod/web-x", "8080", env=PF_TRANSPORT_ENV[transport])
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == upgrade_error(kubectl, "SPDY is not supported by this server")
+
+
+def test_watch_expiry(kubectl, sim_cluster):
+    """410 Expired: ``kubectl wait`` re-watches or relists and carries on; ``get -w`` does
+    not relist: it prints the Status as a row and exits 0 (both versions)."""
+    sim_cluster.add_pod("alpha")
+    w = kubectl.bg("get", "pods", "-w", "-l", "run=alpha")
+    w.wait_line(r"^alpha\s+1/1\s+Running")
+    (watch,) = sim_cluster.wait_for(lambda: sim_cluster.watches("pods"))
+    assert watch["labelSelector"] == "run=alpha" and watch["resourceVersion"].isdigit()
+    assert sim_cluster.expire_watches() == 1
+    assert w.wait(15) == 0
+    assert w.stdout[-2:] == [
+        "STATUS    REASON    MESSAGE",
+        "Failure   Expired   too old resource version: %s (%d)"
+        % (watch["resourceVersion"], int(watch["resourceVersion"]) + 1),
+    ]
+    sim_cluster.add_pod("slow", ready_delay=3600)  # made Ready by hand below
+    p = kubectl.bg("wait", "--for=condition=Ready", "pod/slow", "--timeout=30s")
+    sim_cluster.wait_for(lambda: sim_cluster.watches("pods"))
+    assert sim_cluster.expire_watches() == 1
+    sim_cluster.wait_for(lambda: sim_cluster.watches("pods"))  # watching again
+    watches = [t for _, t in sim_cluster.requests if "watch=true" in t and "slow" in t]
+    assert len(watches) == 2
+    if kubectl.minor < 35:  # list + watch: a relist from the last resourceVersion in between
+        assert sim_cluster.request_count("GET", "/api/v1/namespaces/default/pods?field") == 2
+    sim_cluster.set_condition("pod", "slow", "Ready", "True")
+    assert p.wait(20) == 0 and p.out == "pod/slow condition met"
+
+
+def test_wait_with_frequent_bookmarks(kubectl_bin, make_sim_cluster):
+    sim = make_sim_cluster(bookmark_interval=0.1)
+    k = Kubectl(kubectl_bin, kubectl_version(kubectl_bin), sim.env())
+    try:
+        sim.add_pod("slow", ready_delay=0.6)
+        r = k("wait", "--for=condition=Ready", "pod/slow", "--timeout=20s")
+        assert r.returncode == 0 and r.stdout == "pod/slow condition met\n", r.stderr
+        assert any("allowWatchBookmarks=true" in t for _, t in sim.requests)
+    finally:
+        k.close()
+
+
+def test_api_server_unreachable(kubectl, sim_cluster, transport):
+    sim_cluster.add_pod(
+        "web-x", ports=[ContainerPort("echo", 7000)], backends={7000: Backend.echo()}
+    )
+    p, port = forward(kubectl, transport, "pod/web-x", ":7000")
+    w = kubectl.bg("get", "pods", "-w")
+    w.wait_line(r"^web-x\s")
+    sim_cluster.wait_for(lambda: sim_cluster.watches("pods"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"hi")
+        assert s.recv(2) == b"hi"
+        sim_cluster.set_reachable(False)
+        assert s.recv(10) == b""  # the tunnel's TCP connection dropped
+    assert p.wait(15) == 1 and p.stderr[-1] == LOST
+    assert w.wait(15) == 0  # get -w ends quietly when its watch connection drops
+    r = kubectl("get", "pods")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        "The connection to the server 127.0.0.1:%d was refused - did you specify the right "
+        "host or port?\n" % sim_cluster.port
+    )
+    sim_cluster.set_reachable(True)
+    r = kubectl("get", "pods", "-o", "name")
+    assert (r.returncode, r.stdout) == (0, "pod/web-x\n")
+    _, port = forward(kubectl, transport, "pod/web-x", ":7000")
+    assert echo_roundtrip(port, b"back") == b"back"
+
+
+def test_tunnel_goaway_ends_kubectl(kubectl, web, transport):
+    """kubectl does not let its open connections finish after a GOAWAY: exit 1 at once."""
+    pod = web.pods("web-")[0]
+    p, port = forward(kubectl, transport, "pod/" + pod, ":7000")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        web.tunnel_faults.goaway(pod)
+        assert p.wait(15) == 1 and p.stderr[-1] == LOST
+        assert s.recv(10) == b""  # the open connection is cut, not allowed to finish
+
+
+###############################################################################
 # outside pytest: demo CLI, admin endpoint, traffic generator; hygiene
 ###############################################################################
 
