@@ -5,7 +5,7 @@ One stdlib-first asyncio module. Runtime dependencies (rich, psutil, pyyaml) are
 lazily, only by the code that needs them, so `--version`, `--help` and shell completion stay
 as fast as a bare interpreter.
 
-Map (sections in data-flow order: argv → options → targets → tunnel → proxy → display):
+Map (sections in data-flow order: argv → options → targets → cluster → tunnel → proxy → display):
 
   §01 Header & compatibility    Python floor, version, cheap stdlib imports
   §02 Constants & limits        every tunable and buffer bound, with its reason
@@ -13,24 +13,29 @@ Map (sections in data-flow order: argv → options → targets → tunnel → pr
   §04 Utilities                 Go durations, human units, streaming JSON decoder
   §05 Flags                     pflag-compatible parser; kubectl global flags
   §06 Commands & help           the command table, usage texts, plugin-mode detection
-  §07 port-forward arguments    TYPE/NAME, port specs, addresses (pure)
+  §07 port-forward arguments    TYPE/NAME PORTS... (several targets), addresses (pure)
   §08 Targets                   selectors, pod choice, service → container port (pure)
   §09 kubectl output            Forwarding/Handling lines, klog errors, classification (pure)
-  §10 Protocol sniffers         sans-IO, bytes in, events out: HTTP/1, HTTP/2+gRPC, TLS,
+  §10 Cluster protocols         HTTP/1.1 to kubectl proxy, API errors in kubectl's words,
+                                SPDY/3.1 frames and header blocks, list+watch cache (sans-IO)
+  §11 Protocol sniffers         sans-IO, bytes in, events out: HTTP/1, HTTP/2+gRPC, TLS,
                                 Postgres, Redis, MySQL; per-forward ProtocolStats
-  §11 wait arguments            --for conditions, plain-English requests (pure)
-  §12 wait rules                kstatus-like readiness, explanations (pure)
-  §13 Kubectl runner            the only place that starts processes (I/O)
-  §14 Tunnel supervisor         §14a TYPE/NAME → a pod (lookups); §14b kubectl port-forward
-                                children, warm standby, pod watch, backoff, failure accounting
-  §15 Proxy                     listeners the user owns, the lean relay (one shared buffer),
+  §12 wait arguments            --for conditions, plain-English requests (pure)
+  §13 wait rules                kstatus-like readiness, explanations (pure)
+  §14 Kubectl runner            the only place that starts processes (I/O)
+  §15 Cluster access            one `kubectl proxy --unix-socket` per context: lookups, shared
+                                watches (reconnect, 410 Gone), TYPE/NAME → a pod
+  §16 Tunnels                   native SPDY tunnels through the proxy; kubectl port-forward
+                                children as the fallback engine, behind one seam
+  §17 Proxy                     listeners the user owns, the lean relay (one shared buffer),
                                 replay onto a new tunnel, inspection as an optional observer
-  §16 port-forward session      live view, plain/JSON lines, summary, signals (I/O)
-  §17 wait session              kubectl wait + watch, live progress, explanations (I/O)
-  §18 Completion, version, main()
+  §18 port-forward session      Session of N Forwards (standby tunnels, pod watch, failure
+                                accounting), event stream; live view, lines, summary as clients
+  §19 wait session              kubectl wait + watch, live progress, explanations (I/O)
+  §20 Completion, version, main()
 
-Rules: §04-§12 never do I/O (no asyncio, sockets, processes or clocks: time is passed in).
-Only §13 starts processes. The relay does no per-chunk allocation, logging or formatting;
+Rules: §04-§13 never do I/O (no asyncio, sockets, processes or clocks: time is passed in).
+Only §14 starts processes. The relay does no per-chunk allocation, logging or formatting;
 inspection is one optional call per chunk, dropped once a sniffer has nothing left to learn.
 """
 
@@ -225,13 +230,47 @@ LIVE_REFRESH_S = 0.25
 LIVE_EVENTS_SHOWN = 5
 #: In-flight connections get this long to finish after Ctrl-C/SIGTERM before they are cut.
 SHUTDOWN_GRACE_S = 2.0
-# -- port-forward target resolution (§14a) --
-#: How often the pod list is read again while no usable pod matches (kubectl watches instead):
-#: at most this much added to a failover, for one cheap `kubectl get` per interval.
-RESOLVE_POLL_INTERVAL_S = 0.5
-#: Bound on each kubectl get made while resolving a target (kubectl's own default is 32 s).
+# -- port-forward target resolution (§15) --
+#: Bound on each lookup made while resolving a target (kubectl's own default is 32 s).
 RESOLVE_REQUEST_TIMEOUT_S = 30.0
-# -- wait (§11, §12, §17) --
+# -- cluster access: one `kubectl proxy --unix-socket` per context (§10, §15, §16) --
+#: How long `kubectl proxy` may take to say "Starting to serve on" (it only loads the
+#: kubeconfig and listens: a second is slow; exec credential plugins run later, per request).
+PROXY_START_TIMEOUT_S = 30.0
+#: Keep-alive connections to kubectl proxy kept for lookups (each lookup takes one at a time).
+API_POOL_CONNECTIONS = 4
+#: Longest HTTP response head accepted from kubectl proxy (h11's default limit).
+HTTP_MAX_HEAD_BYTES = 64 * 1024
+#: Longest chunk-size line in a chunked body (h11 caps it the same way).
+HTTP_MAX_CHUNK_LINE_BYTES = 4 * 1024
+#: Largest JSON body read from a lookup (a list of 5,000 pods is ~50 MiB).
+API_MAX_BODY_BYTES = 256 * 1024 * 1024
+#: A watch with no event (and no bookmark) for this long is assumed dead and reopened; the API
+#: server ends watches after 5-10 minutes anyway, and sends bookmarks about once a minute.
+WATCH_IDLE_TIMEOUT_S = 300.0
+#: Longest SPDY control frame accepted (headers of a stream are a few dozen bytes).
+SPDY_MAX_CONTROL_BYTES = 1024 * 1024
+#: Each SPDY connection's read buffer. Data payloads are handed on as they arrive, so this only
+#: bounds how much one read takes in; 256 KiB holds eight of the kubelet's 32 KiB frames.
+SPDY_READ_BUFFER_BYTES = 256 * 1024
+#: Largest data frame sent: one relay read (the relay buffer size) goes out as one frame.
+SPDY_MAX_DATA_FRAME_BYTES = 1024 * 1024 - 1
+#: Error-stream text kept per connection (the kubelet's messages are a few hundred bytes).
+SPDY_ERROR_TEXT_BYTES = 4096
+#: How long a new stream may wait for its SYN_REPLY before its tunnel counts as stuck
+#: (client-go waits 30 s and then reports "Timeout occurred").
+SPDY_REPLY_TIMEOUT_S = 10.0
+#: How long a stream's end (the pod's FIN) waits for its error stream to end too: the kubelet
+#: ends both at once; only a broken peer leaves the error stream open.
+SPDY_ERROR_FIN_WAIT_S = 1.0
+#: An idle tunnel is pinged this often; no answer within SPDY_PING_TIMEOUT_S means it is dead
+#: (a half-open TCP connection after sleep or a VPN change would otherwise look alive).
+SPDY_PING_INTERVAL_S = 30.0
+SPDY_PING_TIMEOUT_S = 10.0
+#: What a forwarded connection may queue toward a slow client before its whole SPDY connection
+#: stops reading (spdystream has no per-stream flow control: that is kubectl's HOL blocking).
+SPDY_CLIENT_BUFFER_BYTES = 4 * 1024 * 1024
+# -- wait (§12, §13, §19) --
 #: Exit code of `kubectl vibe wait --fail-fast` when a waited resource failed for good
 #: (0 and 1 keep kubectl's meanings; 2 is left to usage errors, as kubectl-wait-job does).
 EXIT_FAIL_FAST = 3
@@ -263,12 +302,16 @@ LIVE_WAIT_REFRESH_S = 0.25
 #: How long the watches may still deliver before an explanation is printed: the Warning
 #: event that explains a failure usually arrives just after the status change itself.
 EXPLAIN_SETTLE_S = 0.5
+#: How long, after kubectl wait said "condition met", our own watches may take to show it
+#: too (both watch the same object; ours is usually a few milliseconds behind) before the
+#: objects are looked up once more.
+WAIT_CATCH_UP_S = 0.5
 #: Pause before a `kubectl get -w` that ended is started again (the wait goes on).
 WAIT_WATCH_RESTART_S = 1.0
 #: How long the --llm command may think.
 LLM_TIMEOUT_S = 60.0
 
-# -- §10 Protocol sniffers: every buffer a sniffer keeps is bounded here (added by perf) --
+# -- §11 Protocol sniffers: every buffer a sniffer keeps is bounded here (added by perf) --
 #: Bytes of each side inspected before protocol detection says UNKNOWN (a request line, a
 #: ClientHello record header and a MySQL greeting all fit well inside this).
 SNIFF_DETECT_MAX_BYTES = 4 * 1024
@@ -319,7 +362,7 @@ SNIFF_BURST_WINDOW_S = 10.0
 #: Largest HPACK dynamic table we follow when a peer raises it (h2's default max is 64 KiB).
 SNIFF_HPACK_MAX_TABLE_BYTES = 64 * 1024
 
-# Shell completion (§18).
+# Shell completion (§20).
 #: cobra's ShellCompDirectiveNoFileComp: the last line of every completion answer, so the shell
 #: never falls back to file names.
 COMPLETION_NO_FILES = ":4"
@@ -855,6 +898,14 @@ PORT_FORWARD_FLAGS: Tuple[Flag, ...] = (
         "o",
         default="",
     ),
+    Flag(
+        "engine",
+        FlagKind.STRING,
+        "How tunnels are made: 'native' (the plugin speaks the port-forward protocol itself "
+        "through one kubectl proxy per context; kubectl port-forward is used automatically if "
+        "the API server refuses it) or 'kubectl' (a kubectl port-forward child per tunnel).",
+        default="native",
+    ),
 )
 
 WAIT_FLAGS: Tuple[Flag, ...] = (
@@ -1135,7 +1186,7 @@ class ResourceKind(enum.Enum):
     STATEFULSET = ("statefulsets.apps", "*v1.StatefulSet", ("statefulset", "statefulsets", "sts"))
     DAEMONSET = ("daemonsets.apps", "*v1.DaemonSet", ("daemonset", "daemonsets", "ds"))
     JOB = ("jobs.batch", "*v1.Job", ("job", "jobs"))
-    #: Any other TYPE: only the server knows whether it exists; §14a asks it, and then refuses it
+    #: Any other TYPE: only the server knows whether it exists; §15a asks it, and then refuses it
     #: with kubectl's "selector ... not implemented" if it does.
     OTHER = ("", "", ())
 
@@ -1272,7 +1323,7 @@ def parse_port_spec(text: str, kind: ResourceKind = ResourceKind.POD) -> PortSpe
 
     Where kubectl reads a port with no colon, or with equal sides (`http:http`), the local port
     becomes what the remote resolves to: local None. For a Service the remote is checked against
-    the Service (§08 resolve_forwards), so only the local side is checked here.
+    the Service (§08 resolve_mappings), so only the local side is checked here.
     """
     parts = text.split(":")
     if len(parts) > 2:
@@ -1378,19 +1429,64 @@ def parse_addresses(values: Sequence[str]) -> ListenPlan:
 OUTPUT_FORMATS = ("", "json")
 
 
-@dataclass
-class PortForwardOptions:
-    """kubectl port-forward's options: from_flags → complete (lookups) → validate → run (§16)."""
+@frozen_record
+class TargetArgs:
+    """One TYPE/NAME of the command line and the ports written after it."""
 
     ref: ResourceRef
-    ports: List[PortSpec]
+    ports: Tuple[PortSpec, ...]
+    namespace: str = ""  # "" means the command's namespace (-n, or the kubeconfig's)
+
+
+def split_targets(args: Sequence[str]) -> List[Tuple[str, List[str]]]:
+    """`svc/web 8080:80 svc/db 5432`: each TYPE/NAME takes the ports that follow it. The first
+    argument is always a target (a bare NAME is a pod, as in kubectl); later ones are targets
+    when they hold a "/", since a port never does."""
+    groups: List[Tuple[str, List[str]]] = []
+    for index, arg in enumerate(args):
+        if index == 0 or "/" in arg:
+            groups.append((arg, []))
+        else:
+            groups[-1][1].append(arg)
+    return groups
+
+
+def parse_targets(args: Sequence[str]) -> List[TargetArgs]:
+    """Every target with its ports, checked in kubectl's order; a target written without any
+    port is an error naming it (kubectl's own message when it is the only target)."""
+    targets = []
+    for text, ports in split_targets(args):
+        ref = parse_resource_ref(text)
+        if not ports:
+            raise UsageError("%s: at least 1 PORT is required for port-forward" % text,
+                             "port-forward")  # fmt: skip
+        targets.append(TargetArgs(ref, tuple(parse_port_spec(port, ref.kind) for port in ports)))
+    return targets
+
+
+ENGINES = ("native", "kubectl")
+
+
+@dataclass
+class PortForwardOptions:
+    """kubectl port-forward's options: from_flags → validate → run (§18), which resolves."""
+
+    targets: List[TargetArgs]
     listen: ListenPlan
     pod_running_timeout: float = 60.0
     namespace: str = ""
     output: str = ""
     live: Optional[bool] = None
     inspect: bool = True
-    resolution: Optional[Resolution] = None
+    engine: str = "native"
+
+    @property
+    def ref(self) -> ResourceRef:
+        return self.targets[0].ref
+
+    @property
+    def ports(self) -> List[PortSpec]:
+        return list(self.targets[0].ports)
 
     @classmethod
     def from_flags(cls, flags: ParsedFlags) -> PortForwardOptions:
@@ -1402,37 +1498,33 @@ class PortForwardOptions:
             )
         timeout = float(flags.get("pod-running-timeout", 60.0))
         _check_pod_running_timeout(timeout)
-        ref = parse_resource_ref(args[0])
-        options = cls(
-            ref=ref,
-            ports=[parse_port_spec(text, ref.kind) for text in args[1:]],
+        return cls(
+            targets=parse_targets(args),
             listen=parse_addresses(list(flags.get("address", ["localhost"]))),
             pod_running_timeout=timeout,
             namespace=flags.namespace,
             output=flags.get("output") or "",
             live=False if flags.get("no-live") else None,
             inspect=bool(flags.get("inspect", True)),
+            engine=flags.get("engine") or "native",
         )
-        return options
 
     def validate(self) -> None:
         _check_pod_running_timeout(self.pod_running_timeout)
-        if not self.ports:
+        if not self.targets or not all(target.ports for target in self.targets):
             raise VibeError("at least 1 PORT is required for port-forward")
         if self.output not in OUTPUT_FORMATS:
             raise VibeError(
                 'unable to match a printer suitable for the output format "%s", allowed formats '
                 "are: json" % self.output
             )
+        if self.engine not in ENGINES:
+            raise UsageError('invalid argument "%s" for "--engine" flag: must be one of: %s'
+                             % (self.engine, ", ".join(ENGINES)), "port-forward")  # fmt: skip
 
-    async def complete(self, runner: KubectlRunner) -> Resolution:
-        """Namespace from the kubeconfig when -n is absent, then TYPE/NAME → a Running pod."""
-        resolver = TargetResolver(runner, self.namespace)
-        if not self.namespace:
-            self.namespace = await resolver.namespace_default()
-            resolver.namespace = self.namespace
-        self.resolution = await resolver.resolve(self.ref, self.ports, self.pod_running_timeout)
-        return self.resolution
+    def forward_options(self) -> ForwardOptions:
+        return ForwardOptions(self.listen, self.pod_running_timeout, self.inspect,
+                              Engine(self.engine))  # fmt: skip
 
 
 def _check_pod_running_timeout(timeout: float) -> None:
@@ -1640,8 +1732,8 @@ def pod_not_running_message(pod: Dict[str, Any]) -> str:
 
 
 @frozen_record
-class Forward:
-    """One resolved forward: local port (0 = random) → container port on the chosen pod."""
+class PortMapping:
+    """One resolved port: local port (0 = random) → container port on the chosen pod."""
 
     local_port: int
     remote_port: int
@@ -1709,22 +1801,22 @@ def _check_udp(specs: Sequence[PortSpec], udp_only: set, lookup: Callable[[str],
             raise VibeError("UDP protocol is not supported for %s" % spec.remote)
 
 
-def resolve_forwards(
+def resolve_mappings(
     ref: ResourceRef, obj: Dict[str, Any], pod: Dict[str, Any], specs: Sequence[PortSpec]
-) -> List[Forward]:
+) -> List[PortMapping]:
     """kubectl's port translation, re-applied to each new pod (named targetPorts may differ)."""
     if obj.get("kind") == "Service":
         svc_ports = (obj.get("spec") or {}).get("ports") or []
         _check_udp(
             specs, _udp_only(svc_ports, "port"), lambda name: service_port_by_name(obj, name)
         )
-        return [_service_forward(obj, pod, spec) for spec in specs]
+        return [_service_mapping(obj, pod, spec) for spec in specs]
     udp_only = _udp_only(_container_ports(pod, with_init=False), "containerPort")
     _check_udp(specs, udp_only, lambda name: container_port_by_name(pod, name))
-    return [_pod_forward(pod, spec) for spec in specs]
+    return [_pod_mapping(pod, spec) for spec in specs]
 
 
-def _service_forward(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -> Forward:
+def _service_mapping(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -> PortMapping:
     """translateServicePortToTargetPort: a named remote becomes its Service port number first."""
     service_port = spec.remote_number
     if service_port is None:
@@ -1732,10 +1824,10 @@ def _service_forward(svc: Dict[str, Any], pod: Dict[str, Any], spec: PortSpec) -
     container_port = container_port_for_service_port(svc, pod, service_port)
     # No local port given: kubectl keeps the Service port (a number even for `http`).
     local = parse_local_port(str(service_port)) if spec.local is None else spec.local
-    return Forward(local, parse_container_port(str(container_port)), spec, service_port)
+    return PortMapping(local, parse_container_port(str(container_port)), spec, service_port)
 
 
-def _pod_forward(pod: Dict[str, Any], spec: PortSpec) -> Forward:
+def _pod_mapping(pod: Dict[str, Any], spec: PortSpec) -> PortMapping:
     """convertPodNamedPortToNumber, then client-go parsePorts on the result."""
     if spec.remote == "":
         raise VibeError("remote port cannot be empty")
@@ -1743,7 +1835,7 @@ def _pod_forward(pod: Dict[str, Any], spec: PortSpec) -> Forward:
     if spec.remote_number is None:
         remote_text = str(container_port_by_name(pod, spec.remote))
     local = parse_local_port(remote_text) if spec.local is None else spec.local
-    return Forward(local, parse_container_port(remote_text), spec, None)
+    return PortMapping(local, parse_container_port(remote_text), spec, None)
 
 
 def _container_health_lines(status: Dict[str, Any], init: bool) -> List[str]:
@@ -1847,6 +1939,8 @@ class ErrorCause(enum.Enum):
     FORBIDDEN = "forbidden"
     UNREACHABLE = "unreachable"
     POD_NOT_READY = "pod-not-ready"  # never from kubectl's text: the pod watch saw it
+    CONNECTION_LOST = "connection-lost"  # a native tunnel's connection ended (GOAWAY, EOF)
+    UPGRADE_REFUSED = "upgrade-refused"  # the API server will not upgrade to SPDY
     OTHER = "other"
 
 
@@ -1915,6 +2009,15 @@ _CAUSE_TEXT: Dict[ErrorCause, Tuple[str, str]] = {
     ErrorCause.POD_NOT_READY: (
         "the pod stopped being Ready (its container is restarting or failing its probe)",
         "a Ready pod of the same target is used meanwhile; check kubectl describe pod",
+    ),
+    ErrorCause.CONNECTION_LOST: (
+        "the tunnel's connection closed (kubectl proxy or the API server dropped it)",
+        "a new tunnel is opened at once; if it repeats, check kubectl proxy's events above and "
+        "the API server's health (kubectl get --raw /readyz)",
+    ),
+    ErrorCause.UPGRADE_REFUSED: (
+        "the API server refused the SPDY upgrade for port-forward",
+        "kubectl port-forward is used instead (--engine kubectl does so from the start)",
     ),
     ErrorCause.OTHER: ("kubectl reported an unexpected error", "see the message above"),
 }
@@ -2089,9 +2192,689 @@ def parse_kubectl_line(stream_name: str, text: str) -> KubectlEvent:
     return Unrecognized(line)
 
 
-# ==== §10 Protocol sniffers ====================================================================
+# ==== §10 Cluster protocols ====================================================================
+#
+# What the plugin speaks to its one `kubectl proxy` per context, with no I/O here: HTTP/1.1
+# requests and responses (sans-IO, like h11), the API server's errors in kubectl's words, and
+# SPDY/3.1 as client-go's port-forwarder uses it (frames, compressed header blocks, the error
+# stream's texts). §15 and §16 drive these over a Unix socket.
 
-# Rules for §10: sans-IO (h11). The proxy feeds each connection's bytes as it relays them:
+# ---- HTTP/1.1 (sans-IO): requests out, a response's head and body in ----
+
+
+def http_request(method: str, target: str, headers: Sequence[Tuple[str, str]] = ()) -> bytes:
+    """An HTTP/1.1 request head for kubectl proxy: `Host: localhost` passes its default
+    --accept-hosts filter; the body is always empty (every call here is a GET or an upgrade)."""
+    lines = ["%s %s HTTP/1.1" % (method, target), "Host: localhost", USER_AGENT_HEADER]
+    lines.extend("%s: %s" % pair for pair in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+#: The newest kubectl minor version whose wording the messages here were checked against.
+KUBECTL_NEWEST_MINOR = 37
+#: Sent with every request, so API server audit logs can tell the plugin's calls apart.
+USER_AGENT_HEADER = "User-Agent: kubectl-vibe/%s" % __version__
+
+
+@frozen_record
+class HttpHead:
+    """A response's status line and headers (names lowercased, in order)."""
+
+    status: int
+    reason: str
+    headers: Tuple[Tuple[str, str], ...]
+
+    def get(self, name: str, default: str = "") -> str:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+
+class HttpEnd:
+    """The response body is complete (a class used as a value, like h11's sentinels)."""
+
+
+class HttpBodyMode(enum.Enum):
+    LENGTH = "length"  # Content-Length
+    CHUNKED = "chunked"
+    UNTIL_CLOSE = "until-close"  # neither: the body ends when the server closes
+    NONE = "none"  # 1xx, 204, 304: no body at all
+
+
+class HttpResponseParser:
+    """Sans-IO HTTP/1.1 response reader: feed(bytes) → [HttpHead, body bytes..., HttpEnd].
+
+    feed(b"") means the connection closed. A 101 response ends at its head: the bytes after it
+    belong to the upgraded protocol and are kept in `leftover`. Memory is bounded: a head over
+    HTTP_MAX_HEAD_BYTES or a chunk-size line over 4 KiB is a protocol error.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.head: Optional[HttpHead] = None
+        self.mode = HttpBodyMode.NONE
+        self._left = 0  # body bytes left (LENGTH), or of the current chunk (CHUNKED)
+        self._chunk_state = "size"  # size | data | crlf | trailer
+        self.done = False
+        self.leftover = b""
+
+    def feed(self, data: bytes) -> List[Any]:
+        if self.done:
+            self.leftover += data
+            return []
+        events: List[Any] = []
+        if not data:
+            return self._at_close(events)
+        self._buffer += data
+        if self.head is None and not self._read_head(events):
+            return events
+        self._read_body(events)
+        return events
+
+    def _at_close(self, events: List[Any]) -> List[Any]:
+        if self.head is not None and self.mode is HttpBodyMode.UNTIL_CLOSE:
+            self.done = True
+            events.append(HttpEnd)
+            return events
+        raise HttpProtocolError("the connection closed before the response was complete")
+
+    def _read_head(self, events: List[Any]) -> bool:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > HTTP_MAX_HEAD_BYTES:
+                raise HttpProtocolError("response head over %d bytes" % HTTP_MAX_HEAD_BYTES)
+            return False
+        head = parse_http_head(bytes(self._buffer[:end]))
+        del self._buffer[: end + 4]
+        self.head = head
+        self.mode, self._left = _body_mode(head)
+        events.append(head)
+        if head.status == 101:
+            self.done = True
+            self.leftover = bytes(self._buffer)
+            self._buffer = bytearray()
+        return True
+
+    def _read_body(self, events: List[Any]) -> None:
+        if self.done:
+            return
+        if self.mode is HttpBodyMode.NONE:
+            self._finish(events)
+        elif self.mode is HttpBodyMode.UNTIL_CLOSE:
+            self._take(events, len(self._buffer))
+        elif self.mode is HttpBodyMode.LENGTH:
+            self._take(events, min(self._left, len(self._buffer)))
+            if self._left == 0:
+                self._finish(events)
+        else:
+            self._read_chunks(events)
+
+    def _take(self, events: List[Any], count: int) -> None:
+        if count:
+            events.append(bytes(self._buffer[:count]))
+            del self._buffer[:count]
+            self._left -= count
+
+    def _finish(self, events: List[Any]) -> None:
+        self.done = True
+        self.leftover = bytes(self._buffer)
+        self._buffer = bytearray()
+        events.append(HttpEnd)
+
+    def _read_chunks(self, events: List[Any]) -> None:
+        while not self.done:
+            if self._chunk_state == "data":
+                self._take(events, min(self._left, len(self._buffer)))
+                if self._left:
+                    return
+                self._chunk_state = "crlf"
+            line = self._line()
+            if line is None:
+                return
+            self._chunk_line(line, events)
+
+    def _chunk_line(self, line: bytes, events: List[Any]) -> None:
+        if self._chunk_state == "crlf":
+            if line:
+                raise HttpProtocolError("chunk data not followed by CRLF")
+            self._chunk_state = "size"
+        elif self._chunk_state == "size":
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                self._left = int(size_text, 16)
+            except ValueError:
+                raise HttpProtocolError("bad chunk size %r" % size_text[:20]) from None
+            self._chunk_state = "data" if self._left else "trailer"
+        elif not line:  # the empty line after the last chunk's trailers
+            self._finish(events)
+
+    def _line(self) -> Optional[bytes]:
+        end = self._buffer.find(b"\r\n")
+        if end < 0:
+            if len(self._buffer) > HTTP_MAX_CHUNK_LINE_BYTES:
+                raise HttpProtocolError("chunk-size line over %d bytes" % HTTP_MAX_CHUNK_LINE_BYTES)
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
+        return line
+
+
+class HttpProtocolError(Exception):
+    """The peer (kubectl proxy) broke HTTP/1.1: the connection cannot be trusted any more."""
+
+
+def parse_http_head(raw: bytes) -> HttpHead:
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise HttpProtocolError("bad status line %r" % lines[0][:80])
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise HttpProtocolError("bad header line %r" % line[:80])
+        headers.append((name.strip().lower(), value.strip()))
+    return HttpHead(int(parts[1]), parts[2] if len(parts) > 2 else "", tuple(headers))
+
+
+def _body_mode(head: HttpHead) -> Tuple[HttpBodyMode, int]:
+    if head.status < 200 or head.status in (204, 304):
+        return HttpBodyMode.NONE, 0
+    if "chunked" in head.get("transfer-encoding").lower():
+        return HttpBodyMode.CHUNKED, 0
+    length = head.get("content-length")
+    if length.isdigit():
+        return (HttpBodyMode.LENGTH, int(length)) if int(length) else (HttpBodyMode.NONE, 0)
+    return HttpBodyMode.UNTIL_CLOSE, 0
+
+
+def http_keeps_alive(head: HttpHead) -> bool:
+    """May the connection carry another request after this response (HTTP/1.1 default)?"""
+    return "close" not in head.get("connection").lower() and head.status != 101
+
+
+# ---- the API server's answers in kubectl's words ----
+
+#: client-go's messages for an error response whose body is not a Status
+#: (apimachinery errors.NewGenericServerResponse), by HTTP status.
+_GENERIC_API_ERRORS: Dict[int, Tuple[str, str]] = {
+    400: ("BadRequest", "the server rejected our request for an unknown reason"),
+    401: ("Unauthorized", "the server has asked for the client to provide credentials"),
+    403: ("Forbidden", "the server does not allow access to the requested resource"),
+    404: ("NotFound", "the server could not find the requested resource"),
+    405: ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
+    409: ("Conflict", "the server reported a conflict"),
+    410: ("Expired", "the server has asked for the client to relist"),
+    422: ("Invalid", "the server rejected our request due to an error in our request"),
+    429: (
+        "TooManyRequests",
+        "the server has received too many requests and has asked us to try again later",
+    ),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    504: (
+        "Timeout",
+        "the server was unable to return a response in the time allotted, but may "
+        "still be processing the request",
+    ),
+}
+_DIAL_REFUSED = LazyPattern(r"dial tcp ([^ ]+): connect: connection refused")
+
+
+@frozen_record
+class ApiError:
+    """A failed API request, as kubectl would report it."""
+
+    code: int
+    reason: str  # the Status reason ("NotFound", "Forbidden"), "" if the server gave none
+    message: str  # the Status message (what `err.Error()` is in client-go)
+    #: kubectl proxy could not reach the API server (its own text/plain 500), not an API answer.
+    unreachable: bool = False
+
+    @property
+    def kubectl_text(self) -> str:
+        """kubectl's StandardErrorMessage: the exact line `kubectl get` would print."""
+        if self.unreachable:
+            refused = _DIAL_REFUSED.search(self.message)
+            if refused:
+                return (
+                    "The connection to the server %s was refused - did you specify the "
+                    "right host or port?" % refused.group(1)
+                )
+            return "Unable to connect to the server: %s" % self.message
+        if self.reason == "Unauthorized":
+            return "error: You must be logged in to the server (%s)" % self.message
+        if self.reason:
+            return "Error from server (%s): %s" % (self.reason, self.message)
+        return "Error from server: %s" % self.message
+
+
+def api_error(status: int, content_type: str, body: bytes) -> ApiError:
+    """An error response (from the API server through kubectl proxy, or from kubectl proxy)."""
+    document = _json_or_none(body)
+    if isinstance(document, dict) and document.get("kind") == "Status":
+        return ApiError(
+            int(document.get("code") or status),
+            str(document.get("reason") or ""),
+            str(document.get("message") or ""),
+        )
+    text = body.decode("utf-8", "replace").strip()
+    if status == 500 and content_type.startswith("text/plain"):
+        return ApiError(status, "", text, unreachable=True)  # kubectl proxy's own error
+    reason, message = _GENERIC_API_ERRORS.get(
+        status,
+        (
+            "InternalError",
+            'an error on the server ("%s") has prevented the request from succeeding' % text[:200],
+        ),
+    )
+    return ApiError(status, reason, message)
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def upgrade_error_text(error: ApiError, kubectl_minor: int = KUBECTL_NEWEST_MINOR) -> str:
+    """A refused upgrade as `kubectl port-forward` prints it. client-go's SPDY dialer quotes a
+    body after "unable to upgrade connection: "; up to kubectl 1.33 (checked: 1.27-1.33) a
+    Status body gave its bare message instead; 1.37 prefixes it too (1.34-1.36 unchecked)."""
+    if error.unreachable:
+        return "error upgrading connection: %s" % error.message
+    if error.reason and error.message and kubectl_minor < 37:
+        return "error upgrading connection: %s" % error.message
+    return "error upgrading connection: unable to upgrade connection: %s" % error.message
+
+
+def api_path(namespace: str, resource: str, name: str = "", subresource: str = "") -> str:
+    """`/api/v1/namespaces/NS/pods/NAME` for `pods`, `/apis/apps/v1/...` for `deployments.apps`."""
+    plural, _, group = resource.partition(".")
+    from urllib.parse import quote
+
+    base = "/apis/%s/v1" % group if group else "/api/v1"
+    parts = [base]
+    if namespace:
+        parts.append("namespaces/" + quote(namespace, safe=""))
+    parts.append(plural)
+    if name:
+        parts.append(quote(name, safe=""))
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+def api_query(**params: Any) -> str:
+    """`?a=1&b=2` with kubectl's encoding; parameters that are None or "" are left out."""
+    from urllib.parse import urlencode
+
+    kept = [(key, value) for key, value in params.items() if value not in (None, "")]
+    return "?" + urlencode(kept) if kept else ""
+
+
+# ---- SPDY/3.1 (sans-IO), as client-go's portforward and moby/spdystream use it ----
+#
+# Control frame: 0x8003, type (16), flags (8), length (24), payload. Data frame: stream id (31),
+# flags (8), length (24), payload. Header blocks are zlib-compressed with the SPDY/3 preset
+# dictionary, one zlib stream per direction for the whole connection, each block ending with a
+# sync flush. spdystream never sends or honours WINDOW_UPDATE: flow control is the TCP
+# connection's own, so a slow reader stalls its whole connection (HOL), exactly as in kubectl.
+
+SPDY_SYN_STREAM, SPDY_SYN_REPLY, SPDY_RST_STREAM, SPDY_SETTINGS = 1, 2, 3, 4
+SPDY_PING, SPDY_GOAWAY, SPDY_HEADERS, SPDY_WINDOW_UPDATE = 6, 7, 8, 9
+SPDY_FLAG_FIN = 0x01
+#: RST_STREAM status codes (SPDY/3 §2.4.2) we send or read.
+SPDY_PROTOCOL_ERROR, SPDY_REFUSED_STREAM, SPDY_CANCEL = 1, 3, 5
+#: The largest stream id; a connection that reaches it takes no new streams.
+SPDY_MAX_STREAM_ID = 0x7FFFFFFF
+
+_SPDY_DICT_WORDS = (
+    "options|head|post|put|delete|trace|accept|accept-charset|accept-encoding|accept-language|"
+    "accept-ranges|age|allow|authorization|cache-control|connection|content-base|"
+    "content-encoding|content-language|content-length|content-location|content-md5|"
+    "content-range|content-type|date|etag|expect|expires|from|host|if-match|if-modified-since|"
+    "if-none-match|if-range|if-unmodified-since|last-modified|location|max-forwards|pragma|"
+    "proxy-authenticate|proxy-authorization|range|referer|retry-after|server|te|trailer|"
+    "transfer-encoding|upgrade|user-agent|vary|via|warning|www-authenticate|method|get|status|"
+    "200 OK|version|HTTP/1.1|url|public|set-cookie|keep-alive|origin"
+)
+_SPDY_DICT_TAIL = (
+    "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504"
+    "505203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 "
+    "Unauthorized403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 "
+    "Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, "
+    "Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,image/jpg,image/gif,"
+    "application/xml,application/xhtml+xml,text/plain,text/javascript,publicprivatemax-age="
+    "gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0."
+)
+#: Length and adler32 of the SPDY/3 zlib dictionary (draft-mbelshe-httpbis-spdy-00 §2.6.10.1).
+SPDY_DICTIONARY_CHECK = (1423, 3821447106)
+
+
+@functools.cache
+def spdy_dictionary() -> bytes:
+    words = [word.encode("ascii") for word in _SPDY_DICT_WORDS.split("|")]
+    data = b"".join(struct.pack(">I", len(word)) + word for word in words)
+    return data + _SPDY_DICT_TAIL.encode("ascii")
+
+
+_SPDY_CONTROL_HEAD = struct.Struct(">HHI")
+#: Data frame header, and the 32-bit words most control payloads are made of.
+SPDY_DATA_HEAD = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+
+
+@frozen_record
+class SpdyControl:
+    """A control frame read from the peer. `stream` is 0 for connection-level frames; `value`
+    is the status (RST_STREAM, GOAWAY), the ping id (PING) or the delta (WINDOW_UPDATE);
+    `headers` the decoded header block (SYN_STREAM, SYN_REPLY, HEADERS)."""
+
+    kind: int
+    flags: int = 0
+    stream: int = 0
+    value: int = 0
+    headers: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def fin(self) -> bool:
+        return bool(self.flags & SPDY_FLAG_FIN)
+
+
+class SpdyProtocolError(Exception):
+    """The peer broke SPDY framing or header compression: the connection is unusable."""
+
+
+class SpdyWriter:
+    """Sans-IO frame encoder for the client side of one SPDY connection.
+
+    Holds the connection's header compressor: frames must be sent in the order they are made.
+    """
+
+    def __init__(self) -> None:
+        import zlib
+
+        self._zlib = zlib
+        self._deflate = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zdict=spdy_dictionary())
+
+    def header_block(self, headers: Sequence[Tuple[str, str]]) -> bytes:
+        raw = [_U32.pack(len(headers))]
+        for name, value in headers:
+            key, text = name.lower().encode("utf-8"), value.encode("utf-8")
+            raw.append(_U32.pack(len(key)) + key + _U32.pack(len(text)) + text)
+        block = self._deflate.compress(b"".join(raw))
+        return block + self._deflate.flush(self._zlib.Z_SYNC_FLUSH)
+
+    @staticmethod
+    def control(kind: int, flags: int, payload: bytes) -> bytes:
+        return _SPDY_CONTROL_HEAD.pack(0x8003, kind, (flags << 24) | len(payload)) + payload
+
+    def syn_stream(self, stream: int, headers: Sequence[Tuple[str, str]], fin: bool) -> bytes:
+        # associated stream 0, priority 0, slot 0: what spdystream sends for every stream
+        payload = struct.pack(">IIBB", stream, 0, 0, 0) + self.header_block(headers)
+        return self.control(SPDY_SYN_STREAM, SPDY_FLAG_FIN if fin else 0, payload)
+
+    def rst_stream(self, stream: int, status: int) -> bytes:
+        return self.control(SPDY_RST_STREAM, 0, SPDY_DATA_HEAD.pack(stream, status))
+
+    def ping(self, ping_id: int) -> bytes:
+        return self.control(SPDY_PING, 0, _U32.pack(ping_id))
+
+    def goaway(self, last_good: int, status: int = 0) -> bytes:
+        return self.control(SPDY_GOAWAY, 0, SPDY_DATA_HEAD.pack(last_good, status))
+
+    @staticmethod
+    def data_head(stream: int, length: int, fin: bool = False) -> bytes:
+        return SPDY_DATA_HEAD.pack(stream, (SPDY_FLAG_FIN << 24 if fin else 0) | length)
+
+
+def portforward_stream_headers(
+    kind: str, port: int, request_id: int
+) -> Tuple[Tuple[str, str], ...]:
+    """client-go's headers for one forwarded connection's error or data stream."""
+    return (("streamtype", kind), ("port", str(port)), ("requestid", str(request_id)))
+
+
+#: Called for every piece of a data frame: (stream id, payload view, fin of its frame).
+SpdyDataHandler = Callable[[int, memoryview, bool], None]
+
+
+class SpdyParser:
+    """Sans-IO SPDY/3.1 reader that a BufferedProtocol drives: get_buffer() → buffer_updated(n).
+
+    Data payloads are handed to `on_data` as views into the parser's own buffer, as they
+    arrive (a frame need not be complete), so bulk data is never copied or accumulated here; a
+    consumer that keeps a view (a transport's partial write) calls handed_over() and the parser
+    moves to a fresh buffer. Control frames are decoded (rare, small) and given to `on_control`.
+    """
+
+    def __init__(
+        self,
+        on_data: SpdyDataHandler,
+        on_control: Callable[[SpdyControl], None],
+        size: int = SPDY_READ_BUFFER_BYTES,
+    ) -> None:
+        import zlib
+
+        self._zlib = zlib
+        self._inflate = zlib.decompressobj(zdict=spdy_dictionary())
+        self._on_data = on_data
+        self._on_control = on_control
+        self._size = size
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+        self._start = 0  # first byte not parsed yet
+        self._end = 0  # end of the bytes read so far
+        self._data_stream = 0  # inside a data frame: its stream, bytes left and FIN flag
+        self._data_left = 0
+        self._data_fin = False
+
+    def get_buffer(self) -> memoryview:
+        return self._view[self._end :]
+
+    def handed_over(self) -> None:
+        """The last data view was kept by a consumer: continue in a fresh buffer."""
+        rest = self._view[self._start : self._end]
+        fresh = bytearray(max(self._size, len(rest) * 2))
+        fresh[: len(rest)] = rest
+        self._buffer, self._view = fresh, memoryview(fresh)
+        self._start, self._end = 0, len(rest)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes in, for tests and callers without a BufferedProtocol."""
+        offset = 0
+        while offset < len(data):
+            room = self.get_buffer()
+            count = min(len(room), len(data) - offset)
+            room[:count] = data[offset : offset + count]
+            offset += count
+            self.buffer_updated(count)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        while self._start < self._end:
+            if self._data_left or self._data_stream:
+                self._deliver_data()
+            elif not self._next_frame():
+                break
+        self._compact()
+
+    def _deliver_data(self) -> None:
+        count = min(self._data_left, self._end - self._start)
+        start = self._start
+        self._start += count  # before the callback: handed_over() keeps what follows
+        self._data_left -= count
+        stream, done = self._data_stream, not self._data_left
+        fin = self._data_fin and done
+        if done:
+            self._data_stream = 0
+        if count or fin:
+            self._on_data(stream, self._view[start : start + count], fin)
+
+    def _next_frame(self) -> bool:
+        """Start the frame at _start; False if its header (or a control frame) is incomplete."""
+        available = self._end - self._start
+        if available < 8:
+            return False
+        first, second = SPDY_DATA_HEAD.unpack_from(self._buffer, self._start)
+        length = second & 0xFFFFFF
+        if not first & 0x80000000:  # a data frame: stream its payload
+            self._start += 8
+            self._data_stream = first & SPDY_MAX_STREAM_ID
+            self._data_left = length
+            self._data_fin = bool((second >> 24) & SPDY_FLAG_FIN)
+            if not length:
+                self._deliver_data()
+            return True
+        if length > SPDY_MAX_CONTROL_BYTES:
+            raise SpdyProtocolError("control frame of %d bytes" % length)
+        if available < 8 + length:
+            return False
+        payload = bytes(self._view[self._start + 8 : self._start + 8 + length])
+        self._start += 8 + length
+        if (first >> 16) & 0x7FFF != 3:
+            raise SpdyProtocolError("SPDY version %d" % ((first >> 16) & 0x7FFF))
+        self._on_control(self._control(first & 0xFFFF, second >> 24, payload))
+        return True
+
+    def _control(self, kind: int, flags: int, payload: bytes) -> SpdyControl:
+        try:
+            if kind in (SPDY_SYN_STREAM, SPDY_SYN_REPLY, SPDY_HEADERS):
+                stream = _U32.unpack_from(payload)[0] & SPDY_MAX_STREAM_ID
+                block = payload[10:] if kind == SPDY_SYN_STREAM else payload[4:]
+                return SpdyControl(kind, flags, stream, 0, self._headers(block))
+            if kind in (SPDY_RST_STREAM, SPDY_GOAWAY, SPDY_WINDOW_UPDATE):
+                first, value = SPDY_DATA_HEAD.unpack_from(payload)
+                stream = first & SPDY_MAX_STREAM_ID
+                return SpdyControl(
+                    kind,
+                    flags,
+                    stream,
+                    value & SPDY_MAX_STREAM_ID if kind == SPDY_WINDOW_UPDATE else value,
+                )
+            if kind == SPDY_PING:
+                return SpdyControl(kind, flags, 0, _U32.unpack_from(payload)[0])
+        except struct.error:
+            raise SpdyProtocolError("short payload in control frame type %d" % kind) from None
+        return SpdyControl(kind, flags)  # SETTINGS and unknown types: nothing to act on
+
+    def _headers(self, block: bytes) -> Tuple[Tuple[str, str], ...]:
+        try:
+            raw = self._inflate.decompress(block, SPDY_MAX_CONTROL_BYTES)
+        except self._zlib.error as exc:
+            raise SpdyProtocolError("header block: %s" % exc) from None
+        return parse_spdy_header_block(raw)
+
+    def _compact(self) -> None:
+        """Keep room to read: move a partial header or control frame to the front."""
+        if self._start == self._end:
+            self._start = self._end = 0
+            return
+        rest = self._end - self._start
+        if self._start and (self._end == len(self._buffer) or rest <= 64):
+            self._buffer[:rest] = self._view[self._start : self._end]
+            self._start, self._end = 0, rest
+        if self._end == len(self._buffer):  # a control frame bigger than the buffer: grow
+            bigger = bytearray(2 * len(self._buffer))
+            bigger[: self._end] = self._view[: self._end]
+            self._buffer, self._view = bigger, memoryview(bigger)
+
+
+def parse_spdy_header_block(raw: bytes) -> Tuple[Tuple[str, str], ...]:
+    """An inflated header block: a count, then length-prefixed names and values (values may
+    hold several, NUL-separated: the first is kept, as http.Header.Get does)."""
+    try:
+        (count,) = _U32.unpack_from(raw, 0)
+        position, headers = 4, []
+        for _ in range(count):
+            (size,) = _U32.unpack_from(raw, position)
+            name = raw[position + 4 : position + 4 + size].decode("utf-8", "replace").lower()
+            position += 4 + size
+            (size,) = _U32.unpack_from(raw, position)
+            value = raw[position + 4 : position + 4 + size].decode("utf-8", "replace")
+            position += 4 + size
+            headers.append((name, value.split("\x00", 1)[0]))
+    except struct.error:
+        raise SpdyProtocolError("truncated header block") from None
+    return tuple(headers)
+
+
+def spdy_rst_text(status: int) -> str:
+    """Why the peer reset a stream, in words (SPDY/3 §2.4.2)."""
+    names = {
+        1: "protocol error",
+        2: "invalid stream",
+        3: "refused stream",
+        4: "unsupported version",
+        5: "cancelled",
+        6: "internal error",
+        7: "flow control error",
+        8: "stream in use",
+        9: "stream already closed",
+        11: "frame too large",
+    }
+    return "the API server reset the stream (%s)" % names.get(status, "status %d" % status)
+
+
+# ---- list+watch bookkeeping (pure: events in, changes out) ----
+
+
+def object_key(obj: Dict[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    return "%s/%s" % (metadata.get("namespace") or "", metadata.get("name") or "")
+
+
+class ObjectCache:
+    """What a list+watch has seen: objects by namespace/name, and the resourceVersion to
+    watch from. Each method returns the changes as (event type, object) pairs."""
+
+    def __init__(self) -> None:
+        self.objects: Dict[str, Dict[str, Any]] = {}
+        self.version = ""
+
+    def replace(
+        self, items: Sequence[Dict[str, Any]], version: Optional[str]
+    ) -> List[Tuple[str, Dict[str, Any]]]:
+        """A (re)list: what changed since the last state, as the watch would have said it."""
+        fresh = {object_key(item): item for item in items}
+        changes: List[Tuple[str, Dict[str, Any]]] = []
+        for key, obj in fresh.items():
+            old = self.objects.get(key)
+            if old is None:
+                changes.append(("ADDED", obj))
+            elif _resource_version(old) != _resource_version(obj):
+                changes.append(("MODIFIED", obj))
+        changes.extend(("DELETED", old) for key, old in self.objects.items() if key not in fresh)
+        self.objects = fresh
+        self.version = version or ""
+        return changes
+
+    def apply(self, kind: str, obj: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        """One watch event; BOOKMARK only moves the resourceVersion on."""
+        version = _resource_version(obj)
+        if version:
+            self.version = version
+        if kind == "BOOKMARK":
+            return []
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.objects.pop(key, None)
+        elif kind in ("ADDED", "MODIFIED"):
+            self.objects[key] = obj
+        else:
+            return []
+        return [(kind, obj)]
+
+
+def _resource_version(obj: Dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+# ==== §11 Protocol sniffers ====================================================================
+
+# Rules for §11: sans-IO (h11). The proxy feeds each connection's bytes as it relays them:
 # `sniffer.feed(direction, data, now)`; `data` may be a memoryview valid only during the call,
 # `b""` means EOF of that direction, `now` is the caller's clock. No asyncio, sockets or clocks.
 # Sniffers keep only what they must (header blocks, frame headers, short names), skip bodies
@@ -4831,7 +5614,7 @@ def sniffer_for(kind: ProtocolKind, stats: ProtocolStats) -> Sniffer:
     return SNIFFERS.get(kind, NullSniffer)(stats)
 
 
-# ==== §11 wait arguments =======================================================================
+# ==== §12 wait arguments =======================================================================
 
 #: Our own wait flags: never passed to the kubectl wait child.
 VIBE_WAIT_FLAGS = frozenset(("fail-fast", "wait-for-create", "dry-run", "llm", "progress"))
@@ -4846,7 +5629,7 @@ class ForKind(enum.Enum):
     JSONPATH = "jsonpath"
     DELETE = "delete"
     CREATE = "create"
-    READINESS = "readiness"  # no --for at all: the kind's own readiness (§12)
+    READINESS = "readiness"  # no --for at all: the kind's own readiness (§13)
 
 
 @frozen_record
@@ -4983,7 +5766,7 @@ KUBECTL_MULTI_FOR_MINOR = 36
 @dataclass
 class WaitOptions:
     """kubectl vibe wait: from_flags (pure, plain English translated) → complete (--llm, kubectl
-    version) → validate (pure) → run (§17, the only I/O)."""
+    version) → validate (pure) → run (§19, the only I/O)."""
 
     flags: ParsedFlags
     fors: List[WaitFor]
@@ -5658,7 +6441,7 @@ def translate_request(text: str) -> List[str]:
     return args
 
 
-# ==== §12 wait rules ===========================================================================
+# ==== §13 wait rules ===========================================================================
 
 
 class ResourceStatus(enum.Enum):
@@ -6396,7 +7179,7 @@ def event_line(event: Dict[str, Any], now: float) -> str:
     )
 
 
-# ==== §13 Kubectl runner =======================================================================
+# ==== §14 Kubectl runner =======================================================================
 
 
 class Stream(enum.Enum):
@@ -6673,6 +7456,7 @@ class KubectlRunner:
         self.env = env
         self._lifeline = _ChildLifeline()
         self._live: List[KubectlProcess] = []
+        self._client_minor: Optional[int] = None
 
     def argv(self, args: Sequence[str]) -> List[str]:
         return [self.binary, *args, *self.global_args]
@@ -6731,6 +7515,19 @@ class KubectlRunner:
                 "kubectl get %s printed something that is not JSON" % " ".join(args)
             ) from None
 
+    async def client_minor(self) -> int:
+        """kubectl's minor version (for messages whose wording changed between versions);
+        asked once, and only on the error paths that need it."""
+        if self._client_minor is None:
+            self._client_minor = KUBECTL_NEWEST_MINOR
+            try:
+                done = await self.run(["version", "--client", "-o", "json"], timeout=10.0)
+                minor = json.loads(done.stdout)["clientVersion"]["minor"]
+                self._client_minor = int(re.sub(r"\D.*", "", str(minor)) or KUBECTL_NEWEST_MINOR)
+            except (VibeError, ValueError, KeyError, TypeError):
+                pass
+        return self._client_minor
+
     async def start(
         self,
         args: Sequence[str],
@@ -6758,39 +7555,607 @@ class KubectlRunner:
         self._lifeline.kill_group_now()
 
 
-# ==== §14 Tunnel supervisor ====================================================================
+def _ignore_line(stream: Stream, text: str) -> None:
+    pass
 
-# ---- §14a Target resolution: TYPE/NAME → a Running pod and its container ports (I/O) ----------
+
+# ==== §15 Cluster access =======================================================================
+#
+# One `kubectl proxy --unix-socket` per kube context is the plugin's only way to the cluster.
+# kubectl keeps doing all authentication (exec plugins, OIDC, client certificates, token
+# refresh); the plugin never reads a credential. Lookups are pooled keep-alive HTTP requests
+# over the socket; watches are shared (one per resource, namespace and selector, whoever needs
+# it) and survive reconnects and 410 Gone; §16's tunnels upgrade their own connections through
+# the same socket. The socket lives in a fresh directory of mode 0700: only this user reaches it.
+
+
+class ProxyState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"  # the first start failed: nothing will work (bad context, kubeconfig...)
+    STOPPED = "stopped"
+
+
+#: Receives (message, data) for things the user should hear about the cluster access itself.
+AccessNotice = Callable[[str], None]
+
+
+def private_socket_directory() -> str:
+    """A fresh 0700 directory whose `proxy.sock` path fits sun_path (104 bytes on macOS)."""
+    import tempfile
+
+    candidates = [os.environ.get("XDG_RUNTIME_DIR", ""), tempfile.gettempdir(), "/tmp"]
+    for base in candidates:
+        if base and os.path.isdir(base) and len(base) < 60:
+            try:
+                return tempfile.mkdtemp(prefix="kubectl-vibe-", dir=base)
+            except OSError:
+                continue
+    return tempfile.mkdtemp(prefix="kubectl-vibe-")
+
+
+class KubectlProxy:
+    """`kubectl proxy --unix-socket PATH` for one context: started once, restarted with backoff
+    whenever it dies, and bound to the plugin's life like every child (§14's lifeline)."""
+
+    def __init__(self, runner: KubectlRunner, notice: AccessNotice) -> None:
+        import collections
+
+        self.runner = runner
+        self._notice = notice
+        self.directory = ""
+        self.path = ""
+        self.state = ProxyState.STARTING
+        self.restarts = 0
+        self.error: Optional[VibeError] = None
+        self._ready = asyncio.Event()
+        self._settled = asyncio.Event()  # ready, or failed for good
+        self._child: Optional[KubectlProcess] = None
+        self._task: Any = None
+        self._serving: Any = None  # asyncio.Event of the current child
+        self._stderr: Any = collections.deque(maxlen=TUNNEL_STDERR_TAIL_LINES)
+
+    def start(self) -> None:
+        self.directory = private_socket_directory()
+        self.path = os.path.join(self.directory, "proxy.sock")
+        self._task = asyncio.ensure_future(self._run())
+
+    def argv(self) -> List[str]:
+        # --keepalive: TCP keep-alive on its connections to the API server (it is off by
+        # default), so a tunnel's upstream dies visibly after sleep instead of hanging.
+        return ["proxy", "--unix-socket", self.path, "--keepalive=30s"]
+
+    async def wait_ready(self, timeout: float) -> str:
+        """The socket path once kubectl proxy serves; its own error if it cannot start."""
+        if not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._settled.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise VibeError(
+                    "kubectl proxy is not serving after %s" % format_go_duration(timeout),
+                    fix="Fix: check that kubectl works here (kubectl version)",
+                ) from None
+        if self.error is not None:
+            raise self.error
+        if not self._ready.is_set():  # settled by a restart in between: wait once more
+            return await self.wait_ready(timeout)
+        return self.path
+
+    async def _run(self) -> None:
+        attempt = 0
+        while self.state is not ProxyState.STOPPED:
+            served = await self._serve_once()
+            if self.state is ProxyState.STOPPED:
+                return
+            if not served and self.restarts == 0 and attempt == 0:
+                self._give_up()
+                return
+            attempt = 0 if served else attempt + 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * (2 ** max(0, attempt - 1)))
+            self.state = ProxyState.RESTARTING
+            self._notice(
+                "kubectl proxy exited%s: restarting in %s"
+                % (self._last_words(), format_go_duration(delay))
+            )
+            await asyncio.sleep(delay)
+            self.restarts += 1
+
+    async def _serve_once(self) -> bool:
+        """Run one kubectl proxy until it exits; True if it was serving meanwhile."""
+        self._serving = asyncio.Event()
+        self._stderr.clear()
+        self._remove_stale_socket()
+        try:
+            self._child = await self.runner.start(self.argv(), self._on_line)
+        except VibeError as exc:
+            self.error = exc
+            return False
+        exited = asyncio.ensure_future(self._child.wait())
+        serving = asyncio.ensure_future(self._serving.wait())
+        await asyncio.wait(
+            [exited, serving], timeout=PROXY_START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        serving.cancel()
+        if self._serving.is_set():
+            self._became_ready()
+            await asyncio.shield(exited)
+            self._ready.clear()
+            self._settled.clear()
+            return True
+        await self._child.stop()
+        exited.cancel()
+        return False
+
+    def _became_ready(self) -> None:
+        restarted = self.restarts > 0
+        self.state = ProxyState.READY
+        self._ready.set()
+        self._settled.set()
+        if restarted:
+            self._notice("kubectl proxy is serving again (restart %d)" % self.restarts)
+
+    def _give_up(self) -> None:
+        """The very first start failed: kubectl's own error (bad context, kubeconfig) is fatal."""
+        self.state = ProxyState.FAILED
+        if self.error is None:
+            code = self._child.returncode if self._child is not None else None
+            self.error = KubectlError.from_stderr("\n".join(self._stderr), code or EXIT_ERROR)
+        self._settled.set()
+
+    def _on_line(self, stream: Stream, text: str) -> None:
+        if stream is Stream.STDOUT and text.startswith("Starting to serve on"):
+            self._serving.set()
+        elif stream is Stream.STDERR and text.strip():
+            self._stderr.append(text.strip())
+
+    def _last_words(self) -> str:
+        code = self._child.returncode if self._child is not None else None
+        said = (": " + self._stderr[-1]) if self._stderr else ""
+        return " (exit code %s%s)" % (code, said)
+
+    def _remove_stale_socket(self) -> None:
+        """A SIGKILLed kubectl proxy leaves its socket file; a new one could not bind it."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    async def stop(self) -> None:
+        self.state = ProxyState.STOPPED
+        self._settled.set()
+        if self._child is not None:
+            await self._child.stop()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ApiRequestError(KubectlError):
+    """A lookup the API server (or kubectl proxy) refused, worded as kubectl would."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.kubectl_text)
+        self.api = error
+
+
+class _ApiConnection:
+    """One keep-alive HTTP/1.1 connection to kubectl proxy (asyncio streams)."""
+
+    def __init__(self, reader: Any, writer: Any) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def exchange(self, target: str, limit: int) -> Tuple[HttpHead, bytes, bool]:
+        """GET target → (head, body, reusable)."""
+        self.writer.write(http_request("GET", target, (("Accept", "application/json"),)))
+        parser = HttpResponseParser()
+        head: Optional[HttpHead] = None
+        body = bytearray()
+        while not parser.done:
+            data = await self.reader.read(API_READ_CHUNK_BYTES)
+            for event in parser.feed(data):
+                if isinstance(event, HttpHead):
+                    head = event
+                elif isinstance(event, bytes):
+                    body += event
+                    if len(body) > limit:
+                        raise HttpProtocolError("a response over %d bytes" % limit)
+        assert head is not None
+        return head, bytes(body), http_keeps_alive(head) and not parser.leftover
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+#: How much of an API response is read at once.
+API_READ_CHUNK_BYTES = 256 * 1024
+
+
+class ApiClient:
+    """HTTP/1.1 to the API server through kubectl proxy's socket: pooled keep-alive
+    connections for lookups, a connection of its own for each watch."""
+
+    def __init__(self, proxy: KubectlProxy) -> None:
+        self.proxy = proxy
+        self._idle: List[_ApiConnection] = []
+        self.requests = 0
+
+    async def _open(self, timeout: float) -> Tuple[Any, Any]:
+        path = await self.proxy.wait_ready(timeout)
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_unix_connection(path, limit=HTTP_MAX_HEAD_BYTES), timeout
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectionError("cannot reach kubectl proxy at %s: %s" % (path, exc)) from None
+
+    async def get_json(self, target: str, timeout: float = RESOLVE_REQUEST_TIMEOUT_S) -> Any:
+        """GET → the JSON document; ApiRequestError with kubectl's line if the answer is an
+        error. A pooled connection kubectl proxy closed meanwhile is retried once, fresh."""
+        try:
+            head, body = await asyncio.wait_for(self._get(target, timeout), timeout)
+        except asyncio.TimeoutError:
+            raise VibeError(
+                "the API server did not answer GET %s within %s"
+                % (target.split("?")[0], format_go_duration(timeout)),
+                fix="Fix: check that the cluster is reachable (kubectl cluster-info)",
+            ) from None
+        if head.status >= 400:
+            raise ApiRequestError(api_error(head.status, head.get("content-type"), body))
+        document = _json_or_none(body)
+        if document is None:
+            raise VibeError("GET %s answered something that is not JSON" % target.split("?")[0])
+        return document
+
+    async def _get(self, target: str, timeout: float) -> Tuple[HttpHead, bytes]:
+        self.requests += 1
+        while self._idle:
+            connection = self._idle.pop()
+            try:
+                return await self._use(connection, target)
+            except (ConnectionError, OSError, HttpProtocolError, asyncio.IncompleteReadError):
+                connection.close()  # closed by kubectl proxy while idle: try the next one
+        reader, writer = await self._open(timeout)
+        try:
+            return await self._use(_ApiConnection(reader, writer), target)
+        except (OSError, HttpProtocolError, asyncio.IncompleteReadError) as exc:
+            raise ConnectionError("kubectl proxy dropped the request: %s" % exc) from None
+
+    async def _use(self, connection: _ApiConnection, target: str) -> Tuple[HttpHead, bytes]:
+        try:
+            head, body, reusable = await connection.exchange(target, API_MAX_BODY_BYTES)
+        except BaseException:
+            connection.close()
+            raise
+        if reusable and len(self._idle) < API_POOL_CONNECTIONS:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return head, body
+
+    async def open_stream(self, target: str, timeout: float) -> ApiStream:
+        """A streaming GET (a watch): its head is read here; an error answer raises."""
+        reader, writer = await self._open(timeout)
+        writer.write(http_request("GET", target, (("Accept", "application/json"),)))
+        stream = ApiStream(reader, writer)
+        try:
+            head = await asyncio.wait_for(stream.read_head(), timeout)
+        except BaseException:
+            stream.close()
+            raise
+        if head.status >= 400:
+            body = await stream.read_all(API_MAX_ERROR_BYTES)
+            stream.close()
+            raise ApiRequestError(api_error(head.status, head.get("content-type"), body))
+        return stream
+
+    def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle = []
+
+
+#: Longest error body read from a failed watch request.
+API_MAX_ERROR_BYTES = 64 * 1024
+
+
+class ApiStream:
+    """The body of a streaming response, chunk by chunk (chunked encoding undone)."""
+
+    def __init__(self, reader: Any, writer: Any) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._parser = HttpResponseParser()
+        self._pending: List[Any] = []
+
+    async def _next_event(self, timeout: Optional[float]) -> Any:
+        while not self._pending:
+            data = await asyncio.wait_for(self.reader.read(API_READ_CHUNK_BYTES), timeout)
+            self._pending.extend(self._parser.feed(data))
+        return self._pending.pop(0)
+
+    async def read_head(self) -> HttpHead:
+        event = await self._next_event(None)
+        if not isinstance(event, HttpHead):
+            raise HttpProtocolError("a body before the head")
+        return event
+
+    async def read(self, timeout: Optional[float] = None) -> bytes:
+        """The next body bytes; b"" at the end of the response."""
+        event = await self._next_event(timeout)
+        return b"" if event is HttpEnd else event
+
+    async def read_all(self, limit: int) -> bytes:
+        body = b""
+        while len(body) < limit:
+            chunk = await self.read(RESOLVE_REQUEST_TIMEOUT_S)
+            if not chunk:
+                break
+            body += chunk
+        return body[:limit]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class SharedWatch:
+    """One list+watch of a resource in a namespace with one selector, for every subscriber.
+
+    Lists (paged), then watches from the list's resourceVersion with bookmarks; a watch that
+    ends is reopened from the last version seen, a 410 Gone relists (subscribers see the
+    difference as ordinary events), and failures back off. `objects` is the current state.
+    """
+
+    def __init__(self, api: ApiClient, resource: str, namespace: str, labels: str, fields: str):
+        self.api = api
+        self.resource = resource
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+        self.cache = ObjectCache()
+        self.synced = asyncio.Event()
+        self.error: Optional[VibeError] = None
+        self.relists = 0
+        self.reopened = 0
+        self.refs = 0
+        self._subscribers: List[Callable[[str, Dict[str, Any]], None]] = []
+        self._changed = asyncio.Event()
+        self._task: Any = None
+
+    def __repr__(self) -> str:
+        return "<SharedWatch %s ns=%s %s %s>" % (
+            self.resource,
+            self.namespace,
+            self.labels,
+            self.fields,
+        )
+
+    @property
+    def objects(self) -> Dict[str, Dict[str, Any]]:
+        return self.cache.objects
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def subscribe(self, subscriber: Callable[[str, Dict[str, Any]], None]) -> None:
+        self._subscribers.append(subscriber)
+
+    def unsubscribe(self, subscriber: Callable[[str, Dict[str, Any]], None]) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
+    async def wait_synced(self, timeout: float) -> None:
+        """Until the first list arrived; its error (RBAC, NotFound) if listing fails."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.synced.is_set():
+            if self.error is not None:
+                raise self.error
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise VibeError("timed out waiting for the condition")
+            await self.wait_change(remaining)
+
+    async def wait_change(self, timeout: float) -> None:
+        """Until the next change (or error), at most `timeout` seconds."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _publish(self, changes: List[Tuple[str, Dict[str, Any]]]) -> None:
+        for kind, obj in changes:
+            for subscriber in list(self._subscribers):
+                subscriber(kind, obj)
+        self._changed.set()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            opened = _monotonic()
+            try:
+                if not self.cache.version:
+                    await self._list()
+                await self._watch()
+                # A watch the server ends at once (a proxy in between, a timeout of 0) must
+                # not turn into a tight loop of requests.
+                attempt = 0 if _monotonic() - opened >= POD_WATCH_RESTART_S else attempt + 1
+            except WatchExpired:
+                self.relists += 1
+                self.cache.version = ""
+            except VibeError as exc:  # RBAC, NotFound: keep trying, someone may fix it
+                self.error = exc
+                self._changed.set()
+                attempt += 1
+            except (
+                ConnectionError,
+                OSError,
+                HttpProtocolError,
+                asyncio.IncompleteReadError,
+                asyncio.TimeoutError,
+            ):
+                attempt += 1
+            if attempt:
+                await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1)))
+
+    def _path(self, **query: Any) -> str:
+        path = api_path(self.namespace, self.resource)
+        return path + api_query(labelSelector=self.labels, fieldSelector=self.fields, **query)
+
+    async def _list(self) -> None:
+        items: List[Dict[str, Any]] = []
+        token = None
+        while True:
+            page = await self.api.get_json(self._path(limit=500, **{"continue": token}))
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        changes = self.cache.replace(items, (page.get("metadata") or {}).get("resourceVersion"))
+        self.error = None
+        self.synced.set()
+        self._publish(changes)
+
+    async def _watch(self) -> None:
+        target = self._path(
+            watch="true",
+            resourceVersion=self.cache.version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=WATCH_SERVER_TIMEOUT_S,
+        )
+        stream = await self.api.open_stream(target, RESOLVE_REQUEST_TIMEOUT_S)
+        decoder = JsonStreamDecoder(WATCH_MAX_DOCUMENT_BYTES)
+        try:
+            while True:
+                chunk = await stream.read(WATCH_IDLE_TIMEOUT_S)
+                if not chunk:
+                    self.reopened += 1
+                    return
+                for document in decoder.feed(chunk):
+                    self._publish(watch_event_changes(self.cache, document))
+        finally:
+            stream.close()
+
+
+#: The timeoutSeconds asked of the API server for each watch (it picks 5-10 min on its own).
+WATCH_SERVER_TIMEOUT_S = 600
+
+
+def watch_event_changes(cache: ObjectCache, document: Any) -> List[Tuple[str, Dict[str, Any]]]:
+    """One watch event applied to the cache; raises WatchExpired or ApiRequestError on ERROR."""
+    if not isinstance(document, dict):
+        return []
+    kind, obj = document.get("type"), document.get("object")
+    if kind == "ERROR":
+        status = obj if isinstance(obj, dict) else {}
+        if int(status.get("code") or 0) == 410:
+            raise WatchExpired(status.get("message", ""))
+        raise ApiRequestError(
+            api_error(int(status.get("code") or 500), "", json.dumps(status).encode())
+        )
+    if not isinstance(obj, dict):
+        return []
+    return cache.apply(str(kind), obj)
+
+
+class ClusterAccess:
+    """Everything one kube context needs: its kubectl proxy, lookups, shared watches."""
+
+    def __init__(self, runner: KubectlRunner, notice: AccessNotice) -> None:
+        self.runner = runner
+        self.notice = notice
+        self.proxy = KubectlProxy(runner, notice)
+        self.api = ApiClient(self.proxy)
+        self._watches: Dict[Tuple[str, str, str, str], SharedWatch] = {}
+        #: Why the API server refused a native tunnel, once it did: then every forward of
+        #: this context uses the kubectl engine.
+        self.native_refused = ""
+
+    def start(self) -> None:
+        self.proxy.start()
+
+    async def get_json(self, target: str, timeout: float = RESOLVE_REQUEST_TIMEOUT_S) -> Any:
+        return await self.api.get_json(target, timeout)
+
+    def acquire_watch(
+        self, resource: str, namespace: str, labels: str = "", fields: str = ""
+    ) -> SharedWatch:
+        """The shared watch for these parameters (started on first use); release() it."""
+        key = (resource, namespace, labels, fields)
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = SharedWatch(self.api, resource, namespace, labels, fields)
+            watch.start()
+        watch.refs += 1
+        return watch
+
+    def release_watch(self, watch: SharedWatch) -> None:
+        watch.refs -= 1
+        if watch.refs <= 0:
+            self._watches.pop((watch.resource, watch.namespace, watch.labels, watch.fields), None)
+            asyncio.ensure_future(watch.stop())
+
+    @property
+    def watches(self) -> List[SharedWatch]:
+        return list(self._watches.values())
+
+    async def close(self) -> None:
+        for watch in list(self._watches.values()):
+            await watch.stop()
+        self._watches = {}
+        self.api.close()
+        await self.proxy.stop()
+
+
+# ---- TYPE/NAME → a Running pod and its container ports, with kubectl's lookups and messages ----
 
 
 @frozen_record
 class Resolution:
-    """TYPE/NAME resolved: the chosen Running pod and the forwards mapped onto it."""
+    """TYPE/NAME resolved: the chosen Running pod and the port mappings onto it."""
 
     ref: ResourceRef
     pod_name: str
     pod: Dict[str, Any]
-    forwards: Tuple[Forward, ...]
+    mappings: Tuple[PortMapping, ...]
     obj: Dict[str, Any]
+
+
+def pod_watch_selectors(ref: ResourceRef, obj: Dict[str, Any]) -> Tuple[str, str]:
+    """(label selector, field selector) of the pods behind a target: kubectl's selector for a
+    workload or Service (its errors for kinds it cannot attach to), the name for a pod."""
+    if obj.get("kind") == "Pod":
+        return "", "metadata.name=" + pod_name(obj)
+    return selector_for(obj), ""
 
 
 class TargetResolver:
     """TYPE/NAME → a Running pod and its container ports, with kubectl's lookups and messages.
 
-    Unlike kubectl, which fails at once when the chosen pod is not Running, a Pending or
+    Pods come from the context's shared pod watch (§15), so waiting for one costs no polling
+    and a failover picks from what the watch already knows. Unlike kubectl, a Pending or
     Unknown pod is waited for (up to the timeout): during a failover the next pod is usually
     still starting. Failed and Succeeded pods fail at once, with kubectl's message.
     """
 
-    def __init__(
-        self, runner: KubectlRunner, namespace: str, poll_interval: float = RESOLVE_POLL_INTERVAL_S
-    ) -> None:
+    def __init__(self, access: ClusterAccess, runner: KubectlRunner, namespace: str) -> None:
+        self.access = access
         self.runner = runner
         self.namespace = namespace
-        self.poll_interval = poll_interval
-
-    def _ns(self) -> List[str]:
-        return ["-n", self.namespace] if self.namespace else []
 
     async def namespace_default(self) -> str:
         """The namespace of the kubeconfig's current context, else "default" (as kubectl)."""
@@ -6802,13 +8167,16 @@ class TargetResolver:
         return words[0] if words else "default"
 
     async def get_object(self, ref: ResourceRef) -> Dict[str, Any]:
-        """The object TYPE/NAME names; kubectl's own error line (NotFound, unknown TYPE) if not."""
-        return await self.runner.get_json([ref.get_arg, *self._ns()], RESOLVE_REQUEST_TIMEOUT_S)
+        """The object TYPE/NAME names. Known kinds are one GET; any other TYPE goes through
+        `kubectl get`, whose RESTMapper knows CRDs and short names and words the errors."""
+        if ref.kind is ResourceKind.OTHER:
+            args = [ref.get_arg, "-n", self.namespace]
+            return await self.runner.get_json(args, RESOLVE_REQUEST_TIMEOUT_S)
+        return await self.access.get_json(api_path(self.namespace, ref.kind.resource, ref.name))
 
-    async def list_pods(self, selector: str) -> List[Dict[str, Any]]:
-        args = ["pods", *self._ns()] + (["-l", selector] if selector else [])
-        listed = await self.runner.get_json(args, RESOLVE_REQUEST_TIMEOUT_S)
-        return list(listed.get("items") or [])
+    def watch_for(self, ref: ResourceRef, obj: Dict[str, Any]) -> SharedWatch:
+        labels, fields = pod_watch_selectors(ref, obj)
+        return self.access.acquire_watch("pods", self.namespace, labels, fields)
 
     async def resolve(
         self,
@@ -6817,6 +8185,7 @@ class TargetResolver:
         timeout: float,
         exclude: Any = frozenset(),
         require_ready: bool = False,
+        obj: Optional[Dict[str, Any]] = None,
     ) -> Resolution:
         """kubectl Complete + Run's pod checks: object, pod choice, phase, port mapping.
 
@@ -6825,45 +8194,44 @@ class TargetResolver:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        obj = await self.get_object(ref)
-        selector = None if obj.get("kind") == "Pod" else selector_for(obj)
-        if selector is None:  # a pod target was just read: the first look reuses it
-            pod = obj if pod_name(obj) not in exclude else None
-        else:
-            pod = await self._candidate(obj, selector, exclude)
-        while True:
-            if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
-                raise VibeError(pod_not_running_message(pod))
-            if pod is not None and is_pod_usable(pod, require_ready):
-                forwards = resolve_forwards(ref, obj, pod, specs)
-                return Resolution(ref, pod_name(pod), pod, tuple(forwards), obj)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise _no_usable_pod(pod)
-            await asyncio.sleep(min(self.poll_interval, remaining))
-            pod = await self._candidate(obj, selector, exclude)
+        if obj is None:
+            obj = await self.get_object(ref)
+        is_pod = obj.get("kind") == "Pod"
+        watch = self.watch_for(ref, obj)
+        try:
+            # A pod target was just read: the first look reuses it, as kubectl does.
+            pod = obj if is_pod and pod_name(obj) not in exclude else None
+            if pod is None:
+                await watch.wait_synced(max(0.0, deadline - loop.time()))
+                pod = self._candidate(watch, exclude)
+            while True:
+                if pod is not None and pod_phase(pod) in POD_TERMINAL_PHASES:
+                    raise VibeError(pod_not_running_message(pod))
+                if pod is not None and is_pod_usable(pod, require_ready):
+                    mappings = resolve_mappings(ref, obj, pod, specs)
+                    return Resolution(ref, pod_name(pod), pod, tuple(mappings), obj)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise _no_usable_pod(pod)
+                await watch.wait_change(remaining)
+                pod = self._candidate(watch, exclude)
+        finally:
+            self.access.release_watch(watch)
 
-    async def _candidate(
-        self, obj: Dict[str, Any], selector: Optional[str], exclude: Any
-    ) -> Optional[Dict[str, Any]]:
-        """The pod kubectl would pick now: the pod itself, or the best of the selector's."""
-        if selector is None:
-            return None if pod_name(obj) in exclude else await self.pod(pod_name(obj))
-        pods = await self.list_pods(selector)
-        # An evicted or finished pod ranks like a Pending one in ActivePods; kubectl would pick it
-        # and fail. While a live pod exists, it is the better answer.
+    @staticmethod
+    def _candidate(watch: SharedWatch, exclude: Any) -> Optional[Dict[str, Any]]:
+        """The pod kubectl would pick now among the watched ones. An evicted or finished pod
+        ranks like a Pending one in ActivePods; kubectl would pick it and fail. While a live
+        pod exists, it is the better answer."""
+        pods = list(watch.objects.values())
         live = [pod for pod in pods if pod_phase(pod) not in POD_TERMINAL_PHASES]
         return choose_pod(live or pods, exclude)
-
-    async def pod(self, name: str) -> Dict[str, Any]:
-        return await self.get_object(ResourceRef(ResourceKind.POD, name, name))
 
     async def pod_events(self, pod_name: str) -> List[Dict[str, Any]]:
         """Recent events of a pod, oldest first, to explain why a tunnel died."""
         selector = "involvedObject.name=%s,involvedObject.kind=Pod" % pod_name
-        listed = await self.runner.get_json(
-            ["events", *self._ns(), "--field-selector", selector], RESOLVE_REQUEST_TIMEOUT_S
-        )
+        path = api_path(self.namespace, "events") + api_query(fieldSelector=selector)
+        listed = await self.access.get_json(path)
         events = list(listed.get("items") or [])
         events.sort(key=event_time)
         return events
@@ -6889,13 +8257,18 @@ def _no_usable_pod(pod: Optional[Dict[str, Any]]) -> VibeError:
     )
 
 
-# ---- §14b Tunnels: kubectl port-forward children behind the proxy -----------------------------
+# ==== §16 Tunnels ==============================================================================
 #
-# A Tunnel is one `kubectl port-forward pod/P :R1 :R2 --address 127.0.0.1` child: kubectl picks
-# free loopback ports and says which in its `Forwarding from` lines. The Supervisor keeps an
-# active tunnel and a warm standby to the same pod (kubectl closes a whole tunnel on the first
-# error of any one connection, kubectl#1169), watches the pods, and rebuilds both on a new pod,
-# with capped exponential backoff, whenever they die.
+# A Tunnel carries a forward's connections to one pod. Two engines sit behind one seam:
+#   SpdyTunnel     native: one SPDY/3.1 connection per pod, upgraded through kubectl proxy's
+#                  socket, every port and every connection multiplexed on it (an error and a data
+#                  stream per connection, as client-go's portforwarder does);
+#   KubectlTunnel  a `kubectl port-forward pod/P :R...` child on loopback ports: the fallback when
+#                  the API server refuses the upgrade, and `--engine kubectl`.
+# (The WebSocket tunnel of KEP-4006 would be a third engine behind the same seam.)
+# The relay (§17) asks a tunnel to connect() a link and gets an asyncio-style transport back;
+# the Forward (§18) decides which tunnels exist. A tunnel only reports: its state, and when it
+# fails, the cause.
 
 
 class LinkOutcome(enum.Enum):
@@ -6904,18 +8277,22 @@ class LinkOutcome(enum.Enum):
     FAILED = "failed"  # never reached the pod (no tunnel in time, refused, nothing listening)
 
 
+class Engine(enum.Enum):
+    NATIVE = "native"
+    KUBECTL = "kubectl"
+
+
 @frozen_record
 class Lease:
-    """Where one link's upstream goes: a tunnel's loopback port (tunnel is opaque here)."""
+    """Where one link's upstream goes: a tunnel and the pod port (the tunnel is opaque here)."""
 
-    host: str
-    port: int
-    tunnel: Any = None
+    tunnel: Any
+    remote_port: int
 
 
 @frozen_record
 class Verdict:
-    """What a failed tunnel means for a link that had no answer yet."""
+    """What a failed tunnel (or stream) means for a link that had no answer yet."""
 
     reason: str
     retry: bool  # replay on the next tunnel (pod gone, tunnel lost) or not (nothing listening)
@@ -6926,69 +8303,159 @@ class NoUpstream(Exception):
     """No tunnel became ready in time; the message says why (shown and counted)."""
 
 
+class StreamFailure(ConnectionError):
+    """A forwarded connection's stream failed; `cause` classifies the error stream's text."""
+
+    def __init__(self, cause: ErrorCause, text: str) -> None:
+        super().__init__(text)
+        self.cause = cause
+        self.text = text
+
+
 class UpstreamSource:
-    """What the proxy needs from the tunnels. StaticUpstream (benchmarks) and Supervisor."""
+    """What the proxy needs from the tunnels. StaticUpstream (benchmarks) and Forward (§18)."""
 
     async def acquire(self, key: int, timeout: float) -> Lease:
-        """A lease for forward number `key`, waiting up to `timeout` for a ready tunnel."""
+        """A lease for port number `key`, waiting up to `timeout` for a ready tunnel."""
         raise NotImplementedError
 
     def link_closed(self, lease: Lease, link: Link) -> None:
         """A link that used `lease` ended cleanly; if its tunnel fails a moment later, the
         link is recounted as cut by that failure."""
 
-    async def verdict(self, lease: Lease, wait: float) -> Optional[Verdict]:
-        """If the lease's tunnel fails within `wait` seconds: what that means for the link."""
+    def link_failed(self, link: Link, outcome: LinkOutcome, cause: str) -> None:
+        """A link was reset or failed (counted with `cause`): shown, and maybe re-blamed."""
+
+    async def verdict(
+        self, lease: Lease, wait: float, exc: Optional[BaseException] = None
+    ) -> Optional[Verdict]:
+        """What the end of an unanswered link means: None if its tunnel is healthy (the pod
+        itself closed), else whether to replay it. Waits up to `wait` for a tunnel failure."""
         return None
 
 
 class TunnelState(enum.Enum):
     STARTING = "starting"
     READY = "ready"
-    FAILING = "failing"  # kubectl reported a fatal error and is about to exit
+    FAILING = "failing"  # failed or draining: no new links; the cause is known
     EXITED = "exited"
 
 
 class Tunnel:
-    """One kubectl port-forward child, its loopback ports and how it ended."""
+    """The seam: state, readiness, the cause of its end, and connect() for the relay."""
+
+    engine: ClassVar[Engine] = Engine.KUBECTL
 
     def __init__(self, pod_name: str, namespace: str, remote_ports: Sequence[int]) -> None:
+        import collections
+
         self.pod_name = pod_name
         self.namespace = namespace
         self.remote_ports = tuple(sorted(set(remote_ports)))
         self.state = TunnelState.STARTING
-        self.local_ports: Dict[int, int] = {}
         self.cause: Optional[ErrorCause] = None
         self.error = ""
-        self.exit_code: Optional[int] = None
-        self.stderr_tail: Any = None  # collections.deque of recent unparsed lines
-        self.recent_ends: Any = None  # deque of (time, link) for late reclassification
-        self.process: Optional[KubectlProcess] = None
-        self.retired = False  # stopped on purpose (dead pod, shutdown): its exit is no loss
+        self.retired = False  # stopped on purpose (dead pod, shutdown): its end is no loss
+        #: Takes no new links, but the open ones go on (a GOAWAY, a pod no longer Ready).
+        self.draining = False
         self.ready = asyncio.Event()
         self.ended = asyncio.Event()
+        self.recent_ends: Any = collections.deque(maxlen=TUNNEL_RECENT_LINKS)
         self._on_change: Callable[[Tunnel], None] = _ignore_tunnel_change
 
     def __repr__(self) -> str:
-        return "<Tunnel %s %s %s>" % (self.pod_name, self.state.value, self.local_ports)
+        return "<%s %s %s>" % (type(self).__name__, self.pod_name, self.state.value)
 
     @property
     def usable(self) -> bool:
         return self.state in (TunnelState.STARTING, TunnelState.READY)
 
-    def argv(self) -> List[str]:
-        ports = [":%d" % port for port in self.remote_ports]
-        return ["port-forward", "pod/" + self.pod_name, "-n", self.namespace,
-                "--address", "127.0.0.1", *ports]  # fmt: skip
+    async def start(self, on_change: Callable[[Tunnel], None]) -> None:
+        raise NotImplementedError
 
-    async def start(self, runner: KubectlRunner, on_change: Callable[[Tunnel], None]) -> None:
+    async def connect(self, protocol_factory: Callable[[], Any], remote_port: int) -> Any:
+        """A transport to `remote_port` in the pod, speaking to protocol_factory()'s protocol."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def _became_ready(self) -> None:
+        if self.state is TunnelState.STARTING:
+            self.state = TunnelState.READY
+            self.ready.set()
+            self._on_change(self)
+
+    def fail(self, cause: ErrorCause, error: str) -> None:
+        """The tunnel cannot take new links any more; the first known cause is kept."""
+        if self.cause is None or self.cause is ErrorCause.OTHER:
+            self.cause, self.error = cause, error
+        if self.state in (TunnelState.STARTING, TunnelState.READY):
+            self.state = TunnelState.FAILING
+            self.ended.set()
+            self._on_change(self)
+
+    # -- links that ended just before the tunnel failed were cut by it -------------------------
+
+    def note_link_closed(self, link: Link, now: float) -> None:
+        if self.state is not TunnelState.EXITED:
+            self.recent_ends.append((now, link))
+
+    def links_cut_by_failure(self, now: float) -> List[Link]:
+        return [link for ended, link in self.recent_ends if now - ended <= TUNNEL_VERDICT_WINDOW_S]
+
+
+def _ignore_tunnel_change(tunnel: Tunnel) -> None:
+    pass
+
+
+# ---- the kubectl engine: a `kubectl port-forward` child on loopback ports ----------------------
+
+
+class KubectlTunnel(Tunnel):
+    """One `kubectl port-forward pod/P :R1 :R2 --address 127.0.0.1` child: kubectl picks free
+    loopback ports and says which in its `Forwarding from` lines (client-go closes a whole
+    tunnel on the first error of any one connection, kubectl#1169: the Forward keeps a standby).
+    """
+
+    engine = Engine.KUBECTL
+
+    def __init__(
+        self, runner: KubectlRunner, pod_name: str, namespace: str, remote_ports: Sequence[int]
+    ) -> None:
         import collections
 
-        self.stderr_tail = collections.deque(maxlen=TUNNEL_STDERR_TAIL_LINES)
-        self.recent_ends = collections.deque(maxlen=TUNNEL_RECENT_LINKS)
+        super().__init__(pod_name, namespace, remote_ports)
+        self.runner = runner
+        self.local_ports: Dict[int, int] = {}
+        self.exit_code: Optional[int] = None
+        self.stderr_tail: Any = collections.deque(maxlen=TUNNEL_STDERR_TAIL_LINES)
+        self.process: Optional[KubectlProcess] = None
+
+    def argv(self) -> List[str]:
+        ports = [":%d" % port for port in self.remote_ports]
+        return [
+            "port-forward",
+            "pod/" + self.pod_name,
+            "-n",
+            self.namespace,
+            "--address",
+            "127.0.0.1",
+            *ports,
+        ]
+
+    async def start(self, on_change: Callable[[Tunnel], None]) -> None:
         self._on_change = on_change
-        self.process = await runner.start(self.argv(), self._on_line)
+        self.process = await self.runner.start(self.argv(), self._on_line)
         asyncio.ensure_future(self._watch_exit())
+
+    async def connect(self, protocol_factory: Callable[[], Any], remote_port: int) -> Any:
+        local = self.local_ports.get(remote_port)
+        if not local:
+            raise ConnectionRefusedError("kubectl port-forward has no port for %d" % remote_port)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(protocol_factory, "127.0.0.1", local)
+        return transport
 
     async def stop(self) -> None:
         self.retired = True
@@ -7024,590 +8491,558 @@ class Tunnel:
 
     def _forwarding(self, event: ForwardingFrom) -> None:
         self.local_ports[event.remote_port] = event.local_port
-        if self.state is TunnelState.STARTING and all(
-            port in self.local_ports for port in self.remote_ports
-        ):
-            self.state = TunnelState.READY
-            self.ready.set()
-            self._on_change(self)
+        if all(port in self.local_ports for port in self.remote_ports):
+            self._became_ready()
 
     def _failed(self, event: Any) -> None:
         cause = getattr(event, "cause", None) or classify_error(getattr(event, "message", ""))
-        if self.cause is None or self.cause is ErrorCause.OTHER:
-            self.cause = cause
-            self.error = getattr(event, "message", "") or "lost connection to pod"
-        if self.state in (TunnelState.STARTING, TunnelState.READY):
-            self.state = TunnelState.FAILING
-            self.ended.set()
-            self._on_change(self)
+        self.fail(cause, getattr(event, "message", "") or "lost connection to pod")
 
     def _lost(self, event: Any) -> None:
-        if self.cause is None:
-            self.cause = ErrorCause.OTHER
-            self.error = "lost connection to pod"
-        self._failed(event)
-
-    # -- links that ended just before the tunnel failed were cut by it -------------------------
-
-    def note_link_closed(self, link: Link, now: float) -> None:
-        if self.recent_ends is not None and self.state is not TunnelState.EXITED:
-            self.recent_ends.append((now, link))
-
-    def links_cut_by_failure(self, now: float) -> List[Link]:
-        if self.recent_ends is None:
-            return []
-        return [link for ended, link in self.recent_ends if now - ended <= TUNNEL_VERDICT_WINDOW_S]
+        self.fail(ErrorCause.OTHER, "lost connection to pod")
 
 
-def _ignore_tunnel_change(tunnel: Tunnel) -> None:
-    pass
-
-
-_TUNNEL_HANDLERS: Dict[type, Callable[[Tunnel, Any], None]] = {
-    ForwardingFrom: Tunnel._forwarding,
-    ForwardError: Tunnel._failed,
-    FatalError: Tunnel._failed,
-    ListenFailed: Tunnel._failed,
-    LostConnection: Tunnel._lost,
+_TUNNEL_HANDLERS: Dict[type, Callable[[KubectlTunnel, Any], None]] = {
+    ForwardingFrom: KubectlTunnel._forwarding,
+    ForwardError: KubectlTunnel._failed,
+    FatalError: KubectlTunnel._failed,
+    ListenFailed: KubectlTunnel._failed,
+    LostConnection: KubectlTunnel._lost,
 }
 
 
-class ForwardState(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
-    STOPPED = "stopped"
+# ---- the native engine: SPDY/3.1 through kubectl proxy ----------------------------------------
+
+#: The upgrade client-go's SPDY dialer sends for port-forward (kubectl proxy passes it through).
+SPDY_UPGRADE_HEADERS = (
+    ("Connection", "Upgrade"),
+    ("Upgrade", "SPDY/3.1"),
+    ("X-Stream-Protocol-Version", "portforward.k8s.io"),
+    ("Content-Length", "0"),
+)
 
 
-class EventKind(enum.Enum):
-    FORWARDING = "forwarding"  # a local port is listening and its first tunnel is ready
-    CONNECTION = "connection"  # a client connected (kubectl's "Handling connection for N")
-    TUNNEL_LOST = "tunnel_lost"
-    RECONNECTING = "reconnecting"
-    RECONNECTED = "reconnected"
-    POD = "pod"  # the pod behind the forward changed: replaced, restarted, not ready
-    LISTEN_FAILED = "listen_failed"
-    ERROR = "error"
-    STOPPED = "stopped"
+class UpgradeRefused(Exception):
+    """The API server answered the upgrade with an HTTP error (its ApiError)."""
 
 
-@frozen_record
-class SessionEvent:
-    """Something the user should hear about, from any target; sinks decide how to show it."""
+class SpdyTunnel(Tunnel):
+    """One SPDY connection to one pod: every port, every forwarded connection, both ways.
 
-    time: float  # wall clock, for display
-    kind: EventKind
-    target: str  # "svc/web"
-    message: str
-    data: Tuple[Tuple[str, Any], ...] = ()
+    Per connection, an error stream (half-closed at once: we never write on it) and a data
+    stream, sent back to back without waiting for their replies (one round trip less than
+    client-go; the kubelet handles a stream's frames in order, so early data is safe). The
+    error stream's text classifies that one connection's failure; only what dooms the whole
+    pod (sandbox gone) or the connection (GOAWAY, EOF, no ping answer) fails the tunnel.
+    """
 
-    def as_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"event": self.kind.value, "target": self.target}
-        out.update(self.data)
-        out["message"] = self.message
-        return out
-
-
-#: Receives every SessionEvent (the session fans them out to the display and sinks).
-EventSink = Callable[[SessionEvent], None]
-
-
-class Supervisor(UpstreamSource):
-    """Keeps one target forwarding: tunnels up, pods watched, failures counted and explained."""
+    engine = Engine.NATIVE
 
     def __init__(
-        self,
-        runner: KubectlRunner,
-        resolver: Any,
-        resolution: Any,
-        specs: Sequence[Any],
-        *,
-        pod_running_timeout: float,
-        emit: EventSink,
+        self, access: ClusterAccess, pod_name: str, namespace: str, remote_ports: Sequence[int]
     ) -> None:
-        self.runner = runner
-        self.resolver = resolver
-        self.resolution = resolution
-        self.specs = list(specs)
-        self.pod_running_timeout = pod_running_timeout
-        self._emit = emit
-        self.state = ForwardState.STARTING
-        self.attempt = 0
-        self.reason = ""
-        self.active: Optional[Tunnel] = None
-        self.standby: Optional[Tunnel] = None
-        self.proxies: List[ForwardProxy] = []
-        self.reconnects: Dict[str, int] = {}
-        self.pod_notes: List[str] = []  # restarts, waiting reasons: for the summary
-        self.troubled_pods: Dict[str, None] = {}  # the pods those notes are about, in order
-        self.fatal: Optional[VibeError] = None
-        self.pods_seen: Dict[str, dict] = {}
-        self.dead_pods: set[str] = set()
-        self._needs_resolve = False
-        self._ever_ready = False
-        self._wake = asyncio.Event()
-        self._active_ready = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._tasks: List[Any] = []
-        self.uptime = UptimeClock()
-        self._last_loss: Optional[Tuple[float, str, str]] = None
-
-    def __repr__(self) -> str:
-        return "<Supervisor %s %s pod=%s>" % (self.label, self.state.value, self.pod_name)
+        super().__init__(pod_name, namespace, remote_ports)
+        self.access = access
+        self.transport: Any = None
+        self.writer = SpdyWriter()
+        self.parser: Optional[SpdyParser] = None
+        self.refusal: Optional[ApiError] = None
+        self.data_streams: Dict[int, TunnelStream] = {}
+        self.error_streams: Dict[int, TunnelStream] = {}
+        self.next_id = 1
+        self.next_request = 0
+        self.opened = 0
+        self.rtt: Optional[float] = None
+        self._paused: set = set()  # streams whose client reads too slowly: we stop reading
+        self._ping_sent: Dict[int, float] = {}
+        self._next_ping = 1
+        self._keepalive: Any = None
+        self._draining = False
 
     @property
-    def label(self) -> str:
-        return self.resolution.ref.text
+    def active_streams(self) -> int:
+        return len(self.data_streams)
 
-    @property
-    def pod_name(self) -> str:
-        return self.resolution.pod_name
+    def note_link_closed(self, link: Link, now: float) -> None:
+        """A native stream's clean end is known to be clean (see TunnelStream): nothing to
+        recount later."""
 
-    def emit(self, kind: EventKind, message: str, **data: Any) -> None:
-        self._emit(SessionEvent(_wall_clock(), kind, self.label, message, tuple(data.items())))
-
-    # -- the proxy's side: leases and verdicts -----------------------------------------------------
-
-    async def acquire(self, key: int, timeout: float) -> Lease:
+    async def start(self, on_change: Callable[[Tunnel], None]) -> None:
+        self._on_change = on_change
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        while True:
-            tunnel = self.active
-            if tunnel is not None and tunnel.state is TunnelState.READY:
-                port = tunnel.local_ports.get(self.resolution.forwards[key].remote_port)
-                if port:
-                    return Lease("127.0.0.1", port, tunnel)
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._stopped.is_set():
-                raise NoUpstream(self._why_no_tunnel(timeout))
-            if tunnel is None or not tunnel.usable:
-                self._active_ready.clear()
-            try:
-                await asyncio.wait_for(self._active_ready.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
-                pass
-
-    @property
-    def is_ready(self) -> bool:
-        return self._active_ready.is_set()
-
-    async def wait_ready(self) -> None:
-        await self._active_ready.wait()
-
-    def _why_no_tunnel(self, timeout: float) -> str:
-        why = self.reason or "the tunnel was not ready"
-        return "no tunnel within %s: %s" % (format_go_duration(round(timeout, 1)), why)
-
-    def link_closed(self, lease: Lease, link: Link) -> None:
-        if isinstance(lease.tunnel, Tunnel):
-            lease.tunnel.note_link_closed(link, asyncio.get_running_loop().time())
-
-    async def verdict(self, lease: Lease, wait: float) -> Optional[Verdict]:
-        tunnel = lease.tunnel
-        if not isinstance(tunnel, Tunnel):
-            return None
         try:
-            await asyncio.wait_for(tunnel.ended.wait(), wait)
-        except asyncio.TimeoutError:
-            return None
-        cause = tunnel.cause or ErrorCause.OTHER
-        reason = cause_summary(cause, tunnel.remote_ports)
-        if cause in (ErrorCause.NOT_LISTENING, ErrorCause.FORBIDDEN):
-            return Verdict(reason, retry=False, outcome=LinkOutcome.FAILED)
-        return Verdict(reason, retry=True, outcome=LinkOutcome.RESET)
+            path = await self.access.proxy.wait_ready(TUNNEL_START_TIMEOUT_S)
+            self.transport, _ = await loop.create_unix_connection(
+                lambda: SpdyConnectionProtocols.bound()(self), path
+            )
+        except VibeError as exc:
+            self.fail(classify_error(exc.message), exc.message)
+            return
+        except OSError as exc:
+            self.fail(ErrorCause.CONNECTION_LOST, "cannot reach kubectl proxy: %s" % exc)
+            return
+        target = api_path(self.namespace, "pods", self.pod_name, "portforward")
+        self.transport.write(http_request("POST", target, SPDY_UPGRADE_HEADERS))
 
-    # -- the loop -------------------------------------------------------------------------------
+    # -- the upgrade ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Until stop(): keep an active and a standby tunnel, rebuilding them as they die."""
-        self._tasks.append(asyncio.ensure_future(self._watch_pods()))
-        while not self._stopped.is_set():
-            try:
-                await self._step()
-            except VibeError as exc:
-                if self._is_fatal(exc):
-                    self.fatal = exc
-                    self.state = ForwardState.FAILED
-                    self.emit(EventKind.ERROR, exc.message)
-                    return
-                await self._retry_later(exc.message)
-                continue
-            await self._sleep(None)
-
-    def _is_fatal(self, exc: VibeError) -> bool:
-        """Only what can never work ends the session: RBAC refusing the very first tunnel."""
-        return not self._ever_ready and classify_error(exc.message) is ErrorCause.FORBIDDEN
-
-    async def _step(self) -> None:
-        if self._needs_resolve:
-            await self._re_resolve()
-        active_lost = self.active is None or not self.active.usable
-        if active_lost and not self._promote_standby():
-            self.active = await self._start_tunnel(wait_ready=True)
-            self._became_ready()
-        if self.standby is None or not self.standby.usable:
-            self.standby = await self._start_tunnel(wait_ready=False)
-
-    def _promote_standby(self) -> bool:
-        standby = self.standby
-        if standby is None or standby.state is not TunnelState.READY:
-            return False
-        self.active, self.standby = standby, None
-        self.emit(EventKind.RECONNECTED, "switched to the standby tunnel to pod %s" % self.pod_name)
+    def upgraded(self, head: HttpHead, leftover: bytes) -> None:
+        upgrade = head.get("upgrade").lower()
+        if "spdy/3.1" not in upgrade:
+            self.refused(
+                ApiError(
+                    head.status,
+                    "",
+                    "unable to upgrade connection: the answer upgraded to %r" % upgrade,
+                )
+            )
+            return
+        self.parser = SpdyParser(self._on_data, self._on_control)
+        if leftover:
+            self.parser.feed(leftover)
+        self._keepalive = asyncio.ensure_future(self._keep_alive())
         self._became_ready()
-        return True
 
-    async def _start_tunnel(self, wait_ready: bool) -> Tunnel:
-        remote_ports = [forward.remote_port for forward in self.resolution.forwards]
-        tunnel = Tunnel(self.pod_name, self.resolver.namespace, remote_ports)
-        await tunnel.start(self.runner, self._tunnel_changed)
-        if not wait_ready:
-            return tunnel
-        ready = asyncio.ensure_future(tunnel.ready.wait())
-        ended = asyncio.ensure_future(tunnel.ended.wait())
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        await asyncio.wait([ready, ended, stopped], timeout=TUNNEL_START_TIMEOUT_S,
-                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        for waiter in (ready, ended, stopped):
-            waiter.cancel()
-        if tunnel.state is TunnelState.READY:
-            return tunnel
-        await tunnel.stop()
-        if tunnel.cause is ErrorCause.POD_GONE:
-            self._mark_pod_gone(self.pod_name)
-        raise VibeError(tunnel.error or "kubectl port-forward was not ready within %s"
-                        % format_go_duration(TUNNEL_START_TIMEOUT_S))  # fmt: skip
-
-    def _became_ready(self) -> None:
-        was_reconnecting = self.state is ForwardState.RECONNECTING
-        self.state = ForwardState.READY
-        self.reason = ""
-        self.attempt = 0
-        self._ever_ready = True
-        self.uptime.up(_monotonic())
-        self._active_ready.set()
-        if was_reconnecting:
-            self.emit(EventKind.RECONNECTED, "tunnel ready again, to pod %s" % self.pod_name)
-
-    async def _retry_later(self, reason: str) -> None:
-        self.attempt += 1
-        self.state = ForwardState.RECONNECTING
-        self.reason = reason
-        self.uptime.down(_monotonic())
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * (2 ** (self.attempt - 1)))
-        self.emit(
-            EventKind.RECONNECTING,
-            "attempt %d in %s: %s" % (self.attempt, format_go_duration(delay), reason),
-            attempt=self.attempt,
-            reason=reason,
-        )
-        await self._sleep(delay)
-
-    async def _sleep(self, delay: Optional[float]) -> None:
-        """Until something changes (a tunnel, a pod, stop()) or `delay` seconds pass."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
-        self._wake.clear()
-
-    # -- tunnels and pods changing under us --------------------------------------------------------
-
-    def _tunnel_changed(self, tunnel: Tunnel) -> None:
-        if self._stopped.is_set():
-            return  # our own shutdown stops the tunnels: not a loss
-        if tunnel.retired:
-            if tunnel is self.active:
-                self.active = None
-                self._active_ready.clear()
-            self._wake.set()
-            return
-        if tunnel.state is TunnelState.READY:
-            if tunnel is self.active:
-                self._active_ready.set()
-            self._wake.set()
-            return
-        if tunnel.usable:
-            return
-        if tunnel.cause is ErrorCause.POD_GONE:
-            self._mark_pod_gone(tunnel.pod_name)
-        if tunnel is self.active:
-            self._active_lost(tunnel)
-        self._wake.set()
-
-    def _active_lost(self, tunnel: Tunnel) -> None:
-        self._active_ready.clear()
-        self.active = None
-        cause = tunnel.cause or ErrorCause.OTHER
-        summary = cause_summary(cause, tunnel.remote_ports)
-        self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
-        self._last_loss = (_monotonic(), tunnel.pod_name, summary)
-        self._cut_links_of(tunnel, summary)
-        detail = (": " + tunnel.error) if tunnel.error else ""
-        self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
-        self._tasks.append(asyncio.ensure_future(self._correlate_with_events(tunnel.pod_name)))
-        standby_ready = self.standby is not None and self.standby.state is TunnelState.READY
-        if not standby_ready or self._needs_resolve:
-            self.state = ForwardState.RECONNECTING
-            self.reason = summary
-            self.uptime.down(_monotonic())
-
-    def _cut_links_of(self, tunnel: Tunnel, reason: str) -> None:
-        """Links the pod already answered die with their tunnel (reset, with the reason),
-        except HTTP keep-alives at rest, which move to the next tunnel."""
-        now = asyncio.get_running_loop().time()
-        for link in tunnel.links_cut_by_failure(now):
-            link.forward.stats.reclassify_as_reset(reason)
-        if tunnel.recent_ends is not None:
-            tunnel.recent_ends.clear()
-        for proxy in self.proxies:
-            for link in list(proxy.links):
-                if link.lease is None or link.lease.tunnel is not tunnel:
-                    continue
-                if link.down_bytes and not link.may_continue_elsewhere():
-                    link.client.abort()
-                    if link.upstream is not None:
-                        link.upstream.abort()
-                    link.finish(LinkOutcome.RESET, reason)
-                elif link.down_bytes and link.upstream is not None:
-                    link.upstream.abort()  # at rest: move it now, not when kubectl lets go
-
-    def _retire(self, tunnel: Tunnel, cause: Optional[ErrorCause] = None) -> None:
-        """Stop a tunnel on purpose: no new links go to it, and its exit is not a loss.
-
-        With a cause (its pod died or stopped being Ready), the links the pod had answered are
-        cut and counted, the rest replay on the next tunnel, and an active tunnel counts as a
-        reconnect, exactly as if kubectl had reported the death first."""
-        tunnel.retired = True
-        if cause is not None and tunnel.cause is None:
-            tunnel.cause = cause
-            summary = cause_summary(cause, tunnel.remote_ports)
-            self._cut_links_of(tunnel, summary)
-            if tunnel is self.active:
-                self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
-        if tunnel is self.active:
-            self.active = None
-            self._active_ready.clear()
-        if tunnel is self.standby:
-            self.standby = None
-        tunnel.ended.set()
-        self._tasks.append(asyncio.ensure_future(tunnel.stop()))
-
-    def _blame_recent_loss_on_pod_death(self, pod_name: str) -> None:
-        """A deleted pod's runtime resets its live streams a moment before the watch says it is
-        gone; that loss was the pod's death, not the app resetting connections."""
-        if self._last_loss is None:
-            return
-        when, lost_pod, summary = self._last_loss
-        gone = cause_summary(ErrorCause.POD_GONE, ())
-        if (
-            lost_pod != pod_name
-            or _monotonic() - when > POD_DEATH_BLAME_WINDOW_S
-            or summary == gone
-        ):
-            return
-        self._last_loss = None
-        _move_count(self.reconnects, summary, gone)
-        for proxy in self.proxies:
-            _move_count(proxy.stats.causes, "reset: " + summary, "reset: " + gone)
-
-    async def _correlate_with_events(self, pod_name: str) -> None:
-        """A tunnel died: the pod's latest Warning event often says why (OOMKilled, BackOff)."""
-        try:
-            events = await self.resolver.pod_events(pod_name)
-        except VibeError:
-            return
-        warnings = [event for event in events if event.get("type") == "Warning"]
-        if not warnings:
-            return
-        latest = warnings[-1]
-        reason, message = latest.get("reason", "?"), latest.get("message", "").strip()
-        self._note(pod_name, "event %s: %s" % (reason, message))
-
-    def _note(self, pod_name: str, line: str) -> None:
-        """Remember (for the summary) and show something the pod went through, once."""
-        note = "pod %s: %s" % (pod_name, line)
-        if note in self.pod_notes:
-            return
-        self.pod_notes.append(note)
-        del self.pod_notes[:-POD_NOTES_KEPT]
-        self.troubled_pods[pod_name] = None
-        self.emit(EventKind.POD, note, pod=pod_name)
-
-    def _mark_pod_gone(self, pod_name: str) -> None:
-        if pod_name != self.pod_name or pod_name in self.dead_pods:
-            return
-        self._blame_recent_loss_on_pod_death(pod_name)
-        self.dead_pods.add(pod_name)
-        self._needs_resolve = True
-        for tunnel in (self.active, self.standby):
-            if tunnel is not None and tunnel.pod_name == pod_name and tunnel.usable:
-                self._retire(tunnel, ErrorCause.POD_GONE)
-        self._wake.set()
-
-    async def _re_resolve(self) -> None:
-        previous = self.pod_name
-        self.state = ForwardState.RECONNECTING
-        self.uptime.down(_monotonic())
-        self.reason = "pod %s is gone or not Ready: waiting for a Ready pod" % previous
-        resolution = await self.resolver.resolve(
-            self.resolution.ref,
-            self.specs,
-            self.pod_running_timeout,
-            exclude=frozenset(self.dead_pods),
-            require_ready=self.resolution.ref.kind is not ResourceKind.POD,
-        )
-        self.resolution = resolution
-        self._needs_resolve = False
-        for tunnel in (self.active, self.standby):
-            if tunnel is not None and tunnel.pod_name != resolution.pod_name:
-                self._retire(tunnel)
-        if resolution.pod_name == previous:
-            self.emit(EventKind.POD, "pod %s is Ready again" % previous, pod=previous)
-            return
-        message = "now forwarding to pod %s (was %s)" % (resolution.pod_name, previous)
-        self.emit(EventKind.POD, message, pod=resolution.pod_name, previous=previous)
-
-    async def _watch_pods(self) -> None:
-        """`kubectl get pods -w` on the target's pods: deaths, replacements, restarts."""
-        while not self._stopped.is_set():
-            on_data = functools.partial(self._pod_events, JsonStreamDecoder())
-            try:
-                child = await self.runner.start(self._pod_watch_args(), _ignore_line, on_data)
-                await child.wait()
-            except VibeError:
-                pass
-            await self._wait_stopped(POD_WATCH_RESTART_S)
-
-    def _pod_watch_args(self) -> List[str]:
-        ref = self.resolution.ref
-        args = ["get", "pods", "-n", self.resolver.namespace, "-w", "-o", "json",
-                "--output-watch-events"]  # fmt: skip
-        if ref.kind is ResourceKind.POD:
-            return [*args, "--field-selector", "metadata.name=" + ref.name]
-        return [*args, "-l", selector_for(self.resolution.obj)]
-
-    def _pod_events(self, decoder: JsonStreamDecoder, data: bytes) -> None:
-        for document in decoder.feed(data):
-            if isinstance(document, dict) and isinstance(document.get("object"), dict):
-                self._pod_changed(document.get("type", ""), document["object"])
-
-    def _pod_changed(self, kind: str, pod: dict) -> None:
-        name = pod.get("metadata", {}).get("name", "")
-        before = self.pods_seen.get(name)
-        if kind == "DELETED":
-            self.pods_seen.pop(name, None)
+    def refused(self, error: ApiError) -> None:
+        """A non-101 answer: forbidden, pod not found, or an API server that will not upgrade."""
+        self.refusal = error
+        if error.code == 403:
+            cause = ErrorCause.FORBIDDEN
+        elif error.code == 404:
+            cause = ErrorCause.POD_GONE
+        elif error.unreachable:
+            cause = ErrorCause.UNREACHABLE
         else:
-            self.pods_seen[name] = pod
-        if name == self.pod_name:
-            self._note_pod_health(before, pod, deleted=kind == "DELETED")
-            if kind == "DELETED" or pod.get("metadata", {}).get("deletionTimestamp"):
-                self.emit(EventKind.POD, "pod %s is terminating" % name, pod=name)
-                self._mark_pod_gone(name)
-            elif self._should_leave_unready(before, pod):
-                self._leave_unready_pod(name)
-        if self.state is not ForwardState.READY:
-            self._wake.set()
+            cause = ErrorCause.UPGRADE_REFUSED
+        self.fail(cause, upgrade_error_text(error))
+        self._close_transport()
 
-    def _should_leave_unready(self, before: Optional[dict], pod: dict) -> bool:
-        """A Service or workload forward moves off a pod that just stopped being Ready (another
-        Ready pod is preferred by the resolver); a bare pod target has nowhere else to go."""
-        if self.resolution.ref.kind is ResourceKind.POD or is_pod_ready(pod):
-            return False
-        return before is None or is_pod_ready(before)
+    # -- streams ---------------------------------------------------------------------------------
 
-    def _leave_unready_pod(self, pod_name: str) -> None:
-        self.emit(EventKind.POD, "pod %s is not Ready: looking for a Ready pod" % pod_name)
-        self._needs_resolve = True
-        for tunnel in (self.active, self.standby):
-            if tunnel is not None and tunnel.usable:
-                self._retire(tunnel, ErrorCause.POD_NOT_READY)
-        self._wake.set()
+    async def connect(self, protocol_factory: Callable[[], Any], remote_port: int) -> Any:
+        if self.state is not TunnelState.READY or self.transport is None:
+            raise ConnectionRefusedError("tunnel to pod %s is not ready" % self.pod_name)
+        if self.next_id > SPDY_MAX_STREAM_ID - 4:
+            self.fail(ErrorCause.CONNECTION_LOST, "the tunnel used up its stream ids")
+            raise ConnectionRefusedError("tunnel full")
+        error_id, data_id = self.next_id, self.next_id + 2
+        self.next_id += 4
+        request = self.next_request
+        self.next_request += 1
+        protocol = protocol_factory()
+        stream = TunnelStream(self, data_id, error_id, protocol)
+        self.data_streams[data_id] = stream
+        self.error_streams[error_id] = stream
+        self.opened += 1
+        writer = self.writer
+        headers = portforward_stream_headers
+        self.transport.write(
+            writer.syn_stream(error_id, headers("error", remote_port, request), fin=True)
+            + writer.syn_stream(data_id, headers("data", remote_port, request), fin=False)
+        )
+        stream.reply_timer = asyncio.get_running_loop().call_later(
+            SPDY_REPLY_TIMEOUT_S, stream.reply_timed_out
+        )
+        protocol.connection_made(stream)
+        return stream
 
-    def _note_pod_health(self, before: Optional[dict], pod: dict, deleted: bool) -> None:
-        """New trouble on the forwarded pod (first sight included: past restarts matter too)."""
-        if deleted:
+    def send_data(self, stream_id: int, view: Any) -> None:
+        """One data frame (the relay's reads are at most 1 MiB: always one frame)."""
+        self.transport.writelines((SPDY_DATA_HEAD.pack(stream_id, len(view)), view))
+
+    def send_fin(self, stream_id: int) -> None:
+        if self.transport is not None:
+            self.transport.write(SPDY_DATA_HEAD.pack(stream_id, SPDY_FLAG_FIN << 24))
+
+    def send_reset(self, stream_id: int) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.writer.rst_stream(stream_id, SPDY_CANCEL))
+
+    def forget(self, stream: TunnelStream) -> None:
+        self.data_streams.pop(stream.data_id, None)
+        self.error_streams.pop(stream.error_id, None)
+        if stream in self._paused:
+            self.resume_stream(stream)
+        if self._draining and not self.data_streams:
+            self._close_transport()
+
+    def pause_stream(self, stream: TunnelStream) -> None:
+        """A client cannot keep up: stop reading the whole connection (spdystream's HOL)."""
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused.add(stream)
+
+    def resume_stream(self, stream: TunnelStream) -> None:
+        self._paused.discard(stream)
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # -- what the pod's side sends ---------------------------------------------------------------
+
+    def _on_data(self, stream_id: int, view: memoryview, fin: bool) -> None:
+        stream = self.data_streams.get(stream_id)
+        if stream is not None:
+            if len(view):
+                stream.protocol.data_view(view, self.parser)
+            if fin:
+                stream.remote_finished()
             return
-        old = describe_pod_health(before) if before is not None else []
-        for line in describe_pod_health(pod):
-            if line not in old:
-                self._note(pod["metadata"]["name"], line)
+        stream = self.error_streams.get(stream_id)
+        if stream is not None:
+            stream.error_data(view, fin)
 
-    # -- stopping ----------------------------------------------------------------------------------
+    def _on_control(self, frame: SpdyControl) -> None:
+        handler = _SPDY_CONTROL_HANDLERS.get(frame.kind)
+        if handler is not None:
+            handler(self, frame)
 
-    async def _wait_stopped(self, delay: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopped.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
+    def _syn_reply(self, frame: SpdyControl) -> None:
+        stream = self.data_streams.get(frame.stream)
+        if stream is not None:
+            stream.replied()
+
+    def _rst_stream(self, frame: SpdyControl) -> None:
+        stream = self.data_streams.get(frame.stream) or self.error_streams.get(frame.stream)
+        if stream is None:
+            return
+        refused = frame.value == SPDY_REFUSED_STREAM  # after a GOAWAY: try another tunnel
+        cause = ErrorCause.CONNECTION_LOST if refused else ErrorCause.OTHER
+        stream.failed(StreamFailure(cause, spdy_rst_text(frame.value)), reset=False)
+
+    def _ping(self, frame: SpdyControl) -> None:
+        if frame.value % 2 == 0:  # the server's ping: echo it
+            if self.transport is not None:
+                self.transport.write(self.writer.ping(frame.value))
+            return
+        sent = self._ping_sent.pop(frame.value, None)
+        if sent is not None:
+            self.rtt = _monotonic() - sent
+
+    def _goaway(self, frame: SpdyControl) -> None:
+        """The API server is going away: open streams finish, new ones go elsewhere."""
+        self.draining = True  # before fail(): the Forward must not cut the open links
+        self.fail(ErrorCause.CONNECTION_LOST, "the API server closed the tunnel (GOAWAY)")
+        self.drain()
+
+    def _syn_stream(self, frame: SpdyControl) -> None:
+        if self.transport is not None:  # servers never open streams in port-forward
+            self.transport.write(self.writer.rst_stream(frame.stream, SPDY_REFUSED_STREAM))
+
+    # -- the connection's life -------------------------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        """Ping when idle; no answer in time means the connection is dead (sleep, VPN)."""
+        while self.transport is not None and not self.transport.is_closing():
+            await asyncio.sleep(SPDY_PING_INTERVAL_S)
+            ping_id = self._next_ping
+            self._next_ping += 2
+            self._ping_sent = {ping_id: _monotonic()}
+            self.transport.write(self.writer.ping(ping_id))
+            await asyncio.sleep(SPDY_PING_TIMEOUT_S)
+            if ping_id in self._ping_sent:
+                self.fail(
+                    ErrorCause.STUCK_TUNNEL,
+                    "no answer to a ping within %s" % format_go_duration(SPDY_PING_TIMEOUT_S),
+                )
+                self._close_transport()
+                return
+
+    def protocol_failed(self, error: str) -> None:
+        self.fail(ErrorCause.CONNECTION_LOST, "the tunnel's SPDY stream broke: " + error)
+        self._close_transport()
+
+    def connection_closed(self, exc: Optional[BaseException]) -> None:
+        """The Unix socket connection ended: every stream on it ends with the tunnel's cause."""
+        self.transport = None
+        if self.cause is None:
+            why = _describe_socket_error(exc) if exc is not None else "closed"
+            self.fail(
+                ErrorCause.CONNECTION_LOST,
+                "the tunnel's connection to kubectl proxy %s"
+                % ("ended" if why == "closed" else "failed: " + why),
+            )
+        failure = StreamFailure(self.cause or ErrorCause.CONNECTION_LOST, self.error)
+        for stream in list(self.data_streams.values()):
+            stream.failed(failure, reset=False)
+        self.data_streams.clear()
+        self.error_streams.clear()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        self.state = TunnelState.EXITED
+        self.ended.set()
+        self._on_change(self)
+
+    def drain(self) -> None:
+        """No new links; close once the open ones are done."""
+        self._draining = True
+        self.draining = True
+        if not self.data_streams:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     async def stop(self) -> None:
-        self._stopped.set()
-        self._wake.set()
-        self.state = ForwardState.STOPPED
-        self.uptime.down(_monotonic())
-        for task in self._tasks:
-            task.cancel()
-        tunnels = [tunnel for tunnel in (self.active, self.standby) if tunnel is not None]
-        await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
+        """Stop on purpose: open connections are cut (the Forward decides when to call this)."""
+        self.retired = True
+        if self.transport is not None:
+            if self.state is TunnelState.READY and not self.transport.is_closing():
+                self.transport.write(self.writer.goaway(0))
+            self.transport.abort()
+        elif self.state is not TunnelState.EXITED:
+            self.state = TunnelState.EXITED
+            self.ended.set()
 
 
-def _move_count(counts: Dict[str, int], old: str, new: str) -> None:
-    moved = counts.pop(old, 0)
-    if moved:
-        counts[new] = counts.get(new, 0) + moved
+_SPDY_CONTROL_HANDLERS: Dict[int, Callable[[SpdyTunnel, SpdyControl], None]] = {
+    SPDY_SYN_REPLY: SpdyTunnel._syn_reply,
+    SPDY_RST_STREAM: SpdyTunnel._rst_stream,
+    SPDY_PING: SpdyTunnel._ping,
+    SPDY_GOAWAY: SpdyTunnel._goaway,
+    SPDY_SYN_STREAM: SpdyTunnel._syn_stream,
+}
 
 
-class UptimeClock:
-    """Seconds with a ready tunnel, out of seconds since the forward started."""
+class TunnelStream:
+    """One forwarded connection inside a SpdyTunnel, presented to the relay as a transport.
 
-    def __init__(self) -> None:
-        self.started: Optional[float] = None
-        self.ready_total = 0.0
-        self._up_since: Optional[float] = None
+    The relay's upstream half (§17) gets connection_made(self), data_view() for the pod's bytes,
+    eof_received() and connection_lost(exc), exactly the calls an asyncio transport would make.
+    The pod's FIN is passed on once the error stream has ended too (the kubelet ends both at
+    once): an empty error stream makes it a clean EOF, a text a failure with its cause. So a
+    native stream's end is never ambiguous, unlike a kubectl child's.
+    """
 
-    def up(self, now: float) -> None:
-        if self.started is None:
-            self.started = now
-        if self._up_since is None:
-            self._up_since = now
+    __slots__ = (
+        "closed",
+        "data_id",
+        "eof_timer",
+        "error_id",
+        "error_text",
+        "fin_sent",
+        "protocol",
+        "remote_error_fin",
+        "remote_fin",
+        "reply_timer",
+        "tunnel",
+    )
 
-    def down(self, now: float) -> None:
-        if self._up_since is not None:
-            self.ready_total += now - self._up_since
-            self._up_since = None
+    def __init__(self, tunnel: SpdyTunnel, data_id: int, error_id: int, protocol: Any) -> None:
+        self.tunnel = tunnel
+        self.data_id = data_id
+        self.error_id = error_id
+        self.protocol = protocol
+        self.error_text = bytearray()
+        self.fin_sent = False
+        self.remote_fin = False
+        self.remote_error_fin = False
+        self.closed = False
+        self.reply_timer: Any = None
+        self.eof_timer: Any = None
 
-    def percent(self, now: float, since: float) -> float:
-        total = now - since
-        ready = self.ready_total + (now - self._up_since if self._up_since is not None else 0.0)
-        return 100.0 * ready / total if total > 0 else 0.0
+    def __repr__(self) -> str:
+        return "<TunnelStream %d/%d %s>" % (self.error_id, self.data_id, self.tunnel.pod_name)
+
+    # -- asyncio transport interface, as the relay uses it ----------------------------------------
+
+    def write(self, data: Any) -> None:
+        if not self.closed and not self.fin_sent:
+            self.tunnel.send_data(self.data_id, data)
+
+    def write_eof(self) -> None:
+        if not self.closed and not self.fin_sent:
+            self.fin_sent = True
+            self.tunnel.send_fin(self.data_id)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        transport = self.tunnel.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        if not self.closed:
+            self.tunnel.pause_stream(self)
+
+    def resume_reading(self) -> None:
+        self.tunnel.resume_stream(self)
+
+    def close(self) -> None:
+        """Our side is done: FIN if not sent; a pod side still open is reset (nobody reads)."""
+        if self.closed:
+            return
+        self.write_eof()
+        if not self.remote_fin:
+            self.tunnel.send_reset(self.data_id)
+        self._end(None)
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.tunnel.send_reset(self.data_id)
+        self._end(None)
+
+    # -- what the tunnel tells this stream --------------------------------------------------------
+
+    def replied(self) -> None:
+        if self.reply_timer is not None:
+            self.reply_timer.cancel()
+            self.reply_timer = None
+
+    def reply_timed_out(self) -> None:
+        """No SYN_REPLY in time: the tunnel is stuck (client-go: "Timeout occurred")."""
+        self.reply_timer = None
+        if not self.closed:
+            error = "creating a stream timed out: Timeout occurred"
+            self.tunnel.fail(ErrorCause.STUCK_TUNNEL, error)
+            self.failed(StreamFailure(ErrorCause.STUCK_TUNNEL, error), reset=True)
+            self.tunnel.drain()
+
+    def remote_finished(self) -> None:
+        self.remote_fin = True
+        if self.remote_error_fin:
+            self._eof()
+        elif not self.closed:  # a peer that never ends the error stream must not hang us
+            loop = asyncio.get_running_loop()
+            self.eof_timer = loop.call_later(SPDY_ERROR_FIN_WAIT_S, self._eof)
+
+    def _eof(self) -> None:
+        if self.eof_timer is not None:
+            self.eof_timer.cancel()
+            self.eof_timer = None
+        if not self.closed:
+            self.protocol.eof_received()
+        self._maybe_done()
+
+    def error_data(self, view: memoryview, fin: bool) -> None:
+        room = SPDY_ERROR_TEXT_BYTES - len(self.error_text)
+        if room > 0:
+            self.error_text += view[:room]
+        if not fin:
+            return
+        self.remote_error_fin = True
+        if self.error_text:
+            text = self.error_text.decode("utf-8", "replace").strip()
+            cause = classify_error(text)
+            if cause is ErrorCause.POD_GONE:
+                self.tunnel.fail(cause, text)  # the sandbox is gone: no stream will work
+            self.failed(StreamFailure(cause, text), reset=not self.remote_fin)
+        elif self.remote_fin:
+            self._eof()
+
+    def failed(self, failure: StreamFailure, reset: bool) -> None:
+        if self.closed:
+            return
+        if reset:
+            self.tunnel.send_reset(self.data_id)
+        self._end(failure)
+
+    def _maybe_done(self) -> None:
+        """Both directions finished: forget the ids (the relay closes us when it is done)."""
+        if self.remote_fin and self.remote_error_fin and self.fin_sent:
+            self.tunnel.forget(self)
+
+    def _end(self, exc: Optional[BaseException]) -> None:
+        self.closed = True
+        self.replied()
+        if self.eof_timer is not None:
+            self.eof_timer.cancel()
+            self.eof_timer = None
+        self.tunnel.forget(self)
+        asyncio.get_running_loop().call_soon(self.protocol.connection_lost, exc)
 
 
-def cause_summary(cause: ErrorCause, remote_ports: Sequence[int]) -> str:
-    """A short reason for tables and counters: 'pod gone', 'nothing listening on :8080'."""
-    if cause is ErrorCause.NOT_LISTENING:
-        return "nothing listening on pod port %s" % ",".join(str(p) for p in remote_ports)
-    return describe_cause(cause)[0]
+class _SpdyConnectionProtocol:
+    """The Unix socket connection of a SpdyTunnel: the upgrade's HTTP answer, then SPDY frames
+    straight into the tunnel's parser (bound to asyncio.BufferedProtocol by
+    SpdyConnectionProtocols)."""
+
+    __slots__ = ("_body", "_head_view", "_http", "tunnel")
+
+    def __init__(self, tunnel: SpdyTunnel) -> None:
+        self.tunnel = tunnel
+        self._http: Optional[HttpResponseParser] = HttpResponseParser()
+        self._head_view = memoryview(bytearray(16 * 1024))
+        self._body = b""
+
+    def connection_made(self, transport: Any) -> None:
+        pass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        parser = self.tunnel.parser
+        return parser.get_buffer() if parser is not None else self._head_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        parser = self.tunnel.parser
+        try:
+            if parser is not None:
+                parser.buffer_updated(nbytes)
+            else:
+                self._http_answer(bytes(self._head_view[:nbytes]))
+        except (SpdyProtocolError, HttpProtocolError) as exc:
+            self.tunnel.protocol_failed(str(exc))
+
+    def _http_answer(self, data: bytes) -> None:
+        """Until the upgrade: a 101 switches to SPDY; an error answer is read to its end."""
+        http = self._http
+        assert http is not None
+        events = http.feed(data)
+        head = http.head
+        if head is None:
+            return
+        if head.status == 101:
+            self._http = None
+            self.tunnel.upgraded(head, http.leftover)
+            return
+        self._body += b"".join(event for event in events if isinstance(event, bytes))
+        if http.done and len(self._body) <= API_MAX_ERROR_BYTES:
+            self.tunnel.refused(api_error(head.status, head.get("content-type"), self._body))
+
+    def eof_received(self) -> bool:
+        if self._http is not None and self._http.head is not None:
+            try:
+                self._http_answer(b"")  # an error answer delimited by the close
+            except HttpProtocolError:
+                pass
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.tunnel.connection_closed(exc)
+
+    def pause_writing(self) -> None:
+        """kubectl proxy reads slower than clients send: stop reading every client."""
+        for stream in list(self.tunnel.data_streams.values()):
+            stream.protocol.pause_client()
+
+    def resume_writing(self) -> None:
+        for stream in list(self.tunnel.data_streams.values()):
+            stream.protocol.resume_client()
 
 
-def _ignore_line(stream: Stream, text: str) -> None:
-    pass
+class SpdyConnectionProtocols:
+    """Binds _SpdyConnectionProtocol to asyncio.BufferedProtocol at first use (asyncio is
+    imported lazily, and transports only take the zero-copy path for real subclasses)."""
+
+    _bound: ClassVar[Optional[type]] = None
+
+    @classmethod
+    def bound(cls) -> type:
+        if cls._bound is None:
+            cls._bound = type(
+                "SpdyConnectionProtocol", (_SpdyConnectionProtocol, asyncio.BufferedProtocol), {}
+            )
+        return cls._bound
 
 
-def _wall_clock() -> float:
-    import time
-
-    return time.time()
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
-
-
-# ==== §15 Proxy ================================================================================
+# ==== §17 Proxy ================================================================================
 #
 # The user's ports belong to this process for the whole session. Each accepted connection is a
 # Link: a client half and an upstream half (asyncio BufferedProtocols) relaying through ONE
@@ -7668,12 +9103,32 @@ class ForwardStats:
         self.closed -= 1
         self.count(LinkOutcome.RESET, cause)
 
+    def snapshot(self) -> StatsSnapshot:
+        return StatsSnapshot(self.bytes_up, self.bytes_down, self.opened, self.active,
+                             self.closed, self.failed, self.reset, self.waited, self.replayed,
+                             tuple(sorted(self.causes.items())))  # fmt: skip
+
+
+class StaticTunnel(Tunnel):
+    """A tunnel to a fixed TCP address: the data path alone, for benchmarks and tests."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__("static", "", (port,))
+        self.host = host
+        self.port = port
+        self.state = TunnelState.READY
+
+    async def connect(self, protocol_factory: Callable[[], Any], remote_port: int) -> Any:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(protocol_factory, self.host, self.port)
+        return transport
+
 
 class StaticUpstream(UpstreamSource):
     """A fixed upstream address, for benchmarks and tests of the data path without kubectl."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.lease = Lease(host, port)
+        self.lease = Lease(StaticTunnel(host, port), port)
 
     async def acquire(self, key: int, timeout: float) -> Lease:
         return self.lease
@@ -7744,8 +9199,8 @@ class Link:
                 return
             self.state = LinkState.CONNECTING
             try:
-                transport, _ = await loop.create_connection(
-                    RelayProtocols.upstream_half(self), lease.host, lease.port
+                transport = await lease.tunnel.connect(
+                    RelayProtocols.upstream_half(self), lease.remote_port
                 )
             except OSError:
                 # The tunnel died between acquire and connect: take the next one, within time.
@@ -7765,6 +9220,8 @@ class Link:
         self.lease = lease
         self.state = LinkState.OPEN
         _set_nodelay(transport)
+        if lease.tunnel.engine is Engine.NATIVE:  # see SPDY_CLIENT_BUFFER_BYTES
+            self.client.set_write_buffer_limits(high=SPDY_CLIENT_BUFFER_BYTES)
         if self.pending:
             transport.write(bytes(self.pending))
             self.forward.stats.bytes_up += len(self.pending)
@@ -7796,14 +9253,19 @@ class Link:
             self.observer = None  # nothing more to learn: inspection costs nothing from here
 
     def from_upstream(self, nbytes: int) -> None:
+        relay = self.forward.relay
+        self.from_tunnel(relay.view[:nbytes], relay)
+
+    def from_tunnel(self, view: memoryview, owner: Any) -> None:
+        """The pod's bytes, in `owner`'s buffer (the relay's, or a SPDY connection's)."""
         forward = self.forward
-        view = forward.relay.view[:nbytes]
+        nbytes = len(view)
         forward.stats.bytes_down += nbytes
         if not self.down_bytes:
             self.replay = None  # the pod answered: no more replays of what was sent
             self.replays = 0
         self.down_bytes += nbytes
-        forward.send(self.client, view)
+        forward.send(self.client, view, owner)
         if self.observer is not None and not self.observer.feed(DIRECTION_DOWN, view):
             self.observer = None
 
@@ -7863,7 +9325,8 @@ class Link:
             return
         if exc is not None:
             self.client.abort()
-            self.finish(LinkOutcome.RESET, _describe_socket_error(exc))
+            port = self.lease.remote_port if self.lease is not None else 0
+            self.finish(LinkOutcome.RESET, _describe_socket_error(exc, port))
         else:
             self.client.close()
             self.finish(LinkOutcome.CLOSED)
@@ -7874,13 +9337,13 @@ class Link:
         bytes); if the tunnel is fine, the pod closed the connection for real."""
         lease = self.lease
         assert lease is not None
-        verdict = await self.forward.source.verdict(lease, REPLAY_VERDICT_WAIT_S)
+        verdict = await self.forward.source.verdict(lease, REPLAY_VERDICT_WAIT_S, exc)
         if self.state is LinkState.CLOSED:
             return
         if verdict is None:  # the tunnel is healthy: the pod itself closed the connection
             if exc is not None:
                 self.client.abort()
-                self.finish(LinkOutcome.RESET, _describe_socket_error(exc))
+                self.finish(LinkOutcome.RESET, _describe_socket_error(exc, lease.remote_port))
             else:
                 self.client.close()
                 self.finish(LinkOutcome.CLOSED)
@@ -7916,7 +9379,9 @@ class Link:
         self.forward.link_finished(self, outcome, cause)
 
 
-def _describe_socket_error(exc: BaseException) -> str:
+def _describe_socket_error(exc: BaseException, port: int = 0) -> str:
+    if isinstance(exc, StreamFailure):
+        return cause_summary(exc.cause, (port,) if port else ())
     if isinstance(exc, ConnectionResetError):
         return "connection reset by peer"
     if isinstance(exc, BrokenPipeError):
@@ -8001,6 +9466,20 @@ class _UpstreamHalf:
 
     def resume_writing(self) -> None:
         self.link.client.resume_reading()
+
+    # -- a SpdyTunnel's stream calls these instead of get_buffer/buffer_updated and the
+    # -- transport flow-control callbacks (its bytes are already in its parser's buffer)
+
+    def data_view(self, view: memoryview, owner: Any) -> None:
+        self.link.from_tunnel(view, owner)
+
+    def pause_client(self) -> None:
+        if self.link.client is not None:
+            self.link.client.pause_reading()
+
+    def resume_client(self) -> None:
+        if self.link.client is not None:
+            self.link.client.resume_reading()
 
 
 class RelayProtocols:
@@ -8111,11 +9590,14 @@ class ForwardProxy:
         self.stats.count(outcome, cause)
         if outcome is LinkOutcome.CLOSED and link.lease is not None:
             self.source.link_closed(link.lease, link)
+        elif outcome is not LinkOutcome.CLOSED:
+            self.source.link_failed(link, outcome, cause)
         if link.observer is not None:
             link.observer.close(outcome, cause)
 
-    def send(self, transport: Any, view: memoryview) -> None:
-        """Write a chunk of the shared buffer; hand the buffer over if the write was partial."""
+    def send(self, transport: Any, view: memoryview, owner: Any = None) -> None:
+        """Write a chunk of a buffer (the shared relay buffer unless `owner` says otherwise);
+        hand that buffer over if the transport kept a view of it (a partial write)."""
         if not _TRANSPORT_KEEPS_VIEWS:  # 3.9-3.11 copy whatever they cannot send at once
             transport.write(view)
             return
@@ -8124,7 +9606,7 @@ class ForwardProxy:
             return
         transport.write(view)
         if transport.get_write_buffer_size():
-            self.relay.handed_over()
+            (owner or self.relay).handed_over()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -8214,7 +9696,7 @@ async def open_static_forward(
     return StaticForward(proxy, inspection)
 
 
-# ---- Inspection: the sniffers (§10) as an optional observer of each link -----------------------
+# ---- Inspection: the sniffers (§11) as an optional observer of each link -----------------------
 
 DIRECTION_UP = Direction.CLIENT_TO_SERVER
 DIRECTION_DOWN = Direction.SERVER_TO_CLIENT
@@ -8295,12 +9777,1019 @@ class LinkInspector:
             self.sniffer.close(time.monotonic())
 
 
-# ==== §16 port-forward session =================================================================
-
+# ==== §18 port-forward session =================================================================
 #
-# One PortForwardSession per command: it binds the user's ports, runs a Supervisor per target,
-# fans SessionEvents out to one sink (live view, kubectl-compatible lines, or JSON lines), and
-# prints the closing summary. Signals end it gracefully; kubectl's Ctrl-C exit code is 0.
+# A Session holds N Forwards over the cluster access of their context (§15) and publishes one
+# event stream. A Forward keeps one target forwarding: its listeners (a ForwardProxy per port,
+# §17), an active and a standby tunnel (§16), its pods watched, failures counted and explained.
+# Displays (live view, kubectl-compatible lines, JSON lines, the closing summary) are clients of
+# the event stream and of read-only snapshots, never owners of the session: a control socket can
+# attach the same views later. One failing forward never disturbs another.
+
+
+class ForwardState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class EventKind(enum.Enum):
+    FORWARDING = "forwarding"  # a local port is listening and its first tunnel is ready
+    CONNECTION = "connection"  # a client connected (kubectl's "Handling connection for N")
+    CONNECTION_FAILED = "connection_failed"  # a client connection was reset or never got through
+    TUNNEL_LOST = "tunnel_lost"
+    RECONNECTING = "reconnecting"
+    RECONNECTED = "reconnected"
+    POD = "pod"  # the pod behind the forward changed: replaced, restarted, not ready
+    LISTEN_FAILED = "listen_failed"
+    CLUSTER = "cluster"  # the cluster access itself: kubectl proxy restarts, engine fallback
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@frozen_record
+class SessionEvent:
+    """Something the user should hear about, from any forward; clients decide how to show it."""
+
+    time: float  # wall clock, for display
+    kind: EventKind
+    target: str  # "svc/web"
+    message: str
+    data: Tuple[Tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"event": self.kind.value, "target": self.target}
+        out.update(self.data)
+        out["message"] = self.message
+        return out
+
+
+#: Receives every SessionEvent.
+EventSink = Callable[[SessionEvent], None]
+
+
+class EventStream:
+    """The session's events, fanned out to every subscriber. A subscriber that raises is
+    counted and skipped: a display bug must not stop the forwards or the other clients."""
+
+    def __init__(self) -> None:
+        self._subscribers: List[EventSink] = []
+        self.failures: Dict[str, int] = {}
+
+    def subscribe(self, sink: EventSink) -> Callable[[], None]:
+        self._subscribers.append(sink)
+        return functools.partial(self._unsubscribe, sink)
+
+    def _unsubscribe(self, sink: EventSink) -> None:
+        if sink in self._subscribers:
+            self._subscribers.remove(sink)
+
+    def publish(self, event: SessionEvent) -> None:
+        for sink in list(self._subscribers):
+            try:
+                sink(event)
+            except Exception as exc:
+                what = "%s: %s" % (type(exc).__name__, exc)
+                self.failures[what] = self.failures.get(what, 0) + 1
+
+
+# ---- snapshots: what any client may read, frozen ----
+
+
+@frozen_record
+class StatsSnapshot:
+    bytes_up: int = 0
+    bytes_down: int = 0
+    opened: int = 0
+    active: int = 0
+    closed: int = 0
+    failed: int = 0
+    reset: int = 0
+    waited: int = 0
+    replayed: int = 0
+    causes: Tuple[Tuple[str, int], ...] = ()
+
+
+@frozen_record
+class PortSnapshot:
+    """One local port of a forward."""
+
+    key: int
+    addresses: Tuple[str, ...]
+    port: int
+    remote_port: int
+    stats: StatsSnapshot
+    up_rate: int = 0
+    down_rate: int = 0
+    activity: Tuple[int, ...] = ()
+    protocol_lines: Tuple[str, ...] = ()
+    protocol_problems: Tuple[str, ...] = ()
+
+    @property
+    def local_text(self) -> str:
+        host = self.addresses[0] if self.addresses else "?"
+        return "%s:%d" % ("[%s]" % host if ":" in host else host, self.port)
+
+    @property
+    def rate(self) -> int:
+        return self.activity[-1] if self.activity else 0
+
+    def forwarding_lines(self) -> List[str]:
+        """kubectl's exact lines, one per bound address."""
+        lines = []
+        for address in self.addresses:
+            host = "[%s]" % address if ":" in address else address
+            lines.append("Forwarding from %s:%d -> %d" % (host, self.port, self.remote_port))
+        return lines
+
+
+@frozen_record
+class ForwardSnapshot:
+    """One forward: its target, state, pods, tunnels' history and ports."""
+
+    ident: int
+    label: str
+    namespace: str
+    state: ForwardState
+    attempt: int
+    reason: str
+    pod: str
+    engine: str
+    ports: Tuple[PortSnapshot, ...]
+    dead_pods: Tuple[str, ...] = ()
+    troubled_pods: Tuple[str, ...] = ()
+    pod_notes: Tuple[str, ...] = ()
+    reconnects: Tuple[Tuple[str, int], ...] = ()
+    uptime_percent: float = 0.0
+    error: str = ""
+
+
+# ---- one target kept forwarding ----
+
+
+@dataclass
+class ForwardOptions:
+    """How a forward runs: shared by every forward of a command."""
+
+    listen: ListenPlan
+    pod_running_timeout: float = 60.0
+    inspect: bool = True
+    engine: Engine = Engine.NATIVE
+
+
+class Forward(UpstreamSource):
+    """Keeps one target forwarding: tunnels up, pods watched, failures counted and explained.
+
+    An active tunnel serves new links; a standby (a second, idle tunnel to the same pod: for
+    the native engine just one more SPDY connection) takes over at once if the active one
+    dies, so a lost connection never refuses a client; only the links it carried end, counted
+    with their cause. Pods come from the context's shared pod watch.
+    """
+
+    def __init__(
+        self,
+        ident: int,
+        ref: ResourceRef,
+        specs: Sequence[PortSpec],
+        resolver: TargetResolver,
+        options: ForwardOptions,
+        emit: EventSink,
+    ) -> None:
+        import collections
+
+        self.ident = ident
+        self.ref = ref
+        self.specs = list(specs)
+        self.resolver = resolver
+        self.access = resolver.access
+        self.options = options
+        self._emit = emit
+        self.resolution: Optional[Resolution] = None
+        self.watch: Optional[SharedWatch] = None
+        self.state = ForwardState.STARTING
+        self.attempt = 0
+        self.reason = ""
+        self.active: Optional[Tunnel] = None
+        self.standby: Optional[Tunnel] = None
+        self.proxies: List[ForwardProxy] = []
+        self.inspections: List[Optional[ForwardInspection]] = []
+        self.histories: List[ActivityHistory] = []
+        self.reconnects: Dict[str, int] = {}
+        self.pod_notes: List[str] = []  # restarts, waiting reasons: for the summary
+        self.troubled_pods: Dict[str, None] = {}  # the pods those notes are about, in order
+        self.fatal: Optional[VibeError] = None
+        self.pods_seen: Dict[str, dict] = {}
+        self.dead_pods: set = set()
+        self.uptime = UptimeClock()
+        self._needs_resolve = False
+        self._ever_ready = False
+        self._wake = asyncio.Event()
+        self._active_ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._tasks: List[Any] = []
+        self._recent_resets: Any = collections.deque(maxlen=TUNNEL_RECENT_LINKS)
+        self._last_loss: Optional[Tuple[float, str, str]] = None
+        self._standby_attempts = 0
+        self._standby_not_before = 0.0
+
+    def __repr__(self) -> str:
+        return "<Forward #%d %s %s pod=%s>" % (
+            self.ident,
+            self.label,
+            self.state.value,
+            self.pod_name,
+        )
+
+    @property
+    def label(self) -> str:
+        return self.ref.text
+
+    @property
+    def namespace(self) -> str:
+        return self.resolver.namespace
+
+    @property
+    def pod_name(self) -> str:
+        return self.resolution.pod_name if self.resolution is not None else ""
+
+    @property
+    def engine(self) -> Engine:
+        if self.options.engine is Engine.NATIVE and self.access.native_refused:
+            return Engine.KUBECTL
+        return self.options.engine
+
+    def emit(self, kind: EventKind, message: str, **data: Any) -> None:
+        self._emit(SessionEvent(_wall_clock(), kind, self.label, message, tuple(data.items())))
+
+    def remote_port(self, key: int) -> int:
+        assert self.resolution is not None
+        return self.resolution.mappings[key].remote_port
+
+    # -- opening: resolve the target, hold its pod watch, bind its ports -------------------------
+
+    async def resolve(self) -> Resolution:
+        """kubectl's lookups and checks (its errors, word for word), with the pod watch held
+        from here on so resolving and supervising share one watch."""
+        obj = await self.resolver.get_object(self.ref)
+        self.watch = self.resolver.watch_for(self.ref, obj)
+        self.watch.subscribe(self._pod_changed)
+        self.resolution = await self.resolver.resolve(
+            self.ref, self.specs, self.options.pod_running_timeout, obj=obj
+        )
+        return self.resolution
+
+    async def listen(
+        self, relay: RelayBuffer, on_accept: Callable[[ForwardProxy], None]
+    ) -> List[PortMapping]:
+        """Bind every port, with kubectl's message for each one that fails; return those."""
+        assert self.resolution is not None
+        listen = self.options.listen
+        failed = []
+        for key, mapping in enumerate(self.resolution.mappings):
+            inspect = self.options.inspect
+            inspection = ForwardInspection(mapping.remote_port) if inspect else None
+            proxy = ForwardProxy(
+                self,
+                key,
+                relay,
+                wait_timeout=self.options.pod_running_timeout,
+                inspector_factory=inspection.new_link if inspection else None,
+                on_accept=on_accept,
+            )
+            errors = await proxy.listen(listen.addresses, mapping.local_port, listen.port_ok)
+            if errors:
+                failed.append(mapping)
+                self.emit(
+                    EventKind.LISTEN_FAILED,
+                    "Unable to listen on port %d: Listeners failed to create with the "
+                    "following errors: [%s]" % (mapping.local_port, " ".join(errors)),
+                )
+                continue
+            self.proxies.append(proxy)
+            self.inspections.append(inspection)
+            self.histories.append(ActivityHistory())
+        return failed
+
+    # -- the proxy's side: leases and verdicts -----------------------------------------------------
+
+    async def acquire(self, key: int, timeout: float) -> Lease:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            tunnel = self.active
+            if tunnel is not None and tunnel.state is TunnelState.READY:
+                return Lease(tunnel, self.remote_port(key))
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopped.is_set():
+                raise NoUpstream(self._why_no_tunnel(timeout))
+            if tunnel is None or not tunnel.usable:
+                self._active_ready.clear()
+            try:
+                await asyncio.wait_for(self._active_ready.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    @property
+    def is_ready(self) -> bool:
+        return self._active_ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._active_ready.wait()
+
+    def _why_no_tunnel(self, timeout: float) -> str:
+        why = self.reason or "the tunnel was not ready"
+        return "no tunnel within %s: %s" % (format_go_duration(round(timeout, 1)), why)
+
+    def link_closed(self, lease: Lease, link: Link) -> None:
+        lease.tunnel.note_link_closed(link, asyncio.get_running_loop().time())
+
+    async def verdict(
+        self, lease: Lease, wait: float, exc: Optional[BaseException] = None
+    ) -> Optional[Verdict]:
+        tunnel = lease.tunnel
+        cause = exc.cause if isinstance(exc, StreamFailure) else None
+        if cause is not None and cause not in (ErrorCause.PEER_RESET, ErrorCause.OTHER):
+            return self._verdict_for(cause, (lease.remote_port,))
+        if exc is None and tunnel.engine is Engine.NATIVE:
+            return None  # a native stream's clean end is the pod's own close
+        try:
+            await asyncio.wait_for(tunnel.ended.wait(), wait)
+        except asyncio.TimeoutError:
+            return None  # the tunnel is fine: the pod itself closed (or reset) the connection
+        return self._verdict_for(tunnel.cause or ErrorCause.OTHER, (lease.remote_port,))
+
+    @staticmethod
+    def _verdict_for(cause: ErrorCause, ports: Sequence[int]) -> Verdict:
+        reason = cause_summary(cause, ports)
+        if cause in (ErrorCause.NOT_LISTENING, ErrorCause.FORBIDDEN):
+            return Verdict(reason, retry=False, outcome=LinkOutcome.FAILED)
+        return Verdict(reason, retry=True, outcome=LinkOutcome.RESET)
+
+    def link_failed(self, link: Link, outcome: LinkOutcome, cause: str) -> None:
+        """Every failed connection is one event; resets are remembered for a moment, as a pod
+        deletion reported just after re-blames them."""
+        lease = link.lease
+        pod = lease.tunnel.pod_name if lease is not None else self.pod_name
+        if outcome is LinkOutcome.RESET:
+            self._recent_resets.append((_monotonic(), pod, link.forward, cause))
+        self.emit(
+            EventKind.CONNECTION_FAILED,
+            "%s: %s" % (outcome.value, cause),
+            port=link.forward.port,
+            outcome=outcome.value,
+            cause=cause,
+            pod=pod,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until stop(): keep an active and a standby tunnel, rebuilding them as they die."""
+        while not self._stopped.is_set():
+            try:
+                await self._step()
+            except VibeError as exc:
+                if self._is_fatal(exc):
+                    self.fatal = exc
+                    self.state = ForwardState.FAILED
+                    self.reason = exc.message
+                    return
+                await self._retry_later(exc.message)
+                continue
+            await self._sleep(self._until_standby_retry())
+
+    def _is_fatal(self, exc: VibeError) -> bool:
+        """Only what can never work ends a forward: RBAC refusing the very first tunnel."""
+        return not self._ever_ready and classify_error(exc.message) is ErrorCause.FORBIDDEN
+
+    async def _step(self) -> None:
+        if self._needs_resolve:
+            await self._re_resolve()
+        active_lost = self.active is None or not self.active.usable
+        if active_lost and not self._promote_standby():
+            self.active = await self._start_tunnel(wait_ready=True)
+            self._became_ready()
+        standby_missing = self.standby is None or not self.standby.usable
+        if standby_missing and self._until_standby_retry() is None:
+            self.standby = await self._start_tunnel(wait_ready=False)
+            if not self.standby.usable:  # it failed at once (kubectl proxy restarting...)
+                self._standby_failed(self.standby)
+
+    def _until_standby_retry(self) -> Optional[float]:
+        """Seconds until a failed standby may be tried again (None: now, or not needed)."""
+        wait = self._standby_not_before - _monotonic()
+        return wait if wait > 0 else None
+
+    def _standby_failed(self, tunnel: Tunnel) -> None:
+        """A standby that fails is retried with backoff, never in a tight loop: the active
+        tunnel still serves, so there is no hurry, and the API server must not be hammered."""
+        self._note_refusal(tunnel)
+        self._standby_attempts += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self._standby_attempts - 1))
+        self._standby_not_before = _monotonic() + delay
+
+    def _promote_standby(self) -> bool:
+        standby = self.standby
+        if standby is None or standby.state is not TunnelState.READY:
+            return False
+        self.active, self.standby = standby, None
+        self.emit(EventKind.RECONNECTED, "switched to the standby tunnel to pod %s" % self.pod_name)
+        self._became_ready()
+        return True
+
+    def _new_tunnel(self) -> Tunnel:
+        assert self.resolution is not None
+        ports = [mapping.remote_port for mapping in self.resolution.mappings]
+        if self.engine is Engine.NATIVE:
+            return SpdyTunnel(self.access, self.pod_name, self.namespace, ports)
+        return KubectlTunnel(self.access.runner, self.pod_name, self.namespace, ports)
+
+    async def _start_tunnel(self, wait_ready: bool) -> Tunnel:
+        tunnel = self._new_tunnel()
+        await tunnel.start(self._tunnel_changed)
+        if not wait_ready:
+            return tunnel
+        ready = asyncio.ensure_future(tunnel.ready.wait())
+        ended = asyncio.ensure_future(tunnel.ended.wait())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        await asyncio.wait(
+            [ready, ended, stopped],
+            timeout=TUNNEL_START_TIMEOUT_S,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for waiter in (ready, ended, stopped):
+            waiter.cancel()
+        if tunnel.state is TunnelState.READY:
+            return tunnel
+        await tunnel.stop()
+        if tunnel.cause is ErrorCause.UPGRADE_REFUSED:
+            self._note_refusal(tunnel)
+            return await self._start_tunnel(wait_ready=True)
+        if tunnel.cause is ErrorCause.POD_GONE:
+            self._mark_pod_gone(self.pod_name)
+        if isinstance(tunnel, SpdyTunnel) and tunnel.refusal is not None:
+            minor = await self.access.runner.client_minor()
+            tunnel.error = upgrade_error_text(tunnel.refusal, minor)
+        raise VibeError(
+            tunnel.error
+            or "the tunnel was not ready within %s" % format_go_duration(TUNNEL_START_TIMEOUT_S),
+            fix=_fix_for(tunnel.cause, self.namespace),
+        )
+
+    def _note_refusal(self, tunnel: Tunnel) -> None:
+        """The API server will not upgrade to SPDY here: say so once, and from now on every
+        forward of this context uses kubectl's tunnels."""
+        if tunnel.cause is ErrorCause.UPGRADE_REFUSED and not self.access.native_refused:
+            self.access.native_refused = tunnel.error
+            self.access.notice(
+                "the API server refused the native tunnel (%s): using kubectl "
+                "port-forward instead" % tunnel.error
+            )
+
+    def _became_ready(self) -> None:
+        was_reconnecting = self.state is ForwardState.RECONNECTING
+        self.state = ForwardState.READY
+        self.reason = ""
+        self.attempt = 0
+        self._ever_ready = True
+        self.uptime.up(_monotonic())
+        self._active_ready.set()
+        if was_reconnecting:
+            self.emit(EventKind.RECONNECTED, "tunnel ready again, to pod %s" % self.pod_name)
+
+    async def _retry_later(self, reason: str) -> None:
+        self.attempt += 1
+        self.state = ForwardState.RECONNECTING
+        self.reason = reason
+        self.uptime.down(_monotonic())
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * (2 ** (self.attempt - 1)))
+        self.emit(
+            EventKind.RECONNECTING,
+            "attempt %d in %s: %s" % (self.attempt, format_go_duration(delay), reason),
+            attempt=self.attempt,
+            reason=reason,
+        )
+        self._wake.clear()  # only what happens from now on cuts the pause short
+        await self._sleep(delay)
+
+    async def _sleep(self, delay: Optional[float]) -> None:
+        """Until something changes (a tunnel, a pod, stop()) or `delay` seconds pass. Always
+        yields to the loop once: an Event already set would not, and a loop that never yields
+        starves everything else (child reaping included)."""
+        await asyncio.sleep(0)
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    # -- tunnels and pods changing under us --------------------------------------------------------
+
+    def _tunnel_changed(self, tunnel: Tunnel) -> None:
+        if self._stopped.is_set():
+            return  # our own shutdown stops the tunnels: not a loss
+        if tunnel is not self.active and tunnel is not self.standby:
+            return  # a tunnel being started: _start_tunnel itself waits for its outcome
+        if tunnel.retired:
+            if tunnel is self.active:
+                self.active = None
+                self._active_ready.clear()
+            self._wake.set()
+            return
+        if tunnel.state is TunnelState.READY:
+            if tunnel is self.active:
+                self._active_ready.set()
+            if tunnel is self.standby:
+                self._standby_attempts = 0
+            self._wake.set()
+            return
+        if tunnel.usable:
+            return
+        if tunnel is self.standby:
+            self._standby_failed(tunnel)
+        if tunnel.cause is ErrorCause.POD_GONE:
+            self._mark_pod_gone(tunnel.pod_name)
+        if tunnel is self.active:
+            self._active_lost(tunnel)
+        self._wake.set()
+
+    def _active_lost(self, tunnel: Tunnel) -> None:
+        self._active_ready.clear()
+        self.active = None
+        cause = tunnel.cause or ErrorCause.OTHER
+        summary = cause_summary(cause, tunnel.remote_ports)
+        self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
+        self._last_loss = (_monotonic(), tunnel.pod_name, summary)
+        self._cut_links_of(tunnel, summary)
+        detail = (": " + tunnel.error) if tunnel.error else ""
+        self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
+        self._tasks.append(asyncio.ensure_future(self._correlate_with_events(tunnel.pod_name)))
+        standby_ready = self.standby is not None and self.standby.state is TunnelState.READY
+        if not standby_ready or self._needs_resolve:
+            self.state = ForwardState.RECONNECTING
+            self.reason = summary
+            self.uptime.down(_monotonic())
+
+    def _cut_links_of(self, tunnel: Tunnel, reason: str) -> None:
+        """Links the pod already answered die with their tunnel (reset, with the reason),
+        except HTTP keep-alives at rest, which move to the next tunnel."""
+        if tunnel.draining:
+            return  # its open links finish on it; any that fail are counted as they end
+        now = asyncio.get_running_loop().time()
+        for link in tunnel.links_cut_by_failure(now):
+            link.forward.stats.reclassify_as_reset(reason)
+        tunnel.recent_ends.clear()
+        for proxy in self.proxies:
+            for link in list(proxy.links):
+                if link.lease is None or link.lease.tunnel is not tunnel:
+                    continue
+                if link.down_bytes and not link.may_continue_elsewhere():
+                    link.client.abort()
+                    if link.upstream is not None:
+                        link.upstream.abort()
+                    link.finish(LinkOutcome.RESET, reason)
+                elif link.down_bytes and link.upstream is not None:
+                    link.upstream.abort()  # at rest: move it now, not when the tunnel lets go
+
+    def _retire(self, tunnel: Tunnel, cause: Optional[ErrorCause] = None) -> None:
+        """Stop using a tunnel on purpose: no new links go to it, and its end is not a loss.
+
+        With POD_GONE (and for kubectl's tunnels, any cause), the links the pod had answered
+        are cut and counted, the rest replay on the next tunnel, and an active tunnel counts as
+        a reconnect, exactly as if the tunnel had reported the death first. A native tunnel to
+        a pod that is merely not Ready any more drains instead: its open links finish."""
+        tunnel.retired = True
+        drain = tunnel.engine is Engine.NATIVE and cause is not ErrorCause.POD_GONE
+        if cause is not None and tunnel.cause is None:
+            tunnel.cause = cause
+            summary = cause_summary(cause, tunnel.remote_ports)
+            if not drain:
+                self._cut_links_of(tunnel, summary)
+            if tunnel is self.active:
+                self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
+        if tunnel is self.active:
+            self.active = None
+            self._active_ready.clear()
+        if tunnel is self.standby:
+            self.standby = None
+        tunnel.ended.set()
+        if drain and isinstance(tunnel, SpdyTunnel):
+            tunnel.drain()
+        else:
+            self._tasks.append(asyncio.ensure_future(tunnel.stop()))
+
+    def _blame_recent_losses_on_pod_death(self, pod_name: str) -> None:
+        """A deleted pod's runtime resets its live streams a moment before the watch says it is
+        gone: those resets (and a tunnel lost then) were the pod's death, not the app."""
+        gone = cause_summary(ErrorCause.POD_GONE, ())
+        now = _monotonic()
+        for when, pod, proxy, cause in self._recent_resets:
+            if pod == pod_name and now - when <= POD_DEATH_BLAME_WINDOW_S and cause != gone:
+                _move_count(proxy.stats.causes, "reset: " + cause, "reset: " + gone, 1)
+        self._recent_resets.clear()
+        loss = self._last_loss
+        recent = loss is not None and now - loss[0] <= POD_DEATH_BLAME_WINDOW_S
+        if recent and loss[1] == pod_name and loss[2] != gone:
+            _move_count(self.reconnects, loss[2], gone, 1)
+        self._last_loss = None
+
+    async def _correlate_with_events(self, pod_name: str) -> None:
+        """A tunnel died: the pod's latest Warning event often says why (OOMKilled, BackOff)."""
+        try:
+            events = await self.resolver.pod_events(pod_name)
+        except (VibeError, ConnectionError, OSError):
+            return
+        warnings = [event for event in events if event.get("type") == "Warning"]
+        if not warnings:
+            return
+        latest = warnings[-1]
+        reason, message = latest.get("reason", "?"), latest.get("message", "").strip()
+        self._note(pod_name, "event %s: %s" % (reason, message))
+
+    def _note(self, pod_name: str, line: str) -> None:
+        """Remember (for the summary) and show something the pod went through, once."""
+        note = "pod %s: %s" % (pod_name, line)
+        if note in self.pod_notes:
+            return
+        self.pod_notes.append(note)
+        del self.pod_notes[:-POD_NOTES_KEPT]
+        self.troubled_pods[pod_name] = None
+        self.emit(EventKind.POD, note, pod=pod_name)
+
+    def _mark_pod_gone(self, pod_name: str) -> None:
+        if pod_name != self.pod_name or pod_name in self.dead_pods:
+            return
+        self._blame_recent_losses_on_pod_death(pod_name)
+        self.dead_pods.add(pod_name)
+        self._needs_resolve = True
+        for tunnel in (self.active, self.standby):
+            if tunnel is not None and tunnel.pod_name == pod_name and tunnel.usable:
+                self._retire(tunnel, ErrorCause.POD_GONE)
+        self._wake.set()
+
+    async def _re_resolve(self) -> None:
+        assert self.resolution is not None
+        previous = self.pod_name
+        self.state = ForwardState.RECONNECTING
+        self.uptime.down(_monotonic())
+        self.reason = "pod %s is gone or not Ready: waiting for a Ready pod" % previous
+        resolution = await self.resolver.resolve(
+            self.ref,
+            self.specs,
+            self.options.pod_running_timeout,
+            exclude=frozenset(self.dead_pods),
+            require_ready=self.ref.kind is not ResourceKind.POD,
+            obj=self.resolution.obj,
+        )
+        self.resolution = resolution
+        self._needs_resolve = False
+        for tunnel in (self.active, self.standby):
+            if tunnel is not None and tunnel.pod_name != resolution.pod_name:
+                self._retire(tunnel)
+        if resolution.pod_name == previous:
+            self.emit(EventKind.POD, "pod %s is Ready again" % previous, pod=previous)
+            return
+        message = "now forwarding to pod %s (was %s)" % (resolution.pod_name, previous)
+        self.emit(EventKind.POD, message, pod=resolution.pod_name, previous=previous)
+
+    def _pod_changed(self, kind: str, pod: dict) -> None:
+        """A change the shared pod watch saw: deaths, replacements, restarts."""
+        name = pod.get("metadata", {}).get("name", "")
+        before = self.pods_seen.get(name)
+        if kind == "DELETED":
+            self.pods_seen.pop(name, None)
+        else:
+            self.pods_seen[name] = pod
+        if name == self.pod_name and self.resolution is not None:
+            self._note_pod_health(before, pod, deleted=kind == "DELETED")
+            if kind == "DELETED" or pod.get("metadata", {}).get("deletionTimestamp"):
+                self.emit(EventKind.POD, "pod %s is terminating" % name, pod=name)
+                self._mark_pod_gone(name)
+            elif self._should_leave_unready(before, pod):
+                self._leave_unready_pod(name)
+        if self.state is not ForwardState.READY:
+            self._wake.set()
+
+    def _should_leave_unready(self, before: Optional[dict], pod: dict) -> bool:
+        """A Service or workload forward moves off a pod that just stopped being Ready (another
+        Ready pod is preferred by the resolver); a bare pod target has nowhere else to go."""
+        if self.ref.kind is ResourceKind.POD or is_pod_ready(pod):
+            return False
+        return before is None or is_pod_ready(before)
+
+    def _leave_unready_pod(self, pod_name: str) -> None:
+        self.emit(EventKind.POD, "pod %s is not Ready: looking for a Ready pod" % pod_name)
+        self._needs_resolve = True
+        for tunnel in (self.active, self.standby):
+            if tunnel is not None and tunnel.usable:
+                self._retire(tunnel, ErrorCause.POD_NOT_READY)
+        self._wake.set()
+
+    def _note_pod_health(self, before: Optional[dict], pod: dict, deleted: bool) -> None:
+        """New trouble on the forwarded pod (first sight included: past restarts matter too)."""
+        if deleted:
+            return
+        old = describe_pod_health(before) if before is not None else []
+        for line in describe_pod_health(pod):
+            if line not in old:
+                self._note(pod["metadata"]["name"], line)
+
+    # -- what clients may read ---------------------------------------------------------------------
+
+    def sample(self) -> None:
+        """Once a second (the session's tick): counters into rates and activity history."""
+        for proxy, history in zip(self.proxies, self.histories):
+            history.sample(proxy.stats)
+
+    def snapshot(self, now: float, detail: bool = True) -> ForwardSnapshot:
+        """A frozen copy for displays; detail=False skips the protocol summaries (costly)."""
+        ports = tuple(
+            _port_snapshot(proxy, history, inspection, self.remote_port(proxy.key), detail)
+            for proxy, history, inspection in zip(self.proxies, self.histories, self.inspections)
+        )
+        started = self.uptime.started
+        return ForwardSnapshot(
+            ident=self.ident,
+            label=self.label,
+            namespace=self.namespace,
+            state=self.state,
+            attempt=self.attempt,
+            reason=self.reason,
+            pod=self.pod_name,
+            engine=self.active.engine.value if self.active is not None else self.engine.value,
+            ports=ports,
+            dead_pods=tuple(sorted(self.dead_pods)),
+            troubled_pods=tuple(self.troubled_pods),
+            pod_notes=tuple(self.pod_notes),
+            reconnects=tuple(self.reconnects.items()),
+            uptime_percent=self.uptime.percent(now, started) if started is not None else 0.0,
+            error=self.fatal.message if self.fatal is not None else "",
+        )
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    async def close(self, grace: float) -> None:
+        """Stop accepting, let links finish for `grace` seconds, then stop the tunnels."""
+        await asyncio.gather(*(proxy.close(grace) for proxy in self.proxies))
+        await self.stop()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self.state is not ForwardState.FAILED:
+            self.state = ForwardState.STOPPED
+        self.uptime.down(_monotonic())
+        for task in self._tasks:
+            task.cancel()
+        if self.watch is not None:
+            self.watch.unsubscribe(self._pod_changed)
+            self.access.release_watch(self.watch)
+            self.watch = None
+        tunnels = [tunnel for tunnel in (self.active, self.standby) if tunnel is not None]
+        await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
+
+
+def _port_snapshot(
+    proxy: ForwardProxy,
+    history: ActivityHistory,
+    inspection: Optional[ForwardInspection],
+    remote_port: int,
+    detail: bool,
+) -> PortSnapshot:
+    with_protocols = detail and inspection is not None
+    return PortSnapshot(
+        key=proxy.key,
+        addresses=tuple(proxy.addresses),
+        port=proxy.port,
+        remote_port=remote_port,
+        stats=proxy.stats.snapshot(),
+        up_rate=history.up_rate,
+        down_rate=history.down_rate,
+        activity=tuple(history.samples),
+        protocol_lines=tuple(inspection.summary_lines()) if with_protocols else (),
+        protocol_problems=tuple(inspection.problems()) if with_protocols else (),
+    )
+
+
+def _fix_for(cause: Optional[ErrorCause], namespace: str) -> str:
+    """The hint under a fatal error: what to run to see why."""
+    if cause is ErrorCause.FORBIDDEN:
+        return "Fix: check your rights: kubectl auth can-i create pods/portforward -n %s" % (
+            namespace
+        )
+    return ""
+
+
+def _move_count(counts: Dict[str, int], old: str, new: str, limit: Optional[int] = None) -> None:
+    moved = counts.get(old, 0) if limit is None else min(limit, counts.get(old, 0))
+    if moved:
+        counts[old] -= moved
+        if not counts[old]:
+            del counts[old]
+        counts[new] = counts.get(new, 0) + moved
+
+
+class UptimeClock:
+    """Seconds with a ready tunnel, out of seconds since the forward started."""
+
+    def __init__(self) -> None:
+        self.started: Optional[float] = None
+        self.ready_total = 0.0
+        self._up_since: Optional[float] = None
+
+    def up(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        if self._up_since is None:
+            self._up_since = now
+
+    def down(self, now: float) -> None:
+        if self._up_since is not None:
+            self.ready_total += now - self._up_since
+            self._up_since = None
+
+    def percent(self, now: float, since: float) -> float:
+        total = now - since
+        ready = self.ready_total + (now - self._up_since if self._up_since is not None else 0.0)
+        return 100.0 * ready / total if total > 0 else 0.0
+
+
+def cause_summary(cause: ErrorCause, remote_ports: Sequence[int]) -> str:
+    """A short reason for tables and counters: 'pod gone', 'nothing listening on :8080'."""
+    if cause is ErrorCause.NOT_LISTENING:
+        return "nothing listening on pod port %s" % ",".join(str(p) for p in remote_ports)
+    return describe_cause(cause)[0]
+
+
+def _wall_clock() -> float:
+    return time.time()
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+class ActivityHistory:
+    """Bytes per second over the last minute, sampled from a port's counters once a second."""
+
+    __slots__ = ("_last_down", "_last_up", "down_rate", "samples", "up_rate")
+
+    def __init__(self, seconds: int = ACTIVITY_WINDOW_S) -> None:
+        import collections
+
+        self.samples: Any = collections.deque([0] * seconds, maxlen=seconds)
+        self.up_rate = 0
+        self.down_rate = 0
+        self._last_up = 0
+        self._last_down = 0
+
+    def sample(self, stats: ForwardStats) -> None:
+        self.up_rate = stats.bytes_up - self._last_up
+        self.down_rate = stats.bytes_down - self._last_down
+        self._last_up, self._last_down = stats.bytes_up, stats.bytes_down
+        self.samples.append(max(0, self.up_rate + self.down_rate))
+
+    @property
+    def rate(self) -> int:
+        return self.samples[-1]
+
+
+# ---- the session: N forwards, their cluster access, one event stream ----
+
+
+class Session:
+    """Holds the forwards of one command (or, later, of a background session): the cluster
+    access they share, the relay buffer, the event stream, and the once-a-second sampling."""
+
+    def __init__(self, runner: KubectlRunner, options: ForwardOptions, namespace: str) -> None:
+        self.runner = runner
+        self.options = options
+        self.namespace = namespace
+        self.events = EventStream()
+        self.access = ClusterAccess(runner, self._access_notice)
+        self.forwards: Dict[int, Forward] = {}
+        self.relay = RelayBuffer(RELAY_BUFFER_BYTES)
+        self.started = _monotonic()
+        self.internal_errors: Dict[str, int] = {}
+        self._next_ident = 1
+        self._tasks: Dict[int, Any] = {}
+        self._ticker: Any = None
+        self._any_change = asyncio.Event()
+
+    def _access_notice(self, message: str) -> None:
+        self.events.publish(
+            SessionEvent(_wall_clock(), EventKind.CLUSTER, "kubectl proxy", message)
+        )
+
+    def start(self) -> None:
+        """Start kubectl proxy now (it loads the kubeconfig while targets are parsed and the
+        namespace is read) and the once-a-second sampling."""
+        self.access.start()
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    def resolver(self, namespace: str) -> TargetResolver:
+        return TargetResolver(self.access, self.runner, namespace or self.namespace)
+
+    async def add_forward(
+        self, ref: ResourceRef, specs: Sequence[PortSpec], namespace: str = ""
+    ) -> Forward:
+        """Resolve, bind and start supervising one target; kubectl's error if it cannot start
+        (nothing of it is left behind then)."""
+        forward = Forward(
+            self._next_ident,
+            ref,
+            specs,
+            self.resolver(namespace),
+            self.options,
+            self.events.publish,
+        )
+        self._next_ident += 1
+        try:
+            await forward.resolve()
+            failed = await forward.listen(self.relay, self._accepted)
+        except BaseException:
+            await forward.stop()
+            raise
+        if not forward.proxies:
+            await forward.stop()
+            pairs = " ".join("{%d %d}" % (m.local_port, m.remote_port) for m in failed)
+            raise VibeError("unable to listen on any of the requested ports: [%s]" % pairs)
+        self.forwards[forward.ident] = forward
+        self._tasks[forward.ident] = asyncio.ensure_future(self._supervise(forward))
+        return forward
+
+    async def _supervise(self, forward: Forward) -> None:
+        announce = asyncio.ensure_future(self._announce_when_ready(forward))
+        try:
+            await forward.run()
+        finally:
+            announce.cancel()
+            self._any_change.set()
+        if forward.fatal is not None and not self.all_failed:
+            # Others go on: this one's end is an event. (If none is left, the command ends
+            # with this error as its one line, exactly as kubectl would.)
+            forward.emit(EventKind.ERROR, forward.fatal.message)
+
+    async def _announce_when_ready(self, forward: Forward) -> None:
+        """kubectl's `Forwarding from` lines once the forward's first tunnel is ready: scripts
+        wait for them before they connect."""
+        await forward.wait_ready()
+        for port in forward.snapshot(_monotonic(), detail=False).ports:
+            for line in port.forwarding_lines():
+                forward.emit(
+                    EventKind.FORWARDING, line, port=port.port, remote_port=port.remote_port
+                )
+
+    def _accepted(self, proxy: ForwardProxy) -> None:
+        source = proxy.source
+        if isinstance(source, Forward):
+            source.emit(EventKind.CONNECTION, "connection", port=proxy.port)
+
+    async def remove_forward(self, ident: int, grace: float = 0.0) -> None:
+        forward = self.forwards.pop(ident)
+        await forward.close(grace)
+        task = self._tasks.pop(ident, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        forward.emit(EventKind.STOPPED, "forward removed")
+
+    @property
+    def all_failed(self) -> bool:
+        """Every forward ended for good (nothing left to serve)."""
+        return bool(self.forwards) and all(
+            forward.state is ForwardState.FAILED for forward in self.forwards.values()
+        )
+
+    async def wait_all_failed(self) -> None:
+        while not self.all_failed:
+            self._any_change.clear()
+            await self._any_change.wait()
+
+    def snapshot(self, detail: bool = True) -> List[ForwardSnapshot]:
+        now = _monotonic()
+        return [forward.snapshot(now, detail) for forward in self.forwards.values()]
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for forward in self.forwards.values():
+                forward.sample()
+
+    async def close(self, grace: float) -> None:
+        """Every forward closes (links get `grace` seconds), then the cluster access."""
+        await asyncio.gather(*(forward.close(grace) for forward in self.forwards.values()))
+        tasks = [*self._tasks.values(), self._ticker]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
+        await self.access.close()
+
+
+# ---- displays: clients of the event stream and of snapshots ----
 
 
 class OutputMode(enum.Enum):
@@ -8315,68 +10804,6 @@ def choose_output_mode(output: str, live: Optional[bool], stdout_is_tty: bool) -
     if live is False or not stdout_is_tty:
         return OutputMode.PLAIN
     return OutputMode.LIVE
-
-
-class ActivityHistory:
-    """Bytes per second over the last minute, sampled from the counters once a second."""
-
-    def __init__(self, seconds: int = ACTIVITY_WINDOW_S) -> None:
-        import collections
-
-        self.samples: Any = collections.deque([0] * seconds, maxlen=seconds)
-
-    def add(self, delta: int) -> None:
-        self.samples.append(max(0, delta))
-
-    @property
-    def rate(self) -> int:
-        return self.samples[-1]
-
-
-@dataclass
-class ForwardView:
-    """Everything the display and the summary need about one local port."""
-
-    proxy: ForwardProxy
-    supervisor: Supervisor
-    key: int
-    history: ActivityHistory
-    inspection: Optional[ForwardInspection] = None
-    up_rate: int = 0
-    down_rate: int = 0
-    _last_up: int = 0
-    _last_down: int = 0
-
-    def sample(self) -> None:
-        """Once a second: fold the counters into rates and the activity history."""
-        stats = self.proxy.stats
-        self.up_rate = stats.bytes_up - self._last_up
-        self.down_rate = stats.bytes_down - self._last_down
-        self._last_up, self._last_down = stats.bytes_up, stats.bytes_down
-        self.history.add(self.up_rate + self.down_rate)
-
-    @property
-    def remote_port(self) -> int:
-        return self.supervisor.resolution.forwards[self.key].remote_port
-
-    @property
-    def local_text(self) -> str:
-        host = self.proxy.addresses[0] if self.proxy.addresses else "?"
-        return "%s:%d" % ("[%s]" % host if ":" in host else host, self.proxy.port)
-
-    def protocol_lines(self) -> List[str]:
-        return self.inspection.summary_lines() if self.inspection is not None else []
-
-    def protocol_problems(self) -> List[str]:
-        return self.inspection.problems() if self.inspection is not None else []
-
-    def forwarding_lines(self) -> List[str]:
-        """kubectl's exact lines, one per bound address."""
-        lines = []
-        for address in self.proxy.addresses:
-            host = "[%s]" % address if ":" in address else address
-            lines.append("Forwarding from %s:%d -> %d" % (host, self.proxy.port, self.remote_port))
-        return lines
 
 
 _SPARK_LEVELS = " ▁▂▃▄▅▆▇█"
@@ -8493,36 +10920,51 @@ class LiveScreen:
 
 
 class LiveView:
-    """The terminal view: one row per forward, reconnect reasons and recent events below."""
+    """The terminal view: one row per forwarded port, reconnect reasons and recent events below.
 
-    def __init__(self, views: List[ForwardView], out: Any, started: float) -> None:
+    A client: it keeps the last events it was sent and renders the snapshots it is given.
+    """
+
+    def __init__(self, out: Any, started: float) -> None:
         import collections
 
-        self.views = views
         self.screen = LiveScreen(out)
         self.events: Any = collections.deque(maxlen=LIVE_EVENTS_SHOWN)
         self.started = started
         self.frame = 0
-        self._state_since: Dict[int, Tuple[ForwardState, float]] = {}
+        self._state_since: Dict[Tuple[int, int], Tuple[ForwardState, float]] = {}
 
     def __call__(self, event: SessionEvent) -> None:
         if event.kind not in (EventKind.CONNECTION, EventKind.FORWARDING):
             self.events.append(event)
 
-    def signature(self, now: float) -> Tuple[Any, ...]:
+    def signature(self, forwards: Sequence[ForwardSnapshot], now: float) -> Tuple[Any, ...]:
         """Everything the view shows, cheaply: equal signatures render equal screens."""
         moving = False
         rows = []
-        for view in self.views:
-            supervisor, stats = view.supervisor, view.proxy.stats
-            moving = moving or view.history.rate > 0 or supervisor.state is not ForwardState.READY
-            rows.append((supervisor.state, supervisor.attempt, supervisor.reason,
-                         supervisor.pod_name, stats.bytes_up, stats.bytes_down, stats.active,
-                         stats.opened, stats.failed + stats.reset, view.history.rate))  # fmt: skip
+        for forward in forwards:
+            for port in forward.ports:
+                moving = moving or port.rate > 0 or forward.state is not ForwardState.READY
+                rows.append(
+                    (
+                        forward.state,
+                        forward.attempt,
+                        forward.reason,
+                        forward.pod,
+                        port.stats.bytes_up,
+                        port.stats.bytes_down,
+                        port.stats.active,
+                        port.stats.opened,
+                        port.stats.failed + port.stats.reset,
+                        port.rate,
+                    )
+                )
         newest = self.events[-1] if self.events else None
         return (int(now - self.started), self.frame if moving else 0, tuple(rows), newest)
 
-    def render_lines(self, now: float, width: int) -> List[str]:
+    def render_lines(
+        self, forwards: Sequence[ForwardSnapshot], now: float, width: int
+    ) -> List[str]:
         """The whole view as terminal lines (ANSI styled unless NO_COLOR is set)."""
         import io
 
@@ -8538,12 +10980,12 @@ class LiveView:
             highlight=False,
             emoji=False,
         )
-        console.print(self._table(now, width))
-        for line in self._footer_lines():
+        console.print(self._table(forwards, now, width))
+        for line in self._footer_lines(forwards):
             console.print(line, overflow="ellipsis", no_wrap=True)
         return buffer.getvalue().rstrip("\n").split("\n")
 
-    def _table(self, now: float, width: int) -> Any:
+    def _table(self, forwards: Sequence[ForwardSnapshot], now: float, width: int) -> Any:
         from rich.table import Table
         from rich.text import Text
 
@@ -8552,7 +10994,7 @@ class LiveView:
         )
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         shown = _columns_for_width(width)
-        rows = [self._row(view, now) for view in self.views]
+        rows = [self._row(forward, port, now) for forward in forwards for port in forward.ports]
         natural = {
             name: max([len(name)] + [Text.from_markup(row[name]).cell_len for row in rows])
             for name in shown
@@ -8562,49 +11004,50 @@ class LiveView:
         target_width = max(LIVE_TARGET_MIN_WIDTH, width - others - 2 * (len(shown) - 1))
         for name in shown:
             is_target = name == "local → target"
-            table.add_column(name, no_wrap=True, overflow="ellipsis",
-                             max_width=target_width if is_target else None)  # fmt: skip
+            table.add_column(
+                name,
+                no_wrap=True,
+                overflow="ellipsis",
+                max_width=target_width if is_target else None,
+            )
         for row in rows:
             table.add_row(*(row[name] for name in shown))
         return table
 
-    def _row(self, view: ForwardView, now: float) -> Dict[str, str]:
-        supervisor, stats = view.supervisor, view.proxy.stats
-        color, label = _STATE_STYLE[supervisor.state]
-        moving = view.history.rate > 0 or supervisor.state is not ForwardState.READY
+    def _row(self, forward: ForwardSnapshot, port: PortSnapshot, now: float) -> Dict[str, str]:
+        stats = port.stats
+        color, label = _STATE_STYLE[forward.state]
+        moving = port.rate > 0 or forward.state is not ForwardState.READY
         mark = _SPINNER[self.frame % len(_SPINNER)] if moving else "●"
-        if supervisor.state is ForwardState.RECONNECTING:
-            label = "reconnecting #%d" % max(1, supervisor.attempt)
-        state, since = self._state_since.get(view.key, (None, now))
-        if state is not supervisor.state:
-            self._state_since[view.key] = (supervisor.state, now)
+        if forward.state is ForwardState.RECONNECTING:
+            label = "reconnecting #%d" % max(1, forward.attempt)
+        key = (forward.ident, port.key)
+        state, since = self._state_since.get(key, (None, now))
+        if state is not forward.state:
+            self._state_since[key] = (forward.state, now)
             since = now
-        target = "%s (%s) :%d" % (supervisor.label, supervisor.pod_name, view.remote_port)
+        target = "%s (%s) :%d" % (forward.label, forward.pod, port.remote_port)
         failed = stats.failed + stats.reset
         conns = "%d/%d" % (stats.active, stats.opened) + (" [red]✗%d[/]" % failed if failed else "")
         up, down = human_bytes(stats.bytes_up), human_bytes(stats.bytes_down)
         return {
             "status": "[%s]%s %s[/]" % (color, mark, label),
             "for": human_duration(now - since),
-            "local → target": "%s → %s" % (view.local_text, target),
-            "↑ up": "%s %s" % (up, _dim_rate(view.up_rate)),
-            "↓ down": "%s %s" % (down, _dim_rate(view.down_rate)),
+            "local → target": "%s → %s" % (port.local_text, target),
+            "↑ up": "%s %s" % (up, _dim_rate(port.up_rate)),
+            "↓ down": "%s %s" % (down, _dim_rate(port.down_rate)),
             "↑↓": "%s↑ %s↓" % (up, down),
             "conns": conns,
-            "activity 60s": "[cyan]%s[/]" % sparkline(view.history.samples, 20),
+            "activity 60s": "[cyan]%s[/]" % sparkline(port.activity, 20),
         }
 
-    def _footer_lines(self) -> List[str]:
-        import time
-
+    def _footer_lines(self, forwards: Sequence[ForwardSnapshot]) -> List[str]:
         lines = []
-        for view in self.views:
-            supervisor = view.supervisor
-            if supervisor.state is ForwardState.RECONNECTING and supervisor.reason:
-                lines.append(
-                    "[yellow]  ↻ %s: %s[/]" % (supervisor.label, _escape(supervisor.reason))
-                )
-            lines.extend("[dim]  %s[/]" % _escape(line) for line in view.protocol_lines())
+        for forward in forwards:
+            if forward.state is ForwardState.RECONNECTING and forward.reason:
+                lines.append("[yellow]  ↻ %s: %s[/]" % (forward.label, _escape(forward.reason)))
+            for port in forward.ports:
+                lines.extend("[dim]  %s[/]" % _escape(line) for line in port.protocol_lines)
         for event in self.events:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
             lines.append("[dim]%s[/] %s %s" % (stamp, event.target, _escape(event.message)))
@@ -8619,8 +11062,15 @@ _LIVE_LAYOUTS = (
     ("status", "local → target", "↑ up", "↓ down", "conns"),
     ("status", "local → target", "↑↓", "conns"),
 )
-_LIVE_COLUMN_WIDTHS = {"status": 18, "for": 7, "↑ up": 20, "↓ down": 20, "↑↓": 20, "conns": 12,
-                       "activity 60s": 22}  # fmt: skip
+_LIVE_COLUMN_WIDTHS = {
+    "status": 18,
+    "for": 7,
+    "↑ up": 20,
+    "↓ down": 20,
+    "↑↓": 20,
+    "conns": 12,
+    "activity 60s": 22,
+}
 _LIVE_TARGET_MIN = 40
 #: The narrowest the target column gets before the other columns give way too.
 LIVE_TARGET_MIN_WIDTH = 24
@@ -8642,15 +11092,18 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def build_summary(views: List[ForwardView], duration: float, now: float) -> List[str]:
+# ---- the closing summary (pure over snapshots) ----
+
+
+def build_summary(forwards: Sequence[ForwardSnapshot], duration: float) -> List[str]:
     """The closing "vibe" summary: usage, performance, problems and next steps, as plain lines."""
     lines = ["kubectl vibe port-forward: %s" % human_duration(duration)]
     problems: List[str] = []
     steps: List[str] = []
-    for view in views:
-        lines.extend(_summary_of_forward(view, duration, now))
-        problems.extend(_problems_of_forward(view))
-        steps.extend(_next_steps_for(view))
+    for forward in forwards:
+        lines.extend(_summary_of_forward(forward, duration))
+        problems.extend(_problems_of_forward(forward))
+        steps.extend(_next_steps_for(forward))
     if problems:
         lines.append("problems:")
         lines.extend("  - " + problem for problem in problems)
@@ -8660,30 +11113,37 @@ def build_summary(views: List[ForwardView], duration: float, now: float) -> List
     return lines
 
 
-def _summary_of_forward(view: ForwardView, duration: float, now: float) -> List[str]:
-    supervisor, stats = view.supervisor, view.proxy.stats
-    started = supervisor.uptime.started
-    uptime = supervisor.uptime.percent(now, started) if started is not None else 0.0
-    pods = ", ".join(sorted({supervisor.pod_name, *supervisor.dead_pods}))
-    average = (stats.bytes_up + stats.bytes_down) / duration if duration > 0 else 0.0
-    moved = (", %d moved to a new tunnel" % stats.replayed) if stats.replayed else ""
-    lines = [
-        "  %s → %s :%d (pod %s)" % (view.local_text, supervisor.label, view.remote_port, pods),
-        "    ↑ %s  ↓ %s  avg %s · %d connections: %d closed, %d failed, %d reset%s"
-        % (
-            human_bytes(stats.bytes_up),
-            human_bytes(stats.bytes_down),
-            human_rate(average),
-            stats.opened,
-            stats.closed,
-            stats.failed,
-            stats.reset,
-            moved,
-        ),
-        "    uptime %.1f%% · reconnects %d%s"
-        % (uptime, sum(supervisor.reconnects.values()), _counts_text(supervisor.reconnects)),
-    ]
-    lines.extend("    " + line for line in view.protocol_lines())
+def _summary_of_forward(forward: ForwardSnapshot, duration: float) -> List[str]:
+    pods = ", ".join(sorted({forward.pod, *forward.dead_pods} - {""}))
+    reconnects = dict(forward.reconnects)
+    lines = []
+    for port in forward.ports:
+        stats = port.stats
+        average = (stats.bytes_up + stats.bytes_down) / duration if duration > 0 else 0.0
+        moved = (", %d moved to a new tunnel" % stats.replayed) if stats.replayed else ""
+        lines.append(
+            "  %s → %s :%d (pod %s)" % (port.local_text, forward.label, port.remote_port, pods)
+        )
+        lines.append(
+            "    ↑ %s  ↓ %s  avg %s · %d connections: %d closed, %d failed, %d reset%s"
+            % (
+                human_bytes(stats.bytes_up),
+                human_bytes(stats.bytes_down),
+                human_rate(average),
+                stats.opened,
+                stats.closed,
+                stats.failed,
+                stats.reset,
+                moved,
+            )
+        )
+        lines.append(
+            "    uptime %.1f%% · reconnects %d%s"
+            % (forward.uptime_percent, sum(reconnects.values()), _counts_text(reconnects))
+        )
+        lines.extend("    " + line for line in port.protocol_lines)
+    if forward.error:
+        lines.append("  %s: failed: %s" % (forward.label, forward.error))
     return lines
 
 
@@ -8694,103 +11154,157 @@ def _counts_text(counts: Dict[str, int]) -> str:
     return " (%s)" % ", ".join("%s ×%d" % (name, count) for name, count in ordered)
 
 
-def _problems_of_forward(view: ForwardView) -> List[str]:
-    stats, supervisor = view.proxy.stats, view.supervisor
-    problems = ["%d connections %s" % (n, cause) for cause, n in sorted(stats.causes.items())]
-    problems.extend(supervisor.pod_notes)
-    problems.extend(view.protocol_problems())
+def _problems_of_forward(forward: ForwardSnapshot) -> List[str]:
+    problems = []
+    for port in forward.ports:
+        problems.extend("%d connections %s" % (n, cause) for cause, n in sorted(port.stats.causes))
+    problems.extend(forward.pod_notes)
+    for port in forward.ports:
+        problems.extend(port.protocol_problems)
     return problems
 
 
-def _next_steps_for(view: ForwardView) -> List[str]:
-    supervisor, stats = view.supervisor, view.proxy.stats
-    namespace = supervisor.resolver.namespace
+def _next_steps_for(forward: ForwardSnapshot) -> List[str]:
+    namespace = forward.namespace
     steps = []
-    for pod in list(supervisor.troubled_pods)[-2:]:
+    for pod in list(forward.troubled_pods)[-2:]:
         steps.append("kubectl describe pod %s -n %s" % (pod, namespace))
         steps.append("kubectl logs %s -n %s --previous" % (pod, namespace))
-    if supervisor.reconnects and not supervisor.troubled_pods:
-        steps.append("kubectl describe pod %s -n %s" % (supervisor.pod_name, namespace))
-    if any("nothing listening" in cause for cause in stats.causes):
-        steps.append(
-            "check that the container listens on port %d (kubectl exec %s -n %s -- ss -ltn)"
-            % (view.remote_port, supervisor.pod_name, namespace)
-        )
+    if forward.reconnects and not forward.troubled_pods:
+        steps.append("kubectl describe pod %s -n %s" % (forward.pod, namespace))
+    for port in forward.ports:
+        if any("nothing listening" in cause for cause, _ in port.stats.causes):
+            steps.append(
+                "check that the container listens on port %d (kubectl exec %s -n %s -- "
+                "ss -ltn)" % (port.remote_port, forward.pod, namespace)
+            )
     return steps
 
 
-class PortForwardSession:
-    """Binds the user's ports, supervises the tunnels, shows what happens, ends cleanly.
+def summary_data(forwards: Sequence[ForwardSnapshot]) -> Dict[str, Any]:
+    """The summary's figures for `-o json`."""
+    ports = []
+    for forward in forwards:
+        for port in forward.ports:
+            stats = port.stats
+            ports.append(
+                {
+                    "target": forward.label,
+                    "local": port.local_text,
+                    "remote_port": port.remote_port,
+                    "pod": forward.pod,
+                    "engine": forward.engine,
+                    "bytes_up": stats.bytes_up,
+                    "bytes_down": stats.bytes_down,
+                    "connections": stats.opened,
+                    "closed": stats.closed,
+                    "failed": stats.failed,
+                    "reset": stats.reset,
+                    "replayed": stats.replayed,
+                    "causes": dict(stats.causes),
+                    "protocols": list(port.protocol_lines),
+                }
+            )
+    reconnects = {forward.label: dict(forward.reconnects) for forward in forwards}
+    return {"forwards": ports, "reconnects": reconnects}
 
-    One Supervisor per target; they share the kubectl runner, the relay buffer and the sink,
-    so many targets cost one process. (The CLI takes kubectl's single TYPE/NAME today.)
-    """
 
-    def __init__(
-        self, options: PortForwardOptions, runner: KubectlRunner, resolver: TargetResolver
-    ) -> None:
-        assert options.resolution is not None
+# ---- the command: options → session → a display → the summary ----
+
+
+class PortForwardCommand:
+    """`kubectl vibe port-forward`: binds the user's ports, supervises the tunnels, shows what
+    happens through one display client, ends cleanly on a signal, prints the summary."""
+
+    def __init__(self, options: PortForwardOptions, runner: KubectlRunner) -> None:
         self.options = options
         self.runner = runner
         self.mode = choose_output_mode(options.output, options.live, _stdout_is_tty())
-        self.views: List[ForwardView] = []
+        self.session = Session(runner, options.forward_options(), options.namespace)
         self.live: Optional[LiveView] = None
-        self.sink: EventSink = self._make_sink()
-        self.supervisors = [
-            Supervisor(
-                runner,
-                resolver,
-                options.resolution,
-                options.ports,
-                pod_running_timeout=options.pod_running_timeout,
-                emit=self.sink,
-            )
-        ]
-        self._relay = RelayBuffer(RELAY_BUFFER_BYTES)
-        self._last_signature: Any = None
-        self.internal_errors: Dict[str, int] = {}
+        self.session.events.subscribe(self._make_sink())
         self._stop = asyncio.Event()
         self._signals = 0
-        self._started = _monotonic()
+        self._last_signature: Any = None
 
     def _make_sink(self) -> EventSink:
         if self.mode is OutputMode.JSON:
             return JsonSink(sys.stdout)
         if self.mode is OutputMode.PLAIN:
             return PlainSink(sys.stdout, sys.stderr)
-        self.live = LiveView(self.views, sys.stdout, _monotonic())
+        self.live = LiveView(sys.stdout, _monotonic())
         return self.live
 
     async def run(self) -> int:
         self._install_signal_handlers()
         asyncio.get_running_loop().set_exception_handler(self._on_loop_error)
-        failed: List[Forward] = []
-        for supervisor in self.supervisors:
-            failed += await self._listen(supervisor)
-        if not self.views:
-            pairs = " ".join("{%d %d}" % (f.local_port, f.remote_port) for f in failed)
-            raise VibeError("unable to listen on any of the requested ports: [%s]" % pairs)
-        supervising = [asyncio.ensure_future(s.run()) for s in self.supervisors]
-        helpers = [asyncio.ensure_future(self._tick())]
-        helpers += [asyncio.ensure_future(self._announce_when_ready(s)) for s in self.supervisors]
+        self.session.start()
+        try:
+            await self._start_forwards()
+        except BaseException:
+            await self.session.close(0.0)
+            raise
+        display = asyncio.ensure_future(self._redraw_loop())
         stopped = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait([*supervising, stopped], return_when=asyncio.FIRST_COMPLETED)
-        await self._shutdown(*helpers, *supervising, stopped)
-        for supervisor in self.supervisors:
-            if supervisor.fatal is not None:
-                raise supervisor.fatal
+        failed = asyncio.ensure_future(self.session.wait_all_failed())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
+        for task in (display, stopped, failed):
+            task.cancel()
+        await asyncio.gather(display, stopped, failed, return_exceptions=True)
+        await self.session.close(grace)
+        fatal = [f.fatal for f in self.session.forwards.values() if f.fatal is not None]
+        if self.session.all_failed and fatal:
+            raise fatal[0]
+        self._print_summary()
         return 0
+
+    async def _start_forwards(self) -> None:
+        """Resolve and bind every target at once. One target: kubectl's error as it is. Several:
+        each failure is one event line, and only all of them failing is an error."""
+        options = self.options
+        if not options.namespace:
+            options.namespace = await self.session.resolver("").namespace_default()
+            self.session.namespace = options.namespace
+        starts = [
+            self.session.add_forward(target.ref, target.ports, target.namespace)
+            for target in options.targets
+        ]
+        results = await asyncio.gather(*starts, return_exceptions=True)
+        errors = [(t, r) for t, r in zip(options.targets, results) if isinstance(r, BaseException)]
+        for _, error in errors:
+            if not isinstance(error, Exception):
+                raise error  # CancelledError, KeyboardInterrupt
+        if len(options.targets) == 1 and errors:
+            raise errors[0][1]
+        for target, error in errors:
+            self.session.events.publish(
+                SessionEvent(_wall_clock(), EventKind.ERROR, target.ref.text, _error_text(error))
+            )
+        if errors and len(errors) == len(options.targets):
+            raise VibeError(
+                "no forward could start: %s"
+                % "; ".join(
+                    "%s: %s" % (target.ref.text, _error_text(error)) for target, error in errors
+                )
+            )
 
     def _on_loop_error(self, loop: Any, context: Dict[str, Any]) -> None:
         """A bug in a callback must not print a traceback over the view: one counted line
         (with KUBECTL_VIBE_DEBUG=1, asyncio's full report too)."""
         exc = context.get("exception")
         what = "%s: %s" % (type(exc).__name__, exc) if exc else context.get("message", "?")
-        self.internal_errors[what] = self.internal_errors.get(what, 0) + 1
-        if self.internal_errors[what] == 1:
-            label = ",".join(supervisor.label for supervisor in self.supervisors)
-            self.sink(SessionEvent(_wall_clock(), EventKind.ERROR, label,
-                                   "internal error (please report it): " + what))  # fmt: skip
+        errors = self.session.internal_errors
+        errors[what] = errors.get(what, 0) + 1
+        if errors[what] == 1:
+            self.session.events.publish(
+                SessionEvent(
+                    _wall_clock(),
+                    EventKind.ERROR,
+                    "kubectl vibe",
+                    "internal error (please report it): " + what,
+                )
+            )
         if os.environ.get(ENV_DEBUG):
             loop.default_exception_handler(context)
 
@@ -8806,91 +11320,35 @@ class PortForwardSession:
         self._signals += 1  # a second Ctrl-C skips the grace period
         self._stop.set()
 
-    async def _listen(self, supervisor: Supervisor) -> List[Forward]:
-        """Bind every forward's port, with kubectl's message for each one that fails; return
-        the failed ones."""
-        listen = self.options.listen
-        failed = []
-        for key, forward in enumerate(supervisor.resolution.forwards):
-            inspection = ForwardInspection(forward.remote_port) if self.options.inspect else None
-            proxy = ForwardProxy(
-                supervisor,
-                key,
-                self._relay,
-                wait_timeout=self.options.pod_running_timeout,
-                inspector_factory=inspection.new_link if inspection else None,
-                on_accept=self._accepted,
-            )
-            errors = await proxy.listen(listen.addresses, forward.local_port, listen.port_ok)
-            if errors:
-                failed.append(forward)
-                supervisor.emit(
-                    EventKind.LISTEN_FAILED,
-                    "Unable to listen on port %d: Listeners failed to create with the following "
-                    "errors: [%s]" % (forward.local_port, " ".join(errors)),
-                )
-                continue
-            supervisor.proxies.append(proxy)
-            self.views.append(ForwardView(proxy, supervisor, key, ActivityHistory(), inspection))
-        return failed
-
-    def _accepted(self, proxy: ForwardProxy) -> None:
-        if self.mode is not OutputMode.LIVE and isinstance(proxy.source, Supervisor):
-            proxy.source.emit(EventKind.CONNECTION, "connection", port=proxy.port)
-
-    async def _announce_when_ready(self, supervisor: Supervisor) -> None:
-        """kubectl's `Forwarding from` lines once the target's first tunnel is ready: scripts
-        wait for them before they connect."""
-        await supervisor.wait_ready()
-        for view in self.views:
-            if view.supervisor is supervisor:
-                for line in view.forwarding_lines():
-                    supervisor.emit(EventKind.FORWARDING, line, port=view.proxy.port,
-                                    remote_port=view.remote_port)  # fmt: skip
-
-    async def _tick(self) -> None:
-        """Once a second: rates and sparklines; in a terminal, redraw when something changed."""
-        period = LIVE_REFRESH_S if self.live is not None else 1.0
-        last_sample = _monotonic()
+    async def _redraw_loop(self) -> None:
+        """In a terminal, redraw when something visible changed (idle: once a second)."""
+        if self.live is None:
+            return
         while True:
-            await asyncio.sleep(period)
-            now = _monotonic()
-            if now - last_sample >= 1.0:
-                last_sample = now
-                for view in self.views:
-                    view.sample()
-            if self.live is not None:
-                self._redraw_if_changed(now)
+            await asyncio.sleep(LIVE_REFRESH_S)
+            self._redraw_if_changed(_monotonic())
 
     def _redraw_if_changed(self, now: float) -> None:
-        """Render only when something visible changed: idle, that is once a second."""
         assert self.live is not None
         self.live.frame += 1
         width = shutil.get_terminal_size((120, 24)).columns
-        signature = (width, self.live.signature(now))
+        light = self.session.snapshot(detail=False)
+        signature = (width, self.live.signature(light, now))
         if signature != self._last_signature:
             self._last_signature = signature
-            self.live.screen.show(self.live.render_lines(now, width))
-
-    async def _shutdown(self, *tasks: Any) -> None:
-        grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
-        await asyncio.gather(*(view.proxy.close(grace) for view in self.views))
-        await asyncio.gather(*(supervisor.stop() for supervisor in self.supervisors))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.runner.close()
-        self._print_summary()
+            self.live.screen.show(self.live.render_lines(self.session.snapshot(), now, width))
 
     def _print_summary(self) -> None:
-        now = _monotonic()
-        lines = build_summary(self.views, now - self._started, now)
-        for what, count in self.internal_errors.items():
+        forwards = self.session.snapshot()
+        lines = build_summary(forwards, _monotonic() - self.session.started)
+        for what, count in self.session.internal_errors.items():
             lines.append("internal error ×%d (please report it): %s" % (count, what))
         if self.mode is OutputMode.JSON:
-            data = tuple(self._summary_data().items())
-            label = ",".join(supervisor.label for supervisor in self.supervisors)
-            self.sink(SessionEvent(_wall_clock(), EventKind.STOPPED, label, "\n".join(lines), data))
+            label = ",".join(forward.label for forward in forwards)
+            data = tuple(summary_data(forwards).items())
+            self.session.events.publish(
+                SessionEvent(_wall_clock(), EventKind.STOPPED, label, "\n".join(lines), data)
+            )
             return
         if self.live is not None:
             self.live.screen.clear()
@@ -8898,28 +11356,9 @@ class PortForwardSession:
             return
         _write_lines(sys.stderr, lines)
 
-    def _summary_data(self) -> Dict[str, Any]:
-        forwards = []
-        for view in self.views:
-            stats = view.proxy.stats
-            forwards.append(
-                {
-                    "target": view.supervisor.label,
-                    "local": view.local_text,
-                    "remote_port": view.remote_port,
-                    "bytes_up": stats.bytes_up,
-                    "bytes_down": stats.bytes_down,
-                    "connections": stats.opened,
-                    "closed": stats.closed,
-                    "failed": stats.failed,
-                    "reset": stats.reset,
-                    "replayed": stats.replayed,
-                    "causes": dict(stats.causes),
-                    "protocols": view.protocol_lines(),
-                }
-            )
-        reconnects = {s.label: dict(s.reconnects) for s in self.supervisors}
-        return {"forwards": forwards, "reconnects": reconnects}
+
+def _error_text(error: BaseException) -> str:
+    return error.message if isinstance(error, VibeError) else str(error) or type(error).__name__
 
 
 def _raise_fd_limit(wanted: int) -> None:
@@ -8956,14 +11395,12 @@ async def run_port_forward(flags: ParsedFlags, prog: str) -> int:
     _raise_fd_limit(FD_SOFT_LIMIT_WANTED)
     runner = KubectlRunner(find_kubectl(), flags.globals_argv)
     try:
-        await options.complete(runner)
-        resolver = TargetResolver(runner, options.namespace)
-        return await PortForwardSession(options, runner, resolver).run()
+        return await PortForwardCommand(options, runner).run()
     finally:
         await runner.close()
 
 
-# ==== §17 wait session =========================================================================
+# ==== §19 wait session =========================================================================
 
 
 @frozen_record
@@ -9626,6 +12063,8 @@ class WaitSession:
                 await self.stop_kubectl_children()
                 decider.cancel()
             await asyncio.gather(decider, ticker, return_exceptions=True)
+            if _succeeded(decider) and not self.signal_number:
+                await self.catch_up()
             if _needs_explaining(decider, failed) and not self.signal_number:
                 await asyncio.sleep(EXPLAIN_SETTLE_S)  # events trail the status they explain
             self.refresh()
@@ -9668,6 +12107,46 @@ class WaitSession:
         self.signal_number = int(signum)
         self.interrupted.set()
 
+    async def catch_up(self) -> None:
+        """kubectl wait said "condition met" from its own watch; ours may be a beat behind, or
+        have started after a deletion (a watch's first list shows no DELETED). The last
+        progress line must show what kubectl saw: wait briefly, then look again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_CATCH_UP_S
+        while self._any_unmet():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await self.look_again()
+                return
+            self.changed.clear()
+            await _event_or_timeout(self.changed, remaining)
+
+    def _any_unmet(self) -> bool:
+        return any(target_unmet(t, self.options.fors) for t in self.board.ordered_targets())
+
+    async def look_again(self) -> None:
+        """One more `kubectl get` of the targets: what is listed replaces our copy, what is
+        not listed any more is gone."""
+        listed = await self._lookup()
+        if listed is None:
+            return
+        now = _monotonic()
+        seen = {resource_id(obj) for obj in listed}
+        for obj in listed:
+            self.board.apply_target("MODIFIED", obj, ALL_OF_WATCH, now)
+        for target in self.board.ordered_targets():
+            if target.obj is not None and resource_id(target.obj) not in seen:
+                self.board.apply_target("DELETED", target.obj, ALL_OF_WATCH, now)
+
+    async def _lookup(self) -> Optional[List[Dict[str, Any]]]:
+        """The targets as `kubectl get` lists them now; None if that says nothing reliable."""
+        flags = self.options.flags
+        scope = ["--%s=%s" % (name, raw) for name, raw in flags.ordered if name in _LOOKUP_FLAGS]
+        done = await self.runner.run(["get", *flags.positionals, *scope, "--output=json"], 60)
+        if done.returncode != 0 and "(NotFound)" not in done.stderr:
+            return None
+        return _listed_items(done.stdout)
+
     async def decide(self) -> int:
         if self.options.decided_by_kubectl:
             lookup = asyncio.ensure_future(self.initial_lookup())
@@ -9694,6 +12173,8 @@ class WaitSession:
         self.lookup_errors = [line for line in done.stderr.splitlines() if line.strip()]
         # Unreachable server, bad flags...: "not seen" then says nothing about existence.
         self.synced = done.returncode == 0 or "(NotFound)" in done.stderr
+        if not isinstance(self.progress, LiveProgress) and self.synced:
+            self.refresh()  # the starting state is a line of its own, whatever follows
         self.changed.set()
 
     async def run_kubectl_waits(self) -> int:
@@ -9881,6 +12362,11 @@ class WaitSession:
                 _write_line(sys.stderr, line)
 
 
+def _succeeded(decider: Any) -> bool:
+    done = decider.done() and not decider.cancelled() and decider.exception() is None
+    return done and decider.result() == 0
+
+
 def _needs_explaining(decider: Any, failed: Optional[BaseException]) -> bool:
     if isinstance(failed, FailedFast):
         return True
@@ -9967,7 +12453,7 @@ async def run_wait(flags: ParsedFlags, prog: str) -> int:
         await runner.close()
 
 
-# ==== §18 Completion, version, main() ==========================================================
+# ==== §20 Completion, version, main() ==========================================================
 
 
 def print_completions(words: Sequence[str]) -> int:

@@ -1,4 +1,8 @@
-"""`kubectl vibe port-forward` end to end: real kubectl, the simulated cluster, both transports."""
+"""`kubectl vibe port-forward` end to end: real kubectl, the simulated cluster, both engines.
+
+Each test runs with the native engine (one `kubectl proxy`, the plugin's own SPDY tunnels) and
+with the kubectl engine (kubectl port-forward children) over both of kubectl's transports.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Sequence
 
 import psutil
 import pytest
@@ -26,8 +30,8 @@ FORWARDING = r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$"
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=["websocket", "spdy"])
-def transport(request) -> str:
+@pytest.fixture(params=["native", "kubectl-websocket", "kubectl-spdy"])
+def engine(request) -> str:
     return request.param
 
 
@@ -52,22 +56,31 @@ def cluster(sim_cluster: SimCluster) -> SimCluster:
 class Vibe:
     """Runs `kubectl_vibe_pf.py` with the kubectl under test; every process ends at teardown."""
 
-    def __init__(self, sim: SimCluster, kubectl: str, transport: str) -> None:
+    def __init__(self, sim: SimCluster, kubectl: str, engine: str) -> None:
         self.kubectl = kubectl
+        self.engine = engine
         self.env = sim.env()
         self.env["KUBECTL_PATH"] = kubectl
         self.env["PATH"] = os.path.dirname(kubectl) + os.pathsep + self.env.get("PATH", "")
-        if transport == "spdy":
+        if engine == "kubectl-spdy":
             self.env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
         self.procs: List[KubectlProcess] = []
 
+    @property
+    def native(self) -> bool:
+        return self.engine == "native"
+
+    def argv(self, args: Sequence[str]) -> List[str]:
+        engine = ["--engine", "kubectl"] if not self.native and args[:1] == ("pf",) else []
+        return [MODULE, *args, *engine]
+
     def start(self, *args: str) -> KubectlProcess:
-        proc = KubectlProcess(sys.executable, [MODULE, *args], self.env)
+        proc = KubectlProcess(sys.executable, self.argv(args), self.env)
         self.procs.append(proc)
         return proc
 
     def run(self, *args: str, timeout: float = 30):
-        return run_kubectl(sys.executable, [MODULE, *args], self.env, timeout)
+        return run_kubectl(sys.executable, self.argv(args), self.env, timeout)
 
     def kubectl_run(self, *args: str, timeout: float = 30):
         return run_kubectl(self.kubectl, list(args), self.env, timeout)
@@ -92,11 +105,12 @@ def _wait_gone(processes: List[psutil.Process], timeout: float = 10) -> List[psu
     return alive
 
 
-def _kubectl_children(pid: int) -> List[psutil.Process]:
+def _kubectl_children(pid: int, verb: str) -> List[psutil.Process]:
+    """The plugin's kubectl children running `verb` (port-forward, proxy)."""
     found = []
     for child in _descendants(pid):
         try:
-            if "port-forward" in child.cmdline():
+            if verb in child.cmdline():
                 found.append(child)
         except psutil.NoSuchProcess:
             pass
@@ -104,8 +118,8 @@ def _kubectl_children(pid: int) -> List[psutil.Process]:
 
 
 @pytest.fixture
-def vibe(cluster: SimCluster, kubectl_bin: str, transport: str) -> Iterator[Vibe]:
-    runner = Vibe(cluster, kubectl_bin, transport)
+def vibe(cluster: SimCluster, kubectl_bin: str, engine: str) -> Iterator[Vibe]:
+    runner = Vibe(cluster, kubectl_bin, engine)
     yield runner
     runner.close()
 
@@ -213,7 +227,11 @@ def test_an_error_on_one_connection_does_not_stop_the_others(
 
     assert first is None or first.status == 200  # the faulty one may die; it is counted
     assert all(a.status == 200 for a in answers)
-    proc.wait_line(r"tunnel_lost: .*(reset|lost)", stream="stderr")
+    if vibe.native:  # one stream failed; its tunnel (and every other connection) is fine
+        proc.wait_line(r"connection_failed: reset: the app in the pod reset", stream="stderr")
+        assert not any("tunnel_lost" in line for line in proc.stderr)
+    else:  # kubectl closes its whole tunnel on any connection's error
+        proc.wait_line(r"tunnel_lost: .*(reset|lost)", stream="stderr")
 
 
 def _try_get(port: int):
@@ -227,12 +245,19 @@ def test_kubectl_killed_under_it_is_restarted(vibe: Vibe) -> None:
     proc = vibe.start("pf", "deploy/web", ":8080", "--no-live")
     port = int(proc.wait_line(FORWARDING).group(1))
     assert http_get(port).status == 200
+    verb = "proxy" if vibe.native else "port-forward"
+    killed = _kubectl_children(proc.proc.pid, verb)
+    assert killed
 
-    for child in _kubectl_children(proc.proc.pid):
+    for child in killed:
         child.kill()
 
     assert http_get(port, timeout=30).status == 200
     proc.wait_line(r"tunnel_lost", stream="stderr")
+    if vibe.native:
+        proc.wait_line(r"kubectl proxy cluster: kubectl proxy exited .*restarting", stream="stderr")
+        proc.wait_line(r"kubectl proxy is serving again", stream="stderr")
+        assert len(_kubectl_children(proc.proc.pid, "proxy")) == 1
 
 
 def test_a_busy_local_port_fails_like_kubectl(vibe: Vibe) -> None:
@@ -265,7 +290,7 @@ def test_no_kubectl_outlives_the_plugin(vibe: Vibe, sig: int) -> None:
     proc = vibe.start("pf", "svc/web", ":80", "--no-live")
     proc.wait_line(FORWARDING)
     children = _descendants(proc.proc.pid)
-    assert any("port-forward" in c.cmdline() for c in children)
+    assert _kubectl_children(proc.proc.pid, "proxy" if vibe.native else "port-forward")
 
     os.kill(proc.proc.pid, sig)
     code = proc.proc.wait(15)
@@ -318,15 +343,15 @@ def _read_pty(master: int, seconds: float) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("engine", ["native"])
 def test_the_live_view_in_a_terminal_shows_state_ports_bytes_and_activity(
-    cluster: SimCluster, kubectl_bin: str, transport: str
+    cluster: SimCluster, kubectl_bin: str, engine: str
 ) -> None:
     import pty
     import re
     import subprocess
 
-    env = Vibe(cluster, kubectl_bin, transport).env
+    env = Vibe(cluster, kubectl_bin, engine).env
     env.update(COLUMNS="160", LINES="30", TERM="xterm-256color")
     master, slave = pty.openpty()
     port = _free_port()
@@ -358,7 +383,7 @@ def test_the_live_view_in_a_terminal_shows_state_ports_bytes_and_activity(
         os.close(master)
 
 
-@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("engine", ["native", "kubectl-websocket"])
 def test_a_restarted_container_is_correlated_with_its_events_and_in_the_summary(
     vibe: Vibe, cluster: SimCluster
 ) -> None:
@@ -376,7 +401,7 @@ def test_a_restarted_container_is_correlated_with_its_events_and_in_the_summary(
     assert "kubectl logs %s -n default --previous" % pod in proc.err
 
 
-@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("engine", ["native", "kubectl-websocket"])
 def test_connections_cut_by_a_pod_deletion_are_blamed_on_the_pod(
     vibe: Vibe, cluster: SimCluster
 ) -> None:

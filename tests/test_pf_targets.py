@@ -1,10 +1,11 @@
-"""§08 targets (pure) and §14a target resolution (a fake kubectl, then the real one).
+"""§08 targets (pure) and §15 target resolution (a fake cluster access, then the real one).
 
 Expected messages are kubectl's own; the orderings are podutils.ActivePods'.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -15,12 +16,15 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from kubectl_vibe_pf import (
-    Forward,
+    ApiRequestError,
+    ClusterAccess,
     KubectlError,
     KubectlRunner,
+    PortMapping,
     ResourceKind,
     TargetResolver,
     VibeError,
+    api_error,
     choose_pod,
     describe_pod_health,
     event_time,
@@ -32,7 +36,7 @@ from kubectl_vibe_pf import (
     pod_not_running_message,
     pod_phase,
     rank_pods,
-    resolve_forwards,
+    resolve_mappings,
     selector_for,
 )
 
@@ -281,7 +285,7 @@ POD_REF = parse_resource_ref("pod/p")
 
 def pod_forwards(*texts: str, pod: Dict[str, Any] = HTTP_POD) -> List[tuple]:
     specs = [parse_port_spec(text) for text in texts]
-    return [(f.local_port, f.remote_port) for f in resolve_forwards(POD_REF, pod, pod, specs)]
+    return [(f.local_port, f.remote_port) for f in resolve_mappings(POD_REF, pod, pod, specs)]
 
 
 @pytest.mark.parametrize(
@@ -305,8 +309,8 @@ def test_pod_port_mapping(text, local, remote):
 
 def test_forward_keeps_its_spec_and_has_no_service_port_on_a_pod():
     spec = parse_port_spec("9000:http")
-    assert resolve_forwards(POD_REF, HTTP_POD, HTTP_POD, [spec]) == [
-        Forward(9000, 8080, spec, None)
+    assert resolve_mappings(POD_REF, HTTP_POD, HTTP_POD, [spec]) == [
+        PortMapping(9000, 8080, spec, None)
     ]
 
 
@@ -339,7 +343,7 @@ def test_empty_remote_on_a_pod_with_only_named_ports_is_a_missing_named_port():
 def test_workload_ports_resolve_on_the_chosen_pod():
     ref = parse_resource_ref("deploy/web")
     deployment = workload("Deployment", "apps/v1", {"matchLabels": {"app": "web"}})
-    forwards = resolve_forwards(ref, deployment, HTTP_POD, [parse_port_spec("http")])
+    forwards = resolve_mappings(ref, deployment, HTTP_POD, [parse_port_spec("http")])
     assert [(f.local_port, f.remote_port) for f in forwards] == [(8080, 8080)]
 
 
@@ -352,7 +356,7 @@ def svc_forwards(*texts: str, svc: Dict[str, Any] = SERVICE, pod=HTTP_POD) -> Li
     specs = [parse_port_spec(text, ResourceKind.SERVICE) for text in texts]
     return [
         (f.local_port, f.remote_port, f.service_port)
-        for f in resolve_forwards(SVC_REF, svc, pod, specs)
+        for f in resolve_mappings(SVC_REF, svc, pod, specs)
     ]
 
 
@@ -486,7 +490,7 @@ def test_event_time_prefers_last_timestamp_then_event_time():
     assert event_time({}) == 0.0
 
 
-# -- §14a with a fake kubectl (fast, unit level) -----------------------------------------------
+# -- §15 with a fake cluster access (fast, unit level) ------------------------------------------
 
 FAKE_KUBECTL = textwrap.dedent(
     '''\
@@ -513,6 +517,9 @@ FAKE_KUBECTL = textwrap.dedent(
 
 
 class FakeKubectl:
+    """A kubectl of canned answers: the resolver still runs kubectl for `config view` and for
+    kinds only kubectl's RESTMapper knows."""
+
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, "kubectl")
         self.data_path = os.path.join(directory, "answers.json")
@@ -545,156 +552,220 @@ class FakeKubectl:
         return KubectlRunner(self.path, env=dict(os.environ, FAKE_KUBECTL_DATA=self.data_path))
 
 
+class FakeWatch:
+    """A pod watch whose states are scripted: each wait_change() moves to the next one."""
+
+    def __init__(self, states: List[List[Dict[str, Any]]]) -> None:
+        self.states = list(states)
+        self.objects: Dict[str, Dict[str, Any]] = {}
+        self.changes = 0
+        self._advance()
+
+    def _advance(self) -> None:
+        if self.states:
+            self.objects = {pod_phase_key(pod): pod for pod in self.states.pop(0)}
+            self.changes += 1
+
+    async def wait_synced(self, timeout: float) -> None:
+        pass
+
+    async def wait_change(self, timeout: float) -> None:
+        if self.states:
+            self._advance()
+        else:
+            await asyncio.sleep(min(timeout, 0.02))
+
+
+def pod_phase_key(pod: Dict[str, Any]) -> str:
+    return pod["metadata"]["name"]
+
+
+class FakeAccess:
+    """The ClusterAccess seam: canned GET answers (dicts, or ApiErrors) and scripted watches."""
+
+    def __init__(self) -> None:
+        self.answers: Dict[str, Any] = {}
+        self.watches: Dict[str, FakeWatch] = {}
+        self.calls: List[str] = []
+        self.held = 0
+
+    def on_get(self, path: str, answer: Any) -> None:
+        self.answers[path] = answer
+
+    def on_pods(self, selector: str, *states: List[Dict[str, Any]]) -> None:
+        self.watches[selector] = FakeWatch(list(states))
+
+    async def get_json(self, target: str, timeout: float = 30) -> Any:
+        self.calls.append("GET " + target)
+        answer = self.answers[target]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def acquire_watch(self, resource: str, namespace: str, labels: str = "", fields: str = ""):
+        self.calls.append("WATCH %s %s" % (resource, labels or fields))
+        self.held += 1
+        return self.watches[labels or fields]
+
+    def release_watch(self, watch: Any) -> None:
+        self.held -= 1
+
+
 @pytest.fixture
-async def fake(tmp_path):
-    fake = FakeKubectl(str(tmp_path))
-    yield fake
+def fake(tmp_path):
+    return FakeKubectl(str(tmp_path))
 
 
-def pod_list(*pods: Dict[str, Any]) -> Dict[str, Any]:
-    return {"kind": "PodList", "apiVersion": "v1", "items": list(pods)}
+@pytest.fixture
+def access() -> FakeAccess:
+    return FakeAccess()
+
+
+def not_found(kind: str, name: str) -> ApiRequestError:
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+              "message": '%s "%s" not found' % (kind, name), "code": 404}  # fmt: skip
+    return ApiRequestError(api_error(404, "application/json", json.dumps(status).encode()))
 
 
 WEB_POD = make_pod("web-1", ports=[{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
+SVC_PATH = "/api/v1/namespaces/ns/services/s"
 
 
 async def resolve(
-    fake: FakeKubectl, text: str, *ports: str, timeout: float = 5, exclude=frozenset()
+    access: FakeAccess,
+    text: str,
+    *ports: str,
+    timeout: float = 5,
+    exclude=frozenset(),
+    require_ready: bool = False,
+    runner: Optional[KubectlRunner] = None,
 ):
     ref = parse_resource_ref(text)
-    runner = fake.runner()
-    try:
-        resolver = TargetResolver(runner, "ns", poll_interval=0.05)
-        return await resolver.resolve(
-            ref, [parse_port_spec(p, ref.kind) for p in ports], timeout, exclude
-        )
-    finally:
-        await runner.close()
+    specs = [parse_port_spec(p, ref.kind) for p in ports]
+    resolver = TargetResolver(access, runner, "ns")  # type: ignore[arg-type]
+    return await resolver.resolve(ref, specs, timeout, exclude, require_ready)
 
 
-async def test_service_resolves_to_the_best_pod_and_maps_ports(fake):
-    fake.on("get services/s -n ns -o json", SERVICE)
-    fake.on("get pods -n ns -l app=web -o json", pod_list(make_pod("old", ready=False), WEB_POD))
-    resolution = await resolve(fake, "svc/s", "http", "9000:web")
+async def test_service_resolves_to_the_best_pod_and_maps_ports(access):
+    access.on_get(SVC_PATH, SERVICE)
+    access.on_pods("app=web", [make_pod("old", ready=False), WEB_POD])
+    resolution = await resolve(access, "svc/s", "http", "9000:web")
     assert resolution.pod_name == "web-1"
-    assert [(f.local_port, f.remote_port) for f in resolution.forwards] == [
+    assert [(f.local_port, f.remote_port) for f in resolution.mappings] == [
         (80, 8080),
         (9000, 8080),
     ]
     assert resolution.obj["kind"] == "Service"
+    assert access.calls == ["GET " + SVC_PATH, "WATCH pods app=web"]
+    assert access.held == 0  # the resolver lets go of the watch it took
 
 
-async def test_pod_target_is_read_once_and_used_directly(fake):
-    fake.on("get pods/web-1 -n ns -o json", WEB_POD)
-    resolution = await resolve(fake, "web-1", "http")
-    assert (resolution.pod_name, resolution.forwards[0].remote_port) == ("web-1", 8080)
-    assert fake.calls() == ["get pods/web-1 -n ns -o json"]
+async def test_pod_target_is_read_once_and_used_directly(access):
+    access.on_get("/api/v1/namespaces/ns/pods/web-1", WEB_POD)
+    access.on_pods("metadata.name=web-1", [WEB_POD])
+    resolution = await resolve(access, "web-1", "http")
+    assert (resolution.pod_name, resolution.mappings[0].remote_port) == ("web-1", 8080)
+    assert access.calls == [
+        "GET /api/v1/namespaces/ns/pods/web-1",
+        "WATCH pods metadata.name=web-1",
+    ]
+    assert access.watches["metadata.name=web-1"].changes == 1  # never waited on
 
 
-async def test_kubectls_own_error_line_passes_through(fake):
-    fake.on("get services/x -n ns -o json", 'Error from server (NotFound): services "x" not found')
+async def test_the_api_servers_error_is_kubectls_own_line(access):
+    access.on_get("/api/v1/namespaces/ns/services/x", not_found("services", "x"))
     with pytest.raises(KubectlError) as caught:
-        await resolve(fake, "svc/x", "80")
+        await resolve(access, "svc/x", "80")
     assert caught.value.render() == 'Error from server (NotFound): services "x" not found'
     assert caught.value.exit_code == 1
 
 
-async def test_unsupported_kind_is_refused_after_the_server_confirms_it_exists(fake):
+async def test_a_kind_only_the_server_knows_is_read_through_kubectl_and_refused(access, fake):
     fake.on(
         "get configmap/c -n ns -o json",
         {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c"}},
     )
-    with pytest.raises(VibeError) as caught:
-        await resolve(fake, "configmap/c", "80")
+    runner = fake.runner()
+    try:
+        with pytest.raises(VibeError) as caught:
+            await resolve(access, "configmap/c", "80", runner=runner)
+    finally:
+        await runner.close()
     assert (
         caught.value.message
         == "cannot attach to *v1.ConfigMap: selector for *v1.ConfigMap not implemented"
     )
+    assert fake.calls() == ["get configmap/c -n ns -o json"]
 
 
-async def test_waits_for_a_pod_to_appear(fake):
-    fake.on("get services/s -n ns -o json", SERVICE)
-    fake.on("get pods -n ns -l app=web -o json", pod_list(), pod_list(WEB_POD))
-    resolution = await resolve(fake, "svc/s", "80")
+async def test_waits_for_a_pod_to_appear(access):
+    access.on_get(SVC_PATH, SERVICE)
+    access.on_pods("app=web", [], [WEB_POD])
+    resolution = await resolve(access, "svc/s", "80")
     assert resolution.pod_name == "web-1"
-    assert fake.calls().count("get pods -n ns -l app=web -o json") == 2
+    assert access.watches["app=web"].changes == 2
 
 
-async def test_no_pod_within_the_timeout_is_kubectls_timeout_message(fake):
-    fake.on("get services/s -n ns -o json", SERVICE)
-    fake.on("get pods -n ns -l app=web -o json", pod_list())
+async def test_no_pod_within_the_timeout_is_kubectls_timeout_message(access):
+    access.on_get(SVC_PATH, SERVICE)
+    access.on_pods("app=web", [])
     with pytest.raises(VibeError) as caught:
-        await resolve(fake, "svc/s", "80", timeout=0.3)
+        await resolve(access, "svc/s", "80", timeout=0.3)
     assert caught.value.render() == "error: timed out waiting for the condition"
 
 
-async def test_a_pod_still_pending_at_the_deadline_gets_the_phase_message(fake):
-    fake.on("get services/s -n ns -o json", SERVICE)
-    fake.on(
-        "get pods -n ns -l app=web -o json",
-        pod_list(make_pod("web-2", phase="Pending", ready=False)),
-    )
+async def test_a_pod_still_pending_at_the_deadline_gets_the_phase_message(access):
+    access.on_get(SVC_PATH, SERVICE)
+    access.on_pods("app=web", [make_pod("web-2", phase="Pending", ready=False)])
     with pytest.raises(VibeError) as caught:
-        await resolve(fake, "svc/s", "80", timeout=0.3)
+        await resolve(access, "svc/s", "80", timeout=0.3)
     assert (
         caught.value.message
         == "unable to forward port because pod is not running. Current status=Pending"
     )
 
 
-async def test_a_failed_pod_is_refused_at_once(fake):
-    fake.on("get pods/done -n ns -o json", make_pod("done", phase="Succeeded", ready=False))
+async def test_a_failed_pod_is_refused_at_once(access):
+    done = make_pod("done", phase="Succeeded", ready=False)
+    access.on_get("/api/v1/namespaces/ns/pods/done", done)
+    access.on_pods("metadata.name=done", [done])
     with pytest.raises(VibeError, match="Current status=Succeeded"):
-        await resolve(fake, "pod/done", "80", timeout=30)
-    assert len(fake.calls()) == 1
+        await resolve(access, "pod/done", "80", timeout=30)
+    assert access.watches["metadata.name=done"].changes == 1
 
 
-async def test_an_evicted_pod_is_passed_over_for_a_starting_one(fake):
+async def test_an_evicted_pod_is_passed_over_for_a_starting_one(access):
     # ActivePods ranks Failed like Pending, so kubectl may pick the evicted pod and fail.
     evicted = make_pod("web-old", phase="Failed", ready=None, created="2025-01-01T00:00:00Z")
     starting = make_pod(
         "web-new", phase="Pending", ready=None, ports=WEB_POD["spec"]["containers"][0]["ports"]
     )
     running = make_pod("web-new", ports=WEB_POD["spec"]["containers"][0]["ports"])
-    fake.on("get services/s -n ns -o json", SERVICE)
-    fake.on(
-        "get pods -n ns -l app=web -o json", pod_list(evicted, starting), pod_list(evicted, running)
-    )
-    resolution = await resolve(fake, "svc/s", "80")
+    access.on_get(SVC_PATH, SERVICE)
+    access.on_pods("app=web", [evicted, starting], [evicted, running])
+    resolution = await resolve(access, "svc/s", "80")
     assert resolution.pod_name == "web-new"
 
 
-async def test_exclude_skips_the_pod_that_just_died(fake):
-    fake.on(
-        "get deployments.apps/web -n ns -o json",
+async def test_exclude_skips_the_pod_that_just_died(access):
+    access.on_get(
+        "/apis/apps/v1/namespaces/ns/deployments/web",
         workload("Deployment", "apps/v1", {"matchLabels": {"app": "web"}}),
     )
-    fake.on(
-        "get pods -n ns -l app=web -o json",
-        pod_list(
-            WEB_POD, make_pod("web-2", restarts=1, ports=WEB_POD["spec"]["containers"][0]["ports"])
-        ),
-    )
-    resolution = await resolve(fake, "deploy/web", "http", exclude=frozenset({"web-1"}))
+    second = make_pod("web-2", restarts=1, ports=WEB_POD["spec"]["containers"][0]["ports"])
+    access.on_pods("app=web", [WEB_POD, second])
+    resolution = await resolve(access, "deploy/web", "http", exclude=frozenset({"web-1"}))
     assert resolution.pod_name == "web-2"
 
 
-async def test_require_ready_waits_for_the_pick_to_become_ready(fake):
-    fake.on("get services/s -n ns -o json", SERVICE)
+async def test_require_ready_waits_for_the_pick_to_become_ready(access):
+    access.on_get(SVC_PATH, SERVICE)
     starting = make_pod("web-2", ready=False, ports=WEB_POD["spec"]["containers"][0]["ports"])
     ready = make_pod("web-2", ports=WEB_POD["spec"]["containers"][0]["ports"])
-    fake.on("get pods -n ns -l app=web -o json", pod_list(starting), pod_list(ready))
-    ref = parse_resource_ref("svc/s")
-    runner = fake.runner()
-    try:
-        resolver = TargetResolver(runner, "ns", poll_interval=0.05)
-        resolution = await resolver.resolve(
-            ref, [parse_port_spec("80", ref.kind)], 5, require_ready=True
-        )
-    finally:
-        await runner.close()
+    access.on_pods("app=web", [starting], [ready])
+    resolution = await resolve(access, "svc/s", "80", require_ready=True)
     assert is_pod_ready(resolution.pod)
-    assert fake.calls().count("get pods -n ns -l app=web -o json") == 2
+    assert access.watches["app=web"].changes == 2
 
 
 @pytest.mark.parametrize(
@@ -710,18 +781,11 @@ async def test_require_ready_waits_for_the_pick_to_become_ready(fake):
         ),
     ],
 )
-async def test_require_ready_gives_up_at_the_deadline_naming_the_pod(fake, pod, message):
-    fake.on("get services/s -n ns -o json", SERVICE)
-    fake.on("get pods -n ns -l app=web -o json", pod_list(pod))
-    ref = parse_resource_ref("svc/s")
-    runner = fake.runner()
-    try:
-        with pytest.raises(VibeError) as caught:
-            await TargetResolver(runner, "ns", poll_interval=0.05).resolve(
-                ref, [parse_port_spec("80", ref.kind)], 0.2, require_ready=True
-            )
-    finally:
-        await runner.close()
+async def test_require_ready_gives_up_at_the_deadline_naming_the_pod(access, pod, message):
+    access.on_get(SVC_PATH, SERVICE)
+    access.on_pods("app=web", [pod])
+    with pytest.raises(VibeError) as caught:
+        await resolve(access, "svc/s", "80", timeout=0.2, require_ready=True)
     assert caught.value.message == message
 
 
@@ -738,7 +802,7 @@ async def test_namespace_default_reads_the_kubeconfig_or_falls_back_to_default(
     fake.on_text("config view --minify -o jsonpath={..namespace}", printed)
     runner = fake.runner()
     try:
-        assert await TargetResolver(runner, "").namespace_default() == expected
+        assert await TargetResolver(FakeAccess(), runner, "").namespace_default() == expected
     finally:
         await runner.close()
 
@@ -747,31 +811,28 @@ async def test_namespace_default_is_default_when_kubectl_config_fails(fake):
     fake.on("config view --minify -o jsonpath={..namespace}", "error: current-context is not set")
     runner = fake.runner()
     try:
-        assert await TargetResolver(runner, "").namespace_default() == "default"
+        assert await TargetResolver(FakeAccess(), runner, "").namespace_default() == "default"
     finally:
         await runner.close()
 
 
-async def test_pod_events_are_listed_oldest_first(fake):
+async def test_pod_events_are_listed_oldest_first(access):
     events = {
         "items": [
             {"reason": "BackOff", "lastTimestamp": "2026-01-01T00:00:09Z"},
             {"reason": "Killing", "lastTimestamp": "2026-01-01T00:00:01Z"},
         ]
     }
-    fake.on(
-        "get events -n ns --field-selector involvedObject.name=p,involvedObject.kind=Pod -o json",
+    access.on_get(
+        "/api/v1/namespaces/ns/events?fieldSelector=involvedObject.name%3Dp%2C"
+        "involvedObject.kind%3DPod",
         events,
     )
-    runner = fake.runner()
-    try:
-        listed = await TargetResolver(runner, "ns", poll_interval=0.05).pod_events("p")
-    finally:
-        await runner.close()
+    listed = await TargetResolver(access, None, "ns").pod_events("p")  # type: ignore[arg-type]
     assert [e["reason"] for e in listed] == ["Killing", "BackOff"]
 
 
-# -- §14a with the real kubectl against the simulated cluster ------------------------------------
+# -- §15 with the real kubectl (one kubectl proxy) against the simulated cluster ------------
 
 REAL_KUBECTL = venv_kubectl()
 
@@ -781,9 +842,12 @@ async def sim_resolver(sim_cluster):
     if not REAL_KUBECTL:
         pytest.skip("no kubectl")
     runner = KubectlRunner(REAL_KUBECTL, env=sim_cluster.env())
+    access = ClusterAccess(runner, lambda message: None)
+    access.start()
     try:
-        yield TargetResolver(runner, "default", poll_interval=0.1)
+        yield TargetResolver(access, runner, "default")
     finally:
+        await access.close()
         await runner.close()
 
 
@@ -805,7 +869,7 @@ async def test_real_service_resolves_through_its_named_target_port(sim_cluster, 
     sim_cluster.wait_for(lambda: len(sim_cluster.pods("web", ready=True)) == 2)
     resolution = await resolve_real(sim_resolver, "svc/web", "http", "9000:80")
     assert resolution.pod_name in sim_cluster.pods("web")
-    assert [(f.local_port, f.remote_port, f.service_port) for f in resolution.forwards] == [
+    assert [(f.local_port, f.remote_port, f.service_port) for f in resolution.mappings] == [
         (80, 8080, 80),
         (9000, 8080, 80),
     ]
@@ -816,7 +880,7 @@ async def test_real_deployment_and_pod_targets(sim_cluster, sim_resolver):
     add_web(sim_cluster)
     sim_cluster.wait_for(lambda: len(sim_cluster.pods("web", ready=True)) == 2)
     by_deploy = await resolve_real(sim_resolver, "deploy/web", ":http")
-    assert by_deploy.forwards[0].local_port == 0 and by_deploy.forwards[0].remote_port == 8080
+    assert by_deploy.mappings[0].local_port == 0 and by_deploy.mappings[0].remote_port == 8080
     by_pod = await resolve_real(sim_resolver, by_deploy.pod_name, "8080")
     assert by_pod.pod_name == by_deploy.pod_name
     others = set(sim_cluster.pods("web")) - {by_deploy.pod_name}
@@ -894,7 +958,7 @@ async def test_real_failover_picks_the_ready_replacement_of_a_deleted_pod(
     )
     assert second.pod_name != first.pod_name
     assert is_pod_ready(second.pod)
-    assert second.forwards[0].remote_port == 8080
+    assert second.mappings[0].remote_port == 8080
 
 
 @pytest.mark.e2e
@@ -924,29 +988,29 @@ async def test_real_statefulset_daemonset_and_job_targets(sim_cluster, sim_resol
     for target, prefix in (("sts/db", "db-"), ("ds/agent", "agent-"), ("job/batch", "batch-")):
         resolution = await resolve_real(sim_resolver, target, "9000:http")
         assert resolution.pod_name.startswith(prefix), target
-        assert (resolution.forwards[0].local_port, resolution.forwards[0].remote_port) == (
+        assert (resolution.mappings[0].local_port, resolution.mappings[0].remote_port) == (
             9000,
             8080,
         )
 
 
 @pytest.mark.e2e
-async def test_options_complete_takes_the_namespace_from_the_kubeconfig():
+async def test_the_namespace_comes_from_the_kubeconfig_and_resolution_happens_there():
     if not REAL_KUBECTL:
         pytest.skip("no kubectl")
-    from kubectl_vibe_pf import PORT_FORWARD_FLAGS, FlagParser, PortForwardOptions
-
     with SimCluster(namespace="team") as sim:  # its kubeconfig context names namespace "team"
         add_web(sim)
-        flags = FlagParser(PORT_FORWARD_FLAGS, "port-forward").parse(["svc/web", "8000:http"])
-        options = PortForwardOptions.from_flags(flags)
         runner = KubectlRunner(REAL_KUBECTL, env=sim.env())
+        access = ClusterAccess(runner, lambda message: None)
+        access.start()
         try:
-            resolution = await options.complete(runner)
+            namespace = await TargetResolver(access, runner, "").namespace_default()
+            resolution = await resolve_real(
+                TargetResolver(access, runner, namespace), "svc/web", "8000:http"
+            )
         finally:
+            await access.close()
             await runner.close()
-    options.validate()
-    assert options.namespace == "team"
-    assert options.resolution is resolution
+    assert namespace == "team"
     assert resolution.obj["metadata"]["namespace"] == "team"
-    assert [(f.local_port, f.remote_port) for f in resolution.forwards] == [(8000, 8080)]
+    assert [(f.local_port, f.remote_port) for f in resolution.mappings] == [(8000, 8080)]

@@ -74,14 +74,16 @@ class ScriptedSource(vibe.UpstreamSource):
         except asyncio.TimeoutError:
             raise vibe.NoUpstream("no tunnel within %.1fs: pod is starting" % timeout) from None
         port = self.ports[0] if len(self.ports) == 1 else self.ports.pop(0)
-        return vibe.Lease("127.0.0.1", port, tunnel=port)
+        return vibe.Lease(vibe.StaticTunnel("127.0.0.1", port), port)
 
     def link_closed(self, lease: vibe.Lease, link: vibe.Link) -> None:
-        self.closed.append(lease.port)
+        self.closed.append(lease.tunnel.port)
 
-    async def verdict(self, lease: vibe.Lease, wait: float) -> Optional[vibe.Verdict]:
+    async def verdict(
+        self, lease: vibe.Lease, wait: float, exc: Optional[BaseException] = None
+    ) -> Optional[vibe.Verdict]:
         await asyncio.sleep(self.verdict_delay)  # as a real tunnel takes a moment to die
-        return self.verdicts.get(lease.port)
+        return self.verdicts.get(lease.tunnel.port)
 
 
 def make_proxy(source: vibe.UpstreamSource, wait_timeout: float = 5.0) -> vibe.ForwardProxy:
@@ -341,30 +343,40 @@ async def test_inspection_summarises_http_seen_on_the_relay_including_the_first_
     server.close()
 
 
-class _Resolver:
-    namespace = "prod"
-
-
-def _supervisor_for_display() -> vibe.Supervisor:
-    ref = vibe.parse_resource_ref("svc/web")
-    forward = vibe.Forward(8080, 80, vibe.parse_port_spec("8080:80", ref.kind), 80)
-    resolution = vibe.Resolution(ref, "web-abc", {}, (forward,), {})
-    return vibe.Supervisor(
-        None, _Resolver(), resolution, [], pod_running_timeout=60.0, emit=lambda event: None
+def port_snapshot(**stats: int) -> vibe.PortSnapshot:
+    return vibe.PortSnapshot(
+        key=0,
+        addresses=("127.0.0.1",),
+        port=8080,
+        remote_port=80,
+        stats=vibe.StatsSnapshot(**stats),
+        activity=(0,) * 60,
     )
 
 
-async def test_the_live_view_fits_the_terminal_and_honours_no_color(monkeypatch) -> None:
+def forward_snapshot(*ports: vibe.PortSnapshot, **fields) -> vibe.ForwardSnapshot:
+    defaults = dict(
+        ident=1,
+        label="svc/web",
+        namespace="prod",
+        state=vibe.ForwardState.STARTING,
+        attempt=0,
+        reason="",
+        pod="web-abc",
+        engine="native",
+        ports=ports or (port_snapshot(),),
+    )
+    defaults.update(fields)
+    return vibe.ForwardSnapshot(**defaults)
+
+
+def test_the_live_view_fits_the_terminal_and_honours_no_color(monkeypatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    supervisor = _supervisor_for_display()
-    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
-    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
-    proxy.stats.bytes_down = 3 * 1024 * 1024
-    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
-    live = vibe.LiveView([view], io.StringIO(), started=0.0)
+    forward = forward_snapshot(port_snapshot(bytes_down=3 * 1024 * 1024))
+    live = vibe.LiveView(io.StringIO(), started=0.0)
     live(vibe.SessionEvent(0.0, vibe.EventKind.TUNNEL_LOST, "svc/web", "the pod is gone"))
 
-    lines = live.render_lines(now=75.0, width=100)
+    lines = live.render_lines([forward], now=75.0, width=100)
 
     text = "\n".join(lines)
     assert "\x1b[" not in text
@@ -373,44 +385,71 @@ async def test_the_live_view_fits_the_terminal_and_honours_no_color(monkeypatch)
     assert "svc/web the pod is gone" in text
 
 
-async def test_the_summary_names_usage_problems_and_next_steps() -> None:
-    supervisor = _supervisor_for_display()
-    supervisor.reconnects = {"the pod (or its sandbox) is gone": 2}
-    supervisor._note("web-abc", "container app restarted 1 time (last: OOMKilled, exit code 137)")
-    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
-    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
-    proxy.stats.opened, proxy.stats.closed = 5, 4
-    proxy.stats.count(vibe.LinkOutcome.RESET, "the pod (or its sandbox) is gone")
-    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
+def test_the_summary_names_usage_problems_and_next_steps() -> None:
+    port = port_snapshot(opened=5, closed=4, reset=1,
+                         causes=(("reset: the pod (or its sandbox) is gone", 1),))  # fmt: skip
+    note = "pod web-abc: container app restarted 1 time (last: OOMKilled, exit code 137)"
+    forward = forward_snapshot(
+        port,
+        reconnects=(("the pod (or its sandbox) is gone", 2),),
+        pod_notes=(note,),
+        troubled_pods=("web-abc",),
+    )
 
-    lines = vibe.build_summary([view], duration=60.0, now=60.0)
+    lines = vibe.build_summary([forward], duration=60.0)
 
     assert lines[0] == "kubectl vibe port-forward: 1m00s"
     assert "5 connections: 4 closed, 0 failed, 1 reset" in lines[2]
     assert "reconnects 2 (the pod (or its sandbox) is gone ×2)" in lines[3]
-    assert (
-        "  - pod web-abc: container app restarted 1 time (last: OOMKilled, exit code 137)" in lines
-    )
+    assert "  - " + note in lines
+    assert "  - 1 connections reset: the pod (or its sandbox) is gone" in lines
     assert "  - kubectl logs web-abc -n prod --previous" in lines
 
 
+def test_the_summary_has_a_section_per_forward_and_names_a_failed_one() -> None:
+    web = forward_snapshot(port_snapshot(opened=2, closed=2), state=vibe.ForwardState.READY)
+    db = forward_snapshot(
+        vibe.PortSnapshot(1, ("127.0.0.1",), 5432, 5432, vibe.StatsSnapshot()),
+        ident=2, label="svc/db", pod="db-0", state=vibe.ForwardState.FAILED,
+        error="error upgrading connection: pods \"db-0\" is forbidden",
+    )  # fmt: skip
+
+    lines = vibe.build_summary([web, db], duration=10.0)
+
+    assert "  127.0.0.1:8080 → svc/web :80 (pod web-abc)" in lines
+    assert "  127.0.0.1:5432 → svc/db :5432 (pod db-0)" in lines
+    assert '  svc/db: failed: error upgrading connection: pods "db-0" is forbidden' in lines
+
+
 @pytest.mark.parametrize("width", [80, 100, 120, 160])
-async def test_a_narrow_terminal_keeps_status_target_traffic_and_connections(
+def test_a_narrow_terminal_keeps_status_target_traffic_and_connections(
     monkeypatch, width: int
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    supervisor = _supervisor_for_display()
-    proxy = make_proxy(vibe.StaticUpstream("127.0.0.1", 1))
-    proxy.port, proxy.addresses = 8080, ["127.0.0.1"]
-    proxy.stats.bytes_down, proxy.stats.opened = 3 * 1024 * 1024, 12
-    view = vibe.ForwardView(proxy, supervisor, 0, vibe.ActivityHistory())
+    forward = forward_snapshot(port_snapshot(bytes_down=3 * 1024 * 1024, opened=12))
 
-    lines = vibe.LiveView([view], io.StringIO(), started=0.0).render_lines(now=5.0, width=width)
+    lines = vibe.LiveView(io.StringIO(), started=0.0).render_lines([forward], now=5.0, width=width)
 
     row = lines[2]
     assert all(len(line) <= width for line in lines)
     assert "starting" in row and "127.0.0.1:8080 → svc/web" in row
     assert "3.0 MiB" in row and "0/12" in row
+
+
+def test_the_live_view_has_a_row_per_port_of_every_forward(monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    web = forward_snapshot(state=vibe.ForwardState.READY)
+    db = forward_snapshot(
+        vibe.PortSnapshot(0, ("127.0.0.1",), 5432, 5432, vibe.StatsSnapshot()),
+        ident=2, label="svc/db", pod="db-0", state=vibe.ForwardState.RECONNECTING,
+        attempt=2, reason="the pod (or its sandbox) is gone",
+    )  # fmt: skip
+
+    lines = vibe.LiveView(io.StringIO(), started=0.0).render_lines([web, db], now=5.0, width=160)
+
+    assert any("svc/web (web-abc) :80" in line and "ready" in line for line in lines)
+    assert any("svc/db (db-0) :5432" in line and "reconnecting #2" in line for line in lines)
+    assert any("↻ svc/db: the pod (or its sandbox) is gone" in line for line in lines)
 
 
 async def test_an_http_keep_alive_at_rest_moves_to_the_next_tunnel_when_its_tunnel_dies() -> None:

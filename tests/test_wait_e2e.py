@@ -112,13 +112,18 @@ def test_condition_met_while_the_pod_starts(vibe: Vibe, sim_cluster: SimCluster)
 
 def test_delete_jsonpath_and_create(vibe: Vibe, sim_cluster: SimCluster):
     sim_cluster.add_pod("doomed")
-    watched = "metadata.name%3Ddoomed&"
-    gone = lambda: sim_cluster.delete("pod", "doomed")  # noqa: E731
-    after_requests(sim_cluster, watched, 2, gone, ("/pods/doomed", 2))
-    r = vibe.run("--for=delete", "pod/doomed", "--timeout=20s", "--progress=plain")
-    assert (r.returncode, r.stdout) == (0, "pod/doomed condition met\n"), r.stderr
-    assert re.search(r"pod/doomed: Current: Pod is Ready", r.stderr), r.stderr
-    assert re.search(r"pod/doomed: NotFound \(met\)", r.stderr), r.stderr
+    sim_cluster.wait_for(lambda: sim_cluster.pods("doomed", ready=True))
+    proc = vibe.start("--for=delete", "pod/doomed", "--timeout=20s", "--progress=plain")
+    proc.wait_line(r"pod/doomed: Current: Pod is Ready", stream="stderr")  # we saw it alive
+
+    def both_watching() -> bool:  # kubectl wait's watch and ours
+        return sum("doomed" in w["fieldSelector"] for w in sim_cluster.watches("pods")) >= 2
+
+    sim_cluster.wait_for(both_watching)
+    sim_cluster.delete("pod", "doomed")  # then, while kubectl wait and we watch, it goes
+    assert proc.wait() == 0, proc.err
+    assert proc.stdout == ["pod/doomed condition met"], proc.err
+    proc.wait_line(r"pod/doomed: NotFound \(met\)", stream="stderr")
 
     sim_cluster.add_pod("late-runner", start_delay=0.8)
     r = vibe.run("--for=jsonpath={.status.phase}=Running", "pod/late-runner", "--timeout=20s")
@@ -282,11 +287,11 @@ def test_readiness_timeout_is_worded_like_kubectl(vibe137: Vibe, sim_cluster: Si
 def test_wait_for_create_then_readiness(vibe137: Vibe, sim_cluster: SimCluster):
     plain = vibe137.kubectl_run("wait", "deploy/late", "--for=condition=Available")
     assert plain.returncode == 1 and "NotFound" in plain.stderr
-    after_requests(sim_cluster, "/deployments/late", 1,
-                   lambda: sim_cluster.add_deployment("late", replicas=1))  # fmt: skip
-    r = vibe137.run("deploy/late", "--wait-for-create", "--timeout=20s", "--progress=plain")
-    assert (r.returncode, r.stdout) == (0, "deployment.apps/late condition met\n"), r.stderr
-    assert re.search(r"deploy/late: NotFound", r.stderr), r.stderr
+    proc = vibe137.start("deploy/late", "--wait-for-create", "--timeout=20s", "--progress=plain")
+    proc.wait_line(r"deploy/late: NotFound", stream="stderr")  # seen missing, then created
+    sim_cluster.add_deployment("late", replicas=1)
+    assert proc.wait() == 0, proc.err
+    assert proc.stdout == ["deployment.apps/late condition met"]
 
 
 def test_wait_for_create_works_on_kubectl_132_too(vibe: Vibe, sim_cluster: SimCluster):
