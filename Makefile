@@ -1,5 +1,5 @@
 # kubectl-vibe: every entry point bootstraps its own virtualenv(s) from scratch.
-#   make demo    build the executable; port-forward through kubectl on a simulated cluster
+#   make demo    build the executable; port-forward three services on a simulated cluster
 #   make test    the whole suite on the newest Python, the fast subset on Python 3.9
 #   make build   the four krew archives, SHA256SUMS (dist/) and plugin.yaml's sha256 values
 #   make lint    ruff check + ruff format --check
@@ -68,7 +68,7 @@ demo: $(VENV)/.installed
 	ln -s ../store/kubectl-vibe $(DEMO_ROOT)/bin/kubectl-vibe
 	PATH="$(CURDIR)/$(DEMO_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" kubectl vibe version
 	# The simulated cluster (web, db, cache), bounded traffic, a pod deletion and an OOM kill,
-	# and `kubectl vibe port-forward svc/web` through kubectl. Ctrl-C prints the summary.
+	# and `kubectl vibe port-forward svc/web svc/db svc/cache` through kubectl. Ctrl-C: the summary.
 	PATH="$(CURDIR)/$(DEMO_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/demo.py $(DEMO_ARGS)
 
 clean:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The README demo: `kubectl vibe port-forward svc/web` against the simulated cluster, with traffic.
+"""The README demo: `kubectl vibe port-forward` of three Services on the simulated cluster.
 
 Starts the simulated cluster's demo scenario (web, db, cache), a bounded traffic generator, and
-`kubectl vibe pf svc/web <free port>:80` through the real kubectl found on PATH. While it runs, a
-web pod is deleted (the forward moves to its replacement) and a container is OOM-killed (the
-view correlates it with the pod's events). Ctrl-C ends it and prints the closing summary.
+`kubectl vibe pf svc/web <port>:80 svc/db <port>:5432 svc/cache <port>:6379` (one process, one
+kubectl proxy, one live view) through the real kubectl found on PATH. While it runs, a web pod
+is deleted (the forward moves to its replacement) and a container is OOM-killed (the view
+correlates it with the pod's events). Ctrl-C ends it and prints the closing summary.
 
     python3 tools/demo.py [--duration SECONDS] [--no-faults]
 
@@ -118,13 +119,15 @@ def main() -> int:
     try:
         sim, kubeconfig, admin = start_cluster(workdir)
         env = dict(os.environ, KUBECONFIG=kubeconfig, KUBECACHEDIR=os.path.join(workdir, "cache"))
-        port = free_port()
-        print("simulated cluster up (kubeconfig %s); forwarding svc/web to 127.0.0.1:%d" % (
-            kubeconfig, port))  # fmt: skip
+        port, db_port, cache_port = free_port(), free_port(), free_port()
+        print("simulated cluster up (kubeconfig %s); forwarding svc/web to 127.0.0.1:%d, svc/db "
+              "to :%d, svc/cache to :%d" % (kubeconfig, port, db_port, cache_port))  # fmt: skip
         if not args.no_faults:
             print("in 15 s a web pod is deleted, in 35 s a container is OOM-killed: watch it heal")
         time.sleep(1)
-        forward = start([kubectl, "vibe", "port-forward", "svc/web", "%d:80" % port], env=env)
+        targets = ["svc/web", "%d:80" % port, "svc/db", "%d:5432" % db_port,
+                   "svc/cache", "%d:6379" % cache_port]  # fmt: skip
+        forward = start([kubectl, "vibe", "port-forward", *targets], env=env)
         traffic = start(
             [sys.executable, os.path.join(REPO, "tests", "traffic.py"), "--url",
              "http://127.0.0.1:%d" % port, "--duration", "600", "--rate", "8",
