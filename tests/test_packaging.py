@@ -11,6 +11,8 @@ import io
 import os
 import platform as host_platform
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -346,6 +348,60 @@ def test_installed_plugin_runs_through_real_kubectl(
     assert (
         "Usage:\n  kubectl vibe wait " in kubectl_run(["vibe", "wait", "-h"], env, tmp_path).stdout
     )
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "kubectl", [KUBECTL_137, KUBECTL_132], ids=["kubectl-1.37", "kubectl-1.32"]
+)
+def test_installed_plugin_forwards_through_kubectl_dispatch(
+    krew_install: Path, kubectl: Path, tmp_path: Path
+) -> None:
+    """`kubectl vibe pf` of the krew-installed executable: two Services, one kubectl proxy,
+    traffic both ways, Ctrl-C, the summary, nothing left running."""
+    import psutil
+
+    from tests.kubectl_proc import KubectlProcess
+    from tests.sim_backends import Backend
+    from tests.simcluster import ContainerPort, ServicePort, SimCluster
+
+    env = plugin_env(krew_install, kubectl, tmp_path)
+    with SimCluster() as sim:
+        sim.add_deployment("web", ports=[ContainerPort("http", 8080)],
+                           backends={8080: Backend.http()})  # fmt: skip
+        sim.add_service("web", {"app": "web"}, [ServicePort(80, "http")])
+        sim.add_deployment("db", ports=[ContainerPort("pg", 5432)],
+                           backends={5432: Backend.echo()})  # fmt: skip
+        sim.add_service("db", {"app": "db"}, [ServicePort(5432, "pg")])
+        sim.wait_for(lambda: len(sim.pods(ready=True)) == 2)
+        env.update(KUBECONFIG=sim.kubeconfig, KUBECACHEDIR=str(tmp_path / "cache"))
+        command = [str(tools_kubectl(env)), "vibe", "pf", "svc/web", ":80", "svc/db", ":5432"]
+        proc = KubectlProcess(command[0], command[1:], env)
+        try:
+            ports = sorted(
+                {int(proc.wait_line(r"^Forwarding from 127\.0\.0\.1:(\d+) -> %d$" % remote)
+                     .group(1)) for remote in (8080, 5432)}
+            )  # fmt: skip
+            children = psutil.Process(proc.proc.pid).children(recursive=True)
+            for port in ports:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    assert sock.recv(64)
+            verbs = [c.cmdline()[1] for c in children if c.cmdline()[0].endswith("kubectl")]
+            os.kill(proc.proc.pid, signal.SIGINT)
+            assert proc.wait() == 0
+        finally:
+            proc.stop()
+    assert verbs == ["proxy"]
+    assert "kubectl vibe port-forward: " in proc.err and "→ svc/db :5432" in proc.err
+    assert psutil.wait_procs(children, timeout=10)[1] == []
+
+
+def tools_kubectl(env: Dict[str, str]) -> Path:
+    found = shutil.which("kubectl", path=env["PATH"])
+    assert found is not None
+    return Path(found)
 
 
 @pytest.mark.slow
