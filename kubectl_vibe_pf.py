@@ -237,6 +237,8 @@ RESOLVE_REQUEST_TIMEOUT_S = 30.0
 #: How long `kubectl proxy` may take to say "Starting to serve on" (it only loads the
 #: kubeconfig and listens: a second is slow; exec credential plugins run later, per request).
 PROXY_START_TIMEOUT_S = 30.0
+#: Longest pause between two tries of a target that could not start yet.
+PENDING_RETRY_MAX_S = 30.0
 #: Keep-alive connections to kubectl proxy kept for lookups (each lookup takes one at a time).
 API_POOL_CONNECTIONS = 4
 #: Longest HTTP response head accepted from kubectl proxy (h11's default limit).
@@ -899,6 +901,35 @@ PORT_FORWARD_FLAGS: Tuple[Flag, ...] = (
         default="",
     ),
     Flag(
+        "selector",
+        FlagKind.STRING,
+        "Forward what matches this label selector (kubectl's syntax: =, ==, !=, in, notin, "
+        "exists): every TCP port of each matching Service, or of the matching workloads, then "
+        "pods, when no Service matches. Annotations on them may say which ports (see README).",
+        "l",
+        default="",
+    ),
+    Flag(
+        "all-namespaces",
+        FlagKind.BOOL,
+        "With -l or --annotated: look in every namespace.",
+        "A",
+    ),
+    Flag(
+        "annotated",
+        FlagKind.BOOL,
+        "Forward every Service whose annotations ask for it (kubectl-vibe.io/ports, "
+        "kftray.app/enabled, kftray.app/configs, k9scli.io/auto-port-forwards).",
+    ),
+    Flag(
+        "auto-ports",
+        FlagKind.BOOL,
+        "Choose free local ports: a port left out (:80) becomes the remote port, or +8000 below "
+        "1024 (80 -> 8080), or the next free one above; a local port already in use is "
+        "replaced by the next free one (the holder is named). On by default for :PORT with "
+        "several targets.",
+    ),
+    Flag(
         "engine",
         FlagKind.STRING,
         "How tunnels are made: 'native' (the plugin speaks the port-forward protocol itself "
@@ -1311,6 +1342,17 @@ class PortSpec:
     local: Optional[int]
     remote: str
     text: str
+    #: The local port is the plugin's choice (§07 plan_local_ports): if it is taken when the
+    #: forward binds, the next free one is used instead of failing.
+    auto: bool = False
+
+    @property
+    def declared_local(self) -> Optional[int]:
+        """The local port known before any lookup: the one written, else a numeric remote's
+        number (kubectl's `5432`); None for a random (`:80`) or a named (`http`) one."""
+        if self.local is not None:
+            return self.local or None
+        return self.remote_number
 
     @property
     def remote_number(self) -> Optional[int]:
@@ -1438,6 +1480,22 @@ class TargetArgs:
     namespace: str = ""  # "" means the command's namespace (-n, or the kubeconfig's)
 
 
+def split_namespace(text: str) -> Tuple[str, str]:
+    """`NAMESPACE/TYPE/NAME` → (namespace, "TYPE/NAME"); kubectl's forms → ("", text)."""
+    parts = text.split("/")
+    if len(parts) <= 2:
+        return "", text
+    if len(parts) > 3:
+        raise VibeError(
+            "arguments in namespace/resource/name form may not have more than two slashes"
+        )
+    if not all(parts):
+        raise VibeError(
+            "arguments in namespace/resource/name form must have a namespace, a resource and a name"
+        )
+    return parts[0], parts[1] + "/" + parts[2]
+
+
 def split_targets(args: Sequence[str]) -> List[Tuple[str, List[str]]]:
     """`svc/web 8080:80 svc/db 5432`: each TYPE/NAME takes the ports that follow it. The first
     argument is always a target (a bare NAME is a pod, as in kubectl); later ones are targets
@@ -1456,12 +1514,116 @@ def parse_targets(args: Sequence[str]) -> List[TargetArgs]:
     port is an error naming it (kubectl's own message when it is the only target)."""
     targets = []
     for text, ports in split_targets(args):
-        ref = parse_resource_ref(text)
+        namespace, type_name = split_namespace(text)
+        ref = parse_resource_ref(type_name)
+        if namespace:  # the label keeps what the user wrote
+            ref = ResourceRef(ref.kind, ref.name, text, ref.type_text)
         if not ports:
-            raise UsageError("%s: at least 1 PORT is required for port-forward" % text,
-                             "port-forward")  # fmt: skip
-        targets.append(TargetArgs(ref, tuple(parse_port_spec(port, ref.kind) for port in ports)))
+            raise UsageError(
+                "%s: at least 1 PORT is required for port-forward" % text, "port-forward"
+            )
+        specs = tuple(parse_port_spec(port, ref.kind) for port in ports)
+        targets.append(TargetArgs(ref, specs, namespace))
     return targets
+
+
+def check_local_ports_unique(targets: Sequence[TargetArgs]) -> None:
+    """Two targets asking for the same local port: refused before anything starts."""
+    seen: Dict[int, str] = {}
+    for target in targets:
+        for spec in target.ports:
+            port = spec.declared_local
+            if port is None:
+                continue
+            where = "%s %s" % (target.ref.text, spec.text)
+            if port in seen:
+                raise VibeError(
+                    "local port %d is asked for twice: %s and %s" % (port, seen[port], where),
+                    fix="Fix: give one of them another local port, or leave it out "
+                    "(:%s) to get a free one" % spec.remote,
+                )
+            seen[port] = where
+
+
+#: Binds tried for an automatic local port that keeps being taken (a race with others).
+AUTO_PORT_ATTEMPTS = 20
+#: Automatic local ports: the remote port itself when it is not privileged, else shifted up
+#: by this much (80 → 8080, 443 → 8443), then the next free one above.
+AUTO_PORT_SHIFT = 8000
+PRIVILEGED_PORTS_BELOW = 1024
+
+
+def auto_port_base(remote: int) -> int:
+    return remote if remote >= PRIVILEGED_PORTS_BELOW else remote + AUTO_PORT_SHIFT
+
+
+def next_free_port(start: int, taken: Any, is_free: Callable[[int], bool]) -> Optional[int]:
+    """The first port from `start` up that nobody holds (deterministic for the same state)."""
+    for port in range(max(start, PRIVILEGED_PORTS_BELOW), 65536):
+        if port not in taken and is_free(port):
+            return port
+    return None
+
+
+@frozen_record
+class PortChoice:
+    """A local port the plugin chose, and why (shown before anything starts)."""
+
+    target: str
+    spec: str
+    port: int
+    reason: str
+
+
+@frozen_record
+class PortPolicy:
+    """Which local ports the plugin may choose: `:80`-style ones (`choose`: --auto-ports or
+    several targets; else kubectl's random port), and busy ones (`replace_busy`: --auto-ports).
+    `is_free` and `holder` look at this machine's sockets (§17)."""
+
+    choose: bool
+    replace_busy: bool
+    is_free: Callable[[int], bool]
+    holder: Callable[[int], str]
+
+
+def plan_local_ports(
+    targets: Sequence[TargetArgs], policy: PortPolicy
+) -> Tuple[List[TargetArgs], List[PortChoice]]:
+    """Local ports the user left to us, chosen in argument order (the same inputs give the same
+    ports): `:80` gets auto_port_base's port or the next free one above; a held port is
+    replaced by the next free one. Named remotes are chosen once resolved (Forward.listen)."""
+    taken = {spec.declared_local for target in targets for spec in target.ports}
+    choices: List[PortChoice] = []
+    planned = []
+    for target in targets:
+        specs = []
+        for spec in target.ports:
+            choice = _choose_local_port(spec, policy, taken)
+            if choice is not None:
+                taken.add(choice.port)
+                choices.append(PortChoice(target.ref.text, spec.text, choice.port, choice.reason))
+                spec = PortSpec(choice.port, spec.remote, spec.text, True)
+            elif spec.local == 0 and policy.choose:
+                spec = PortSpec(0, spec.remote, spec.text, True)  # named: chosen at bind time
+            specs.append(spec)
+        planned.append(TargetArgs(target.ref, tuple(specs), target.namespace))
+    return planned, choices
+
+
+def _choose_local_port(spec: PortSpec, policy: PortPolicy, taken: Any) -> Optional[PortChoice]:
+    remote = spec.remote_number
+    if spec.local == 0 and policy.choose and remote is not None:
+        port = next_free_port(auto_port_base(remote), taken, policy.is_free)
+        return PortChoice("", spec.text, port, "chosen") if port else None
+    wanted = spec.declared_local
+    if not policy.replace_busy or wanted is None or policy.is_free(wanted):
+        return None
+    port = next_free_port(wanted + 1, taken, policy.is_free)
+    if port is None:
+        return None
+    reason = "port %d is held by %s" % (wanted, policy.holder(wanted))
+    return PortChoice("", spec.text, port, reason)
 
 
 ENGINES = ("native", "kubectl")
@@ -1479,6 +1641,20 @@ class PortForwardOptions:
     live: Optional[bool] = None
     inspect: bool = True
     engine: str = "native"
+    auto_ports: bool = False
+    selector: str = ""
+    all_namespaces: bool = False
+    annotated: bool = False
+
+    @property
+    def discovers(self) -> bool:
+        return bool(self.selector or self.annotated)
+
+    @property
+    def choose_ports(self) -> bool:
+        """Whether the plugin picks local ports (`:80` → 8080...) rather than kubectl's random
+        one: with --auto-ports, discovery and several targets (a single one keeps kubectl's)."""
+        return self.auto_ports or self.discovers or len(self.targets) > 1
 
     @property
     def ref(self) -> ResourceRef:
@@ -1492,14 +1668,15 @@ class PortForwardOptions:
     def from_flags(cls, flags: ParsedFlags) -> PortForwardOptions:
         """Positionals and flags, checked in kubectl's order (Complete, then client-go)."""
         args = flags.positionals
-        if len(args) < 2:
+        discovers = bool(flags.get("selector") or flags.get("annotated"))
+        if len(args) < 2 and not (discovers and not args):
             raise UsageError(
                 "TYPE/NAME and list of ports are required for port-forward", "port-forward"
             )
         timeout = float(flags.get("pod-running-timeout", 60.0))
         _check_pod_running_timeout(timeout)
         return cls(
-            targets=parse_targets(args),
+            targets=parse_targets(args) if args else [],
             listen=parse_addresses(list(flags.get("address", ["localhost"]))),
             pod_running_timeout=timeout,
             namespace=flags.namespace,
@@ -1507,12 +1684,22 @@ class PortForwardOptions:
             live=False if flags.get("no-live") else None,
             inspect=bool(flags.get("inspect", True)),
             engine=flags.get("engine") or "native",
+            auto_ports=bool(flags.get("auto-ports")),
+            selector=flags.get("selector") or "",
+            all_namespaces=bool(flags.get("all-namespaces")),
+            annotated=bool(flags.get("annotated")),
         )
 
     def validate(self) -> None:
         _check_pod_running_timeout(self.pod_running_timeout)
-        if not self.targets or not all(target.ports for target in self.targets):
+        if not self.discovers and not self.targets:
             raise VibeError("at least 1 PORT is required for port-forward")
+        if not all(target.ports for target in self.targets):
+            raise VibeError("at least 1 PORT is required for port-forward")
+        if self.all_namespaces and not self.discovers:
+            raise UsageError("-A/--all-namespaces needs -l/--selector or --annotated",
+                             "port-forward")  # fmt: skip
+        check_local_ports_unique(self.targets)
         if self.output not in OUTPUT_FORMATS:
             raise VibeError(
                 'unable to match a printer suitable for the output format "%s", allowed formats '
@@ -1925,6 +2112,162 @@ def event_time(event: Dict[str, Any]) -> float:
 
 #: Phases a pod never leaves: waiting for it is pointless.
 POD_TERMINAL_PHASES = frozenset(("Succeeded", "Failed"))
+
+# ---- discovery: what a Service, workload or pod asks to have forwarded (annotations) ----------
+
+#: The plugin's own annotation: "8080:http,5432" (local port per port name or number; a port
+#: without a local one gets an automatic local port).
+ANNOTATION_PORTS = "kubectl-vibe.io/ports"
+#: k9s's: "container::[local:]port,..." (its plain form "[local:]port" too), on pods.
+ANNOTATION_K9S = "k9scli.io/auto-port-forwards"
+#: kftray's: enabled "true" forwards every port; configs "alias-localport-targetport,...".
+ANNOTATION_KFTRAY_ENABLED = "kftray.app/enabled"
+ANNOTATION_KFTRAY_CONFIGS = "kftray.app/configs"
+_K9S_ENTRY = LazyPattern(r"\A(?:([\w.-]+)::)?(?:(\d+):)?([\w-]+)\Z")
+_KFTRAY_ENTRY = LazyPattern(r"\A(.+)-(\d+)-([\w-]+)\Z")
+_PORT_NAME = LazyPattern(r"\A(?:\d{1,5}|[a-z0-9]([-a-z0-9]*[a-z0-9])?)\Z")
+
+
+@frozen_record
+class AnnotatedPorts:
+    """What an object's annotations ask for: port specs (local 0 = choose one), whether every
+    port is wanted (kftray.app/enabled alone), and the entries that could not be read."""
+
+    specs: Tuple[PortSpec, ...] = ()
+    all_ports: bool = False
+    bad: Tuple[str, ...] = ()
+
+    @property
+    def present(self) -> bool:
+        return bool(self.specs or self.all_ports or self.bad)
+
+
+def annotated_ports(obj: Dict[str, Any]) -> AnnotatedPorts:
+    """The annotations of an object (or of a workload's pod template), read in priority order:
+    the plugin's own, kftray's, k9s's. The first one present decides."""
+    annotations = _annotations_of(obj)
+    if ANNOTATION_PORTS in annotations:
+        return _parse_entries(annotations[ANNOTATION_PORTS], ANNOTATION_PORTS, _vibe_entry)
+    if ANNOTATION_KFTRAY_CONFIGS in annotations:
+        return _parse_entries(annotations[ANNOTATION_KFTRAY_CONFIGS], ANNOTATION_KFTRAY_CONFIGS,
+                              _kftray_entry)  # fmt: skip
+    if str(annotations.get(ANNOTATION_KFTRAY_ENABLED, "")).lower() == "true":
+        return AnnotatedPorts(all_ports=True)
+    if ANNOTATION_K9S in annotations:
+        return _parse_entries(annotations[ANNOTATION_K9S], ANNOTATION_K9S, _k9s_entry)
+    return AnnotatedPorts()
+
+
+def _annotations_of(obj: Dict[str, Any]) -> Dict[str, str]:
+    own = (obj.get("metadata") or {}).get("annotations") or {}
+    template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return {**(template.get("annotations") or {}), **own}
+
+
+def _parse_entries(
+    value: str, key: str, parse: Callable[[str], Optional[PortSpec]]
+) -> AnnotatedPorts:
+    specs, bad = [], []
+    for entry in (part.strip() for part in str(value).split(",")):
+        if not entry:
+            continue
+        spec = parse(entry)
+        if spec is None:
+            bad.append("%s: %r" % (key, entry))
+        else:
+            specs.append(spec)
+    return AnnotatedPorts(tuple(specs), False, tuple(bad))
+
+
+def _port_spec(local: Optional[str], remote: str, text: str) -> Optional[PortSpec]:
+    if not _PORT_NAME.match(remote) or (remote.isdigit() and not 0 < int(remote) < 65536):
+        return None
+    if local is not None and not (local.isdigit() and 0 < int(local) < 65536):
+        return None
+    return PortSpec(int(local) if local else 0, remote, text, local is None)
+
+
+def _vibe_entry(entry: str) -> Optional[PortSpec]:
+    local, colon, remote = entry.rpartition(":")
+    return _port_spec(local if colon else None, remote, entry)
+
+
+def _kftray_entry(entry: str) -> Optional[PortSpec]:
+    match = _KFTRAY_ENTRY.match(entry)
+    return _port_spec(match.group(2), match.group(3), entry) if match else None
+
+
+def _k9s_entry(entry: str) -> Optional[PortSpec]:
+    match = _K9S_ENTRY.match(entry)
+    return _port_spec(match.group(2), match.group(3), entry) if match else None
+
+
+def service_tcp_ports(svc: Dict[str, Any]) -> List[PortSpec]:
+    """Every TCP port of a Service, each with a local port to be chosen."""
+    specs = []
+    for entry in (svc.get("spec") or {}).get("ports") or []:
+        if (entry.get("protocol") or "TCP") == "TCP" and entry.get("port"):
+            specs.append(PortSpec(0, str(entry["port"]), ":%s" % entry["port"], True))
+    return specs
+
+
+def template_tcp_ports(obj: Dict[str, Any]) -> List[PortSpec]:
+    """Every TCP container port of a pod, or of a workload's pod template."""
+    spec = obj.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or spec
+    numbers = []
+    for container in pod_spec.get("containers") or []:
+        for entry in container.get("ports") or []:
+            number = entry.get("containerPort")
+            if (entry.get("protocol") or "TCP") == "TCP" and number and number not in numbers:
+                numbers.append(number)
+    return [PortSpec(0, str(number), ":%d" % number, True) for number in numbers]
+
+
+def ports_to_forward(obj: Dict[str, Any]) -> Tuple[List[PortSpec], Tuple[str, ...]]:
+    """(specs, unreadable annotation entries) for one discovered object: its annotations' ports
+    when it has any, else every TCP port."""
+    annotated = annotated_ports(obj)
+    if annotated.specs:
+        return list(annotated.specs), annotated.bad
+    if obj.get("kind") == "Service":
+        return service_tcp_ports(obj), annotated.bad
+    return template_tcp_ports(obj), annotated.bad
+
+
+#: Kinds discovery falls back to when no Service matches, in order.
+DISCOVERY_WORKLOADS = (ResourceKind.DEPLOYMENT, ResourceKind.STATEFULSET, ResourceKind.DAEMONSET)
+
+
+def discovered_target(obj: Dict[str, Any], kind: ResourceKind, default_ns: str) -> TargetArgs:
+    """A discovered object as a command-line target: `svc/web`, or `prod/svc/web` when it is
+    not in the default namespace."""
+    metadata = obj.get("metadata") or {}
+    name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
+    short = kind.spellings[2] if len(kind.spellings) > 2 else kind.spellings[0]
+    text = "%s/%s" % (short, name)
+    if namespace and namespace != default_ns:
+        text = "%s/%s" % (namespace, text)
+    specs, _ = ports_to_forward(obj)
+    return TargetArgs(ResourceRef(kind, name, text, short), tuple(specs), namespace)
+
+
+def close_labels(selector: str, objects: Sequence[Dict[str, Any]]) -> List[str]:
+    """Labels in scope that look like the selector's (a typo, another value): `app=web-api`."""
+    import difflib
+
+    present = sorted(
+        {"%s=%s" % item for obj in objects for item in
+         ((obj.get("metadata") or {}).get("labels") or {}).items()}
+    )  # fmt: skip
+    wanted = [part.strip() for part in re.split(r",(?![^()]*\))", selector) if part.strip()]
+    close: List[str] = []
+    for requirement in wanted:
+        for label in difflib.get_close_matches(requirement, present, n=3, cutoff=0.8):
+            if label not in close:
+                close.append(label)
+    return close
+
 
 # ==== §09 kubectl output =======================================================================
 
@@ -7588,11 +7931,47 @@ def private_socket_directory() -> str:
     candidates = [os.environ.get("XDG_RUNTIME_DIR", ""), tempfile.gettempdir(), "/tmp"]
     for base in candidates:
         if base and os.path.isdir(base) and len(base) < 60:
+            sweep_stale_socket_directories(base)
             try:
-                return tempfile.mkdtemp(prefix="kubectl-vibe-", dir=base)
+                return tempfile.mkdtemp(prefix=PROXY_DIR_PREFIX, dir=base)
             except OSError:
                 continue
-    return tempfile.mkdtemp(prefix="kubectl-vibe-")
+    return tempfile.mkdtemp(prefix=PROXY_DIR_PREFIX)
+
+
+PROXY_DIR_PREFIX = "kubectl-vibe-"
+#: A proxy directory younger than this is never swept: its session may be starting.
+STALE_PROXY_DIR_AGE_S = 60.0
+
+
+def sweep_stale_socket_directories(base: str) -> None:
+    """Remove what a SIGKILLed session left: our own proxy directories whose socket nobody
+    serves any more (a live kubectl proxy accepts the connection; a dead one refuses it)."""
+    import socket
+
+    try:
+        names = [name for name in os.listdir(base) if name.startswith(PROXY_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names[:STALE_PROXY_DIRS_CHECKED]:
+        path = os.path.join(base, name)
+        try:
+            info = os.stat(path)
+            if info.st_uid != os.getuid() or time.time() - info.st_mtime < STALE_PROXY_DIR_AGE_S:
+                continue
+            if set(os.listdir(path)) - {"proxy.sock"}:
+                continue  # not one of ours
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.2)
+                probe.connect(os.path.join(path, "proxy.sock"))
+        except (ConnectionRefusedError, FileNotFoundError):
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+
+
+#: At most this many leftovers are looked at per start (a start must stay quick).
+STALE_PROXY_DIRS_CHECKED = 64
 
 
 class KubectlProxy:
@@ -8244,6 +8623,107 @@ def is_pod_usable(pod: Dict[str, Any], require_ready: bool) -> bool:
     if not require_ready:
         return True
     return is_pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+# ---- discovery: -l SELECTOR and --annotated, over the same cluster access ----------------------
+
+
+@frozen_record
+class Discovered:
+    """What discovery found: targets (local ports still to choose) and what it warns about."""
+
+    targets: Tuple[TargetArgs, ...]
+    warnings: Tuple[str, ...] = ()
+
+
+class Discovery:
+    """Finds what to forward: Services matching a selector (else workloads, else pods), or every
+    Service whose annotations ask for it; in one namespace or, with -A, in all."""
+
+    def __init__(self, access: ClusterAccess, namespace: str, all_namespaces: bool) -> None:
+        self.access = access
+        self.namespace = namespace
+        self.scope = "" if all_namespaces else namespace
+
+    async def _list(self, kind: ResourceKind, selector: str = "") -> List[Dict[str, Any]]:
+        path = api_path(self.scope, kind.resource) + api_query(labelSelector=selector)
+        items = list((await self.access.get_json(path)).get("items") or [])
+        for item in items:  # lists leave kind out of their items
+            item.setdefault("kind", kind.api_kind)
+        return items
+
+    async def by_selector(self, selector: str) -> Discovered:
+        services = await self._list(ResourceKind.SERVICE, selector)
+        if services:
+            return self._targets(services, ResourceKind.SERVICE)
+        for kind in DISCOVERY_WORKLOADS:
+            workloads = await self._list(kind, selector)
+            if workloads:
+                return self._targets(workloads, kind)
+        pods = [pod for pod in await self._list(ResourceKind.POD, selector)
+                if pod_phase(pod) not in POD_TERMINAL_PHASES]  # fmt: skip
+        if pods:
+            return self._targets(pods, ResourceKind.POD)
+        raise await self._nothing_matches(selector)
+
+    async def annotated(self) -> Discovered:
+        services = [svc for svc in await self._list(ResourceKind.SERVICE)
+                    if annotated_ports(svc).present]  # fmt: skip
+        if not services:
+            where = "in any namespace" if not self.scope else "in namespace %s" % self.scope
+            raise VibeError(
+                "no Service %s has kubectl-vibe.io/ports, kftray.app/enabled, "
+                "kftray.app/configs or k9scli.io/auto-port-forwards" % where,
+                fix="Fix: annotate one: kubectl annotate svc/web kubectl-vibe.io/ports=8080:80",
+            )
+        return self._targets(services, ResourceKind.SERVICE)
+
+    def _targets(self, objects: Sequence[Dict[str, Any]], kind: ResourceKind) -> Discovered:
+        targets, warnings = [], []
+        for obj in sorted(objects, key=object_key):
+            target = discovered_target(obj, kind, self.namespace)
+            _, bad = ports_to_forward(obj)
+            if bad:
+                warnings.append("%s: ignored %s" % (target.ref.text, ", ".join(bad)))
+            if not target.ports:
+                warnings.append("%s has no TCP port to forward: skipped" % target.ref.text)
+                continue
+            targets.append(target)
+        return Discovered(tuple(targets), tuple(warnings))
+
+    async def _nothing_matches(self, selector: str) -> VibeError:
+        """An empty match names what exists nearby: close labels here, or other namespaces."""
+        where = "in any namespace" if not self.scope else "in namespace %s" % self.scope
+        hints = []
+        try:
+            nearby = await self._list(ResourceKind.SERVICE) + await self._list(ResourceKind.POD)
+            close = close_labels(selector, nearby)
+            if close:
+                hints.append("labels close to it here: %s" % ", ".join(close))
+            if self.scope:
+                elsewhere = await self._namespaces_matching(selector)
+                if elsewhere:
+                    hints.append("it matches in namespace %s (add -n NAMESPACE, or -A)"
+                                 % ", ".join(elsewhere))  # fmt: skip
+        except (VibeError, ConnectionError, OSError):
+            pass  # the hints are a courtesy; the error stands without them
+        fix = (
+            "Fix: " + "; ".join(hints)
+            if hints
+            else "Fix: kubectl get svc,deploy,pods --show-labels"
+        )
+        return VibeError(
+            "no Service, Deployment, StatefulSet, DaemonSet or pod %s matches -l %s"
+            % (where, selector), fix=fix,
+        )  # fmt: skip
+
+    async def _namespaces_matching(self, selector: str) -> List[str]:
+        found = set()
+        for kind in (ResourceKind.SERVICE, ResourceKind.POD):
+            path = api_path("", kind.resource) + api_query(labelSelector=selector)
+            for item in (await self.access.get_json(path)).get("items") or []:
+                found.add((item.get("metadata") or {}).get("namespace", ""))
+        return sorted(found - {"", self.scope})
 
 
 def _no_usable_pod(pod: Optional[Dict[str, Any]]) -> VibeError:
@@ -9655,6 +10135,53 @@ def _listen_error_text(address: str, port: int, exc: OSError) -> str:
     )
 
 
+def local_port_free(port: int, addresses: Sequence[str]) -> bool:
+    """Could `port` be bound on these addresses now? (A test bind, as asyncio binds: with
+    SO_REUSEADDR. An address this machine lacks, such as ::1 without IPv6, does not count.)"""
+    import errno
+    import socket
+
+    bound_any = False
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((address, port))
+                bound_any = True
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+    return bound_any
+
+
+def port_holder(port: int) -> str:
+    """Who listens on a local port: "pid 4242 (python3 -m http.server 8080)", or "another
+    user's process" when the system will not say."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return "another process (its owner cannot be read)"
+    for connection in connections:
+        if connection.laddr and connection.laddr.port == port and connection.status == "LISTEN":
+            return _process_text(connection.pid)
+    return "another process"
+
+
+def _process_text(pid: Optional[int]) -> str:
+    import psutil
+
+    if not pid:
+        return "another user's process"
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return "pid %d" % pid
+    return "pid %d (%s)" % (pid, command[:60] + ("…" if len(command) > 60 else ""))
+
+
 class StaticForward:
     """A forward to a fixed address: the data path alone, for benchmarks and tests."""
 
@@ -9805,6 +10332,8 @@ class EventKind(enum.Enum):
     POD = "pod"  # the pod behind the forward changed: replaced, restarted, not ready
     LISTEN_FAILED = "listen_failed"
     CLUSTER = "cluster"  # the cluster access itself: kubectl proxy restarts, engine fallback
+    PORTS = "ports"  # local ports chosen for you, or held by another process
+    FOUND = "found"  # discovery (-l, --annotated): a target and its ports, or a warning
     ERROR = "error"
     STOPPED = "stopped"
 
@@ -9889,7 +10418,9 @@ class PortSnapshot:
 
     @property
     def local_text(self) -> str:
-        host = self.addresses[0] if self.addresses else "?"
+        if not self.addresses:
+            return "–"
+        host = self.addresses[0]
         return "%s:%d" % ("[%s]" % host if ":" in host else host, self.port)
 
     @property
@@ -9903,6 +10434,10 @@ class PortSnapshot:
             host = "[%s]" % address if ":" in address else address
             lines.append("Forwarding from %s:%d -> %d" % (host, self.port, self.remote_port))
         return lines
+
+
+#: The row of a forward without ports yet (a target still trying to start).
+NO_PORT = PortSnapshot(key=-1, addresses=(), port=0, remote_port=0, stats=StatsSnapshot())
 
 
 @frozen_record
@@ -10045,7 +10580,6 @@ class Forward(UpstreamSource):
     ) -> List[PortMapping]:
         """Bind every port, with kubectl's message for each one that fails; return those."""
         assert self.resolution is not None
-        listen = self.options.listen
         failed = []
         for key, mapping in enumerate(self.resolution.mappings):
             inspect = self.options.inspect
@@ -10058,7 +10592,7 @@ class Forward(UpstreamSource):
                 inspector_factory=inspection.new_link if inspection else None,
                 on_accept=on_accept,
             )
-            errors = await proxy.listen(listen.addresses, mapping.local_port, listen.port_ok)
+            errors = await self._bind(proxy, mapping)
             if errors:
                 failed.append(mapping)
                 self.emit(
@@ -10066,11 +10600,56 @@ class Forward(UpstreamSource):
                     "Unable to listen on port %d: Listeners failed to create with the "
                     "following errors: [%s]" % (mapping.local_port, " ".join(errors)),
                 )
+                self._explain_busy_port(mapping.local_port)
                 continue
             self.proxies.append(proxy)
             self.inspections.append(inspection)
             self.histories.append(ActivityHistory())
         return failed
+
+    async def _bind(self, proxy: ForwardProxy, mapping: PortMapping) -> List[str]:
+        """Bind the mapping's port; a port the plugin chose (spec.auto) that is taken by now, or
+        still to be chosen (a named remote), moves on to the next free one."""
+        listen = self.options.listen
+        if not mapping.spec.auto:
+            return await proxy.listen(listen.addresses, mapping.local_port, listen.port_ok)
+        start = mapping.local_port or auto_port_base(mapping.service_port or mapping.remote_port)
+        errors: List[str] = []
+        for _ in range(AUTO_PORT_ATTEMPTS):
+            port = next_free_port(
+                start, (), functools.partial(local_port_free, addresses=listen.addresses)
+            )
+            if port is None:
+                break
+            errors = await proxy.listen(listen.addresses, port, listen.port_ok)
+            if not errors:
+                if port != mapping.local_port:
+                    self.emit(
+                        EventKind.PORTS,
+                        "%s: local port %d (chosen)" % (mapping.spec.text, port),
+                        port=port,
+                        remote_port=mapping.remote_port,
+                    )
+                return []
+            start = port + 1
+        return errors
+
+    def _explain_busy_port(self, port: int) -> None:
+        """kubectl says the port is in use; we say by whom, and what to use instead."""
+        if not port or local_port_free(port, self.options.listen.addresses):
+            return
+        free = next_free_port(
+            port + 1,
+            (),
+            functools.partial(local_port_free, addresses=self.options.listen.addresses),
+        )
+        instead = " (%d is free; --auto-ports takes it)" % free if free else ""
+        self.emit(
+            EventKind.PORTS,
+            "port %d is held by %s%s" % (port, port_holder(port), instead),
+            port=port,
+            free=free,
+        )
 
     # -- the proxy's side: leases and verdicts -----------------------------------------------------
 
@@ -10659,6 +11238,23 @@ class ActivityHistory:
 # ---- the session: N forwards, their cluster access, one event stream ----
 
 
+class PendingTarget:
+    """A target that could not start yet (not found, no pod): retried, shown with why."""
+
+    def __init__(self, ident: int, target: TargetArgs, reason: str) -> None:
+        self.ident = ident
+        self.target = target
+        self.reason = reason
+        self.attempt = 0
+
+    def snapshot(self, namespace: str) -> ForwardSnapshot:
+        return ForwardSnapshot(ident=self.ident, label=self.target.ref.text,
+                               namespace=self.target.namespace or namespace,
+                               state=ForwardState.RECONNECTING, attempt=self.attempt,
+                               reason="not started: " + self.reason, pod="", engine="",
+                               ports=())  # fmt: skip
+
+
 class Session:
     """Holds the forwards of one command (or, later, of a background session): the cluster
     access they share, the relay buffer, the event stream, and the once-a-second sampling."""
@@ -10670,6 +11266,7 @@ class Session:
         self.events = EventStream()
         self.access = ClusterAccess(runner, self._access_notice)
         self.forwards: Dict[int, Forward] = {}
+        self.pending: Dict[int, PendingTarget] = {}  # could not start yet: retried
         self.relay = RelayBuffer(RELAY_BUFFER_BYTES)
         self.started = _monotonic()
         self.internal_errors: Dict[str, int] = {}
@@ -10747,6 +11344,36 @@ class Session:
         if isinstance(source, Forward):
             source.emit(EventKind.CONNECTION, "connection", port=proxy.port)
 
+    def retry_later(self, target: TargetArgs, error: BaseException) -> None:
+        """A target that could not start yet is tried again with backoff, shown meanwhile as
+        a row with its reason; the others are not disturbed."""
+        ident = self._next_ident
+        self._next_ident += 1
+        self.pending[ident] = PendingTarget(ident, target, _error_text(error))
+        self._tasks[ident] = asyncio.ensure_future(self._retry(ident))
+
+    async def _retry(self, ident: int) -> None:
+        pending = self.pending[ident]
+        target = pending.target
+        while True:
+            pending.attempt += 1
+            delay = min(PENDING_RETRY_MAX_S, BACKOFF_FIRST_S * 4 * 2 ** (pending.attempt - 1))
+            await asyncio.sleep(delay)
+            try:
+                await self.add_forward(target.ref, target.ports, target.namespace)
+            except VibeError as exc:
+                pending.reason = exc.message
+                continue
+            except (ConnectionError, OSError) as exc:
+                pending.reason = str(exc)
+                continue
+            del self.pending[ident]
+            message = "started, after %d attempts" % (pending.attempt + 1)
+            self.events.publish(
+                SessionEvent(_wall_clock(), EventKind.RECONNECTED, target.ref.text, message)
+            )
+            return
+
     async def remove_forward(self, ident: int, grace: float = 0.0) -> None:
         forward = self.forwards.pop(ident)
         await forward.close(grace)
@@ -10770,7 +11397,9 @@ class Session:
 
     def snapshot(self, detail: bool = True) -> List[ForwardSnapshot]:
         now = _monotonic()
-        return [forward.snapshot(now, detail) for forward in self.forwards.values()]
+        snapshots = [forward.snapshot(now, detail) for forward in self.forwards.values()]
+        snapshots.extend(pending.snapshot(self.namespace) for pending in self.pending.values())
+        return snapshots
 
     async def _tick(self) -> None:
         while True:
@@ -10994,7 +11623,11 @@ class LiveView:
         )
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         shown = _columns_for_width(width)
-        rows = [self._row(forward, port, now) for forward in forwards for port in forward.ports]
+        rows = [
+            self._row(forward, port, now)
+            for forward in forwards
+            for port in (forward.ports or (NO_PORT,))
+        ]
         natural = {
             name: max([len(name)] + [Text.from_markup(row[name]).cell_len for row in rows])
             for name in shown
@@ -11026,7 +11659,10 @@ class LiveView:
         if state is not forward.state:
             self._state_since[key] = (forward.state, now)
             since = now
-        target = "%s (%s) :%d" % (forward.label, forward.pod, port.remote_port)
+        if port is NO_PORT:  # a target that could not start yet
+            target = forward.label
+        else:
+            target = "%s (%s) :%d" % (forward.label, forward.pod, port.remote_port)
         failed = stats.failed + stats.reset
         conns = "%d/%d" % (stats.active, stats.opened) + (" [red]✗%d[/]" % failed if failed else "")
         up, down = human_bytes(stats.bytes_up), human_bytes(stats.bytes_down)
@@ -11144,6 +11780,8 @@ def _summary_of_forward(forward: ForwardSnapshot, duration: float) -> List[str]:
         lines.extend("    " + line for line in port.protocol_lines)
     if forward.error:
         lines.append("  %s: failed: %s" % (forward.label, forward.error))
+    elif not forward.ports:
+        lines.append("  %s: %s" % (forward.label, forward.reason))
     return lines
 
 
@@ -11266,28 +11904,83 @@ class PortForwardCommand:
         if not options.namespace:
             options.namespace = await self.session.resolver("").namespace_default()
             self.session.namespace = options.namespace
+        discovered = await self._discover()
+        targets = self._plan_ports(options.targets + discovered, quiet=discovered)
+        self._say_found(targets[len(options.targets) :])
         starts = [
             self.session.add_forward(target.ref, target.ports, target.namespace)
-            for target in options.targets
+            for target in targets
         ]
         results = await asyncio.gather(*starts, return_exceptions=True)
-        errors = [(t, r) for t, r in zip(options.targets, results) if isinstance(r, BaseException)]
+        errors = [(t, r) for t, r in zip(targets, results) if isinstance(r, BaseException)]
         for _, error in errors:
             if not isinstance(error, Exception):
                 raise error  # CancelledError, KeyboardInterrupt
-        if len(options.targets) == 1 and errors:
+        if len(targets) == 1 and errors and not options.discovers:
             raise errors[0][1]
-        for target, error in errors:
-            self.session.events.publish(
-                SessionEvent(_wall_clock(), EventKind.ERROR, target.ref.text, _error_text(error))
-            )
-        if errors and len(errors) == len(options.targets):
+        if errors and len(errors) == len(targets):
             raise VibeError(
                 "no forward could start: %s"
                 % "; ".join(
                     "%s: %s" % (target.ref.text, _error_text(error)) for target, error in errors
                 )
             )
+        for target, error in errors:
+            self.session.events.publish(
+                SessionEvent(_wall_clock(), EventKind.ERROR, target.ref.text, _error_text(error))
+            )
+            if is_worth_retrying(error):
+                self.session.retry_later(target, error)
+
+    async def _discover(self) -> List[TargetArgs]:
+        """-l and --annotated: what is found is said, one line per target, before it starts."""
+        options = self.options
+        if not options.discovers:
+            return []
+        finder = Discovery(self.session.access, options.namespace, options.all_namespaces)
+        found = await (finder.annotated() if options.annotated else
+                       finder.by_selector(options.selector))  # fmt: skip
+        for warning in found.warnings:
+            self.session.events.publish(SessionEvent(_wall_clock(), EventKind.FOUND, "discovery",
+                                                     "warning: " + warning))  # fmt: skip
+        return list(found.targets)
+
+    def _say_found(self, targets: Sequence[TargetArgs]) -> None:
+        """One line per discovered target and port, with its local port, before it starts."""
+        for target in targets:
+            for spec in target.ports:
+                local = "local %d" % spec.local if spec.local else "local port chosen at start"
+                self.session.events.publish(SessionEvent(
+                    _wall_clock(), EventKind.FOUND, target.ref.text,
+                    "port %s → %s" % (spec.remote, local), (("port", spec.local),
+                                                            ("remote", spec.remote))))  # fmt: skip
+
+    def _plan_ports(
+        self, targets: Sequence[TargetArgs], quiet: Sequence[TargetArgs] = ()
+    ) -> List[TargetArgs]:
+        """Local ports left to us are chosen now, in argument order, and said (but for the
+        `quiet` targets: discovery says theirs with what it found)."""
+        options = self.options
+        addresses = options.listen.addresses
+        policy = PortPolicy(
+            options.choose_ports,
+            options.auto_ports,
+            functools.partial(local_port_free, addresses=addresses),
+            port_holder,
+        )
+        planned, choices = plan_local_ports(targets, policy)
+        silent = {target.ref.text for target in quiet}
+        for choice in choices:
+            if choice.target in silent and choice.reason == "chosen":
+                continue
+            why = "" if choice.reason == "chosen" else ": " + choice.reason
+            message = "%s: local port %d%s" % (choice.spec, choice.port, why)
+            self.session.events.publish(
+                SessionEvent(
+                    _wall_clock(), EventKind.PORTS, choice.target, message, (("port", choice.port),)
+                )
+            )
+        return planned
 
     def _on_loop_error(self, loop: Any, context: Dict[str, Any]) -> None:
         """A bug in a callback must not print a traceback over the view: one counted line
@@ -11355,6 +12048,17 @@ class PortForwardCommand:
             _write_lines(sys.stdout, lines)
             return
         _write_lines(sys.stderr, lines)
+
+
+def is_worth_retrying(error: BaseException) -> bool:
+    """A target that could not start, but may later: not found yet, no pod yet, cluster
+    unreachable. A wrong port, a kind without pods or RBAC will not change by waiting."""
+    if isinstance(error, ApiRequestError):
+        return error.api.code == 404 or error.api.unreachable or error.api.code >= 500
+    if isinstance(error, (ConnectionError, OSError)):
+        return True
+    text = _error_text(error)
+    return "timed out waiting for the condition" in text or "pod is not running" in text
 
 
 def _error_text(error: BaseException) -> str:

@@ -332,7 +332,6 @@ REAL_KUBECTL = venv_kubectl()
     [
         ("pod/x",),
         ("pod/x", "80", "--pod-running-timeout=0"),
-        ("a/b/c", "80"),
         ("pod/", "80"),
     ],
 )
