@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""kubectl-vibe performance benchmark (issue 7): one command, loopback only, every reference
-measured in the same run.
+"""kubectl-vibe performance benchmark (issue 7, and the start-up and footprint budgets of the
+20-Service issue): one command, loopback only, every reference measured in the same run.
 
     python bench/bench.py                 full run (1 GiB each way, 1,000 × 1 MiB, …) < 5 min
     python bench/bench.py --quick         small sizes, a few seconds: proves every path works
@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -35,22 +34,23 @@ from common import (  # noqa: E402
     PATTERN_SIZE,
     PING_SIZE,
     REPO_ROOT,
+    SOCAT_BUFFER,
     Helper,
     connect,
     content_length,
     cpu_awake,
-    die_with_parent,
-    free_port,
+    ensure_socat,
     python_helper,
     raise_nofile,
     recv_head,
     sample_ok,
-    wait_listening,
+    spawn_socat,
+    stop_process,
 )
+from executable import current_executable, shebang_python  # noqa: E402
 from report import GIB, MIB, Row, evaluate_targets, failed_rows, print_table  # noqa: E402
 
 DEFAULT_JSON = os.path.join(BENCH_DIR, "results", "last.json")
-SOCAT_BUFFER = 262144
 
 
 @dataclass
@@ -102,52 +102,10 @@ class Path:
 
 
 def start_socat(upstream: int) -> Path:
-    port = free_port()
-    argv = [
-        "socat",
-        "-b",
-        str(SOCAT_BUFFER),
-        "TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096" % port,
-        "TCP4:127.0.0.1:%d" % upstream,
-    ]
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
-    )
-    try:
-        wait_listening(port)
-    except OSError:
-        proc.kill()
-        proc.wait()
-        raise
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    path = Path("socat", "socat -b %d" % SOCAT_BUFFER, port, stop_hook=stop)
+    proc, port = spawn_socat(upstream)
+    path = Path("socat", "socat -b %d" % SOCAT_BUFFER, port, stop_hook=lambda: stop_process(proc))
     path.socat_pid = proc.pid  # type: ignore[attr-defined]
     return path
-
-
-def ensure_socat() -> Optional[str]:
-    """Returns why socat is unavailable, installing it from Debian packages when root."""
-    if shutil.which("socat"):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "socat missing and not root: apt-get install socat"
-    print("installing socat (apt-get) …", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "socat"], env=env, capture_output=True, check=False
-    )
-    if shutil.which("socat"):
-        return None
-    return "apt-get install socat failed: %s" % done.stderr.decode(errors="replace")[-200:]
 
 
 def plugin_missing() -> Optional[str]:
@@ -429,43 +387,6 @@ def measure_concurrency(path: Path, sizes: Sizes) -> Row:
 # ---- start-up ---------------------------------------------------------------------------------
 
 
-BENCH_BUILD_DIR = os.path.join(REPO_ROOT, "build", "out", "bench")
-
-
-def built_executable() -> Optional[str]:
-    """A kubectl-vibe executable from `make build` (dist/) or from an earlier bench build,
-    if it is not older than the module."""
-    module_mtime = os.path.getmtime(os.path.join(REPO_ROOT, "kubectl_vibe_pf.py"))
-    for top in (os.path.join(REPO_ROOT, "dist"), os.path.join(BENCH_BUILD_DIR, "bin")):
-        for root, _dirs, files in os.walk(top):
-            candidate = os.path.join(root, "kubectl-vibe")
-            if (
-                "kubectl-vibe" in files
-                and os.path.basename(root) == host_platform_tag()  # not another OS/arch's
-                and os.access(candidate, os.X_OK)
-                and os.path.getmtime(candidate) >= module_mtime
-            ):
-                return candidate
-    return None
-
-
-def host_platform_tag() -> str:
-    """The build's name for this machine, e.g. linux_amd64."""
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-    system = "darwin" if sys.platform == "darwin" else "linux"
-    return "%s_%s" % (system, arch.get(platform.machine().lower(), platform.machine().lower()))
-
-
-def build_executable() -> Optional[str]:
-    """Build the host executable (build/build.py, ~10 s) when none exists yet."""
-    script = os.path.join(REPO_ROOT, "build", "build.py")
-    if not os.path.exists(script):
-        return None
-    argv = [sys.executable, script, "--platform", "host", "--no-manifest", "--out", BENCH_BUILD_DIR]
-    subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, check=False)
-    return built_executable()
-
-
 def startup_env() -> Dict[str, str]:
     """A user's environment: bytecode caching on (CI and this machine set
     PYTHONDONTWRITEBYTECODE=1, which would recompile the 10,000-line module on every call)."""
@@ -486,23 +407,10 @@ def time_command(argv: List[str], runs: int) -> Tuple[float, subprocess.Complete
     return best, done  # type: ignore[return-value]
 
 
-def shebang_python(path: str) -> str:
-    with open(path, "rb") as f:
-        first = f.readline().decode(errors="replace").strip()
-    if first.startswith("#!"):
-        words = first[2:].split()
-        if words and words[0].endswith("/env") and len(words) > 1:
-            return shutil.which(words[-1]) or sys.executable
-        if words:
-            return words[0]
-    return sys.executable
-
-
-def startup_subject(build: bool) -> Tuple[str, str, List[str]]:
+def startup_subject(exe: Optional[str]) -> Tuple[str, str, List[str]]:
     """(what runs, its interpreter, argv): the built executable, else the module imported
     from this checkout (cached bytecode, like the executable; running the file as a script
     would recompile 8,000 lines on every call)."""
-    exe = built_executable() or (build_executable() if build else None)
     if exe:
         return "built executable " + os.path.relpath(exe, REPO_ROOT), shebang_python(exe), [exe]
     code = "import sys; sys.path.insert(0, %r); import kubectl_vibe_pf as m; sys.exit(m.main())"
@@ -510,8 +418,8 @@ def startup_subject(build: bool) -> Tuple[str, str, List[str]]:
     return "fallback: python3 -c 'import kubectl_vibe_pf; main()'", sys.executable, argv
 
 
-def measure_startup(sizes: Sizes, build: bool) -> List[Row]:
-    kind, python, argv = startup_subject(build)
+def measure_startup(sizes: Sizes, exe: Optional[str]) -> List[Row]:
+    kind, python, argv = startup_subject(exe)
     base, _ = time_command([python, "-c", "pass"], sizes.startup_runs)
     rows = [Row("startup", "python3 -c pass", {"ms": base * 1000, "label": python}, True)]
     for flag in ("--version", "--help"):
@@ -528,19 +436,32 @@ def measure_startup(sizes: Sizes, build: bool) -> List[Row]:
 # ---- rows that need the simulated cluster and port-forward ------------------------------------
 
 
-def measure_cluster_rows(sizes: Sizes, held: Dict[str, bool], hold: bool) -> List[Row]:
-    """End to end, idle live view and failover: real kubectl against the simulated cluster."""
+def cluster_specs() -> List[Tuple[str, str]]:
+    """(section, path) of every row that needs the simulated cluster."""
+    import cluster as cl
+    import footprint as fp
+
+    specs = [("e2e", path.value) for path in cl.E2EPath]
+    specs += [("idle", "live view"), ("failover", "kubectl vibe pf")]
+    specs += [("ready", subject.value) for subject in fp.Subject]
+    return [*specs, ("footprint", fp.PLUGIN_SESSION), ("footprint", fp.KUBECTL_SESSIONS)]
+
+
+def measure_cluster_rows(
+    sizes: Sizes, held: Dict[str, bool], hold: bool, exe: Optional[str]
+) -> List[Row]:
+    """End to end, idle live view, failover, start-up to the first Forwarding line and the
+    20-forward footprint: real kubectl against the simulated cluster."""
     import cluster as cl
 
     why = cl.cluster_missing()
-    specs = [("e2e", path.value) for path in cl.E2EPath]
-    specs += [("idle", "live view"), ("failover", "kubectl vibe pf")]
     if why:
-        return [Row(section, path, skipped=why) for section, path in specs]
+        return [Row(section, path, skipped=why) for section, path in cluster_specs()]
     try:
         sim = cl.Cluster.start()
     except Exception as exc:
-        return [Row(section, path, error="simulated cluster: %s" % exc) for section, path in specs]
+        why = "simulated cluster: %s" % exc
+        return [Row(section, path, error=why) for section, path in cluster_specs()]
     try:
         with cpu_awake(hold) as held["e2e"]:
             rows = e2e_rows(sim, sizes)
@@ -548,22 +469,39 @@ def measure_cluster_rows(sizes: Sizes, held: Dict[str, bool], hold: bool) -> Lis
         rows.append(guarded("idle", "live view", idle))
         failover = lambda: cl.measure_failover(sim, sizes.failover_settle)  # noqa: E731
         rows.append(guarded("failover", "kubectl vibe pf", failover))
+        rows.extend(startup_and_footprint_rows(sim, sizes, exe))
     finally:
         sim.close()
     return rows
 
 
 def e2e_rows(sim: Any, sizes: Sizes) -> List[Row]:
+    """Every end-to-end path; the socat one is skipped (with why) when socat is missing."""
     import cluster as cl
 
+    socat_missing = ensure_socat()
+    paths = [p for p in cl.E2EPath if not (p is cl.E2EPath.SOCAT_KUBECTL and socat_missing)]
+    skipped = [] if len(paths) == len(cl.E2EPath) else [cl.E2EPath.SOCAT_KUBECTL]
     try:
         forwards = cl.measure_e2e(
-            sim, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, sizes.e2e_rounds
+            sim, sizes.e2e_bytes, sizes.repeats, sizes.e2e_pings, sizes.e2e_rounds, paths
         )
     except Exception as exc:
         why = "%s: %s" % (type(exc).__name__, exc)
         return [Row("e2e", path.value, error=why) for path in cl.E2EPath]
-    return [Row("e2e", f.path.value, f.values, f.verified, error=f.error) for f in forwards]
+    rows = [Row("e2e", f.path.value, f.values, f.verified, error=f.error) for f in forwards]
+    return rows + [Row("e2e", path.value, skipped=socat_missing) for path in skipped]
+
+
+def startup_and_footprint_rows(sim: Any, sizes: Sizes, exe: Optional[str]) -> List[Row]:
+    import footprint as fp
+
+    try:
+        return fp.measure_startup_and_footprint(sim, exe, sizes.startup_runs, sizes.idle_seconds)
+    except Exception as exc:
+        why = "%s: %s" % (type(exc).__name__, exc)
+        specs = [spec for spec in cluster_specs() if spec[0] in ("ready", "footprint")]
+        return [Row(section, path, error=why) for section, path in specs]
 
 
 def guarded(section: str, path: str, measure: Callable[[], Dict[str, Any]]) -> Row:
@@ -705,10 +643,18 @@ class Bench:
         finally:
             self.server.stop()
         self.log("· start-up")
-        self.rows.extend(measure_startup(self.sizes, build=not self.args.quick))
+        # built (~2 s) when none is as new as the module, in --quick too: the start-up rows
+        # and `kubectl vibe pf` dispatched by kubectl measure what users install
+        exe = current_executable(build=True)
+        self.rows.extend(measure_startup(self.sizes, exe))
         if not self.args.only:
-            self.log("· simulated cluster: end to end, idle live view, failover")
-            self.rows.extend(measure_cluster_rows(self.sizes, self.cpu_awake_held, self.hold_cpus))
+            self.log(
+                "· simulated cluster: end to end, idle live view, failover, time to the first "
+                "Forwarding line, 20 forwards"
+            )
+            self.rows.extend(
+                measure_cluster_rows(self.sizes, self.cpu_awake_held, self.hold_cpus, exe)
+            )
         return self.report(started, load_before)
 
     def report(self, started: float, load_before: Tuple[float, float, float]) -> Dict[str, Any]:
@@ -730,6 +676,12 @@ class Bench:
                 "bulk": "byte count + first/last 64 bytes of every received chunk vs the pattern",
                 "latency": "every echoed 64-byte message compared",
                 "concurrency": "sha256 of every byte, per connection",
+                "e2e": "uploads: sha256 by the pod; downloads: count + sampled; the plugin's "
+                "processes match its engine",
+                "ready": "every run: its Forwarding line for the asked port, a request answered "
+                "by the web pod, no process left after exit",
+                "footprint": "each of the 20 forwards answered by its own Service's pod; no "
+                "process left after exit",
             },
             "rows": [r.__dict__ for r in self.rows],
             "targets": evaluate_targets(self.rows),

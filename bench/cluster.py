@@ -1,9 +1,13 @@
 """Benchmark rows that need real kubectl and the simulated cluster (tests/simcluster.py):
-end to end (plain `kubectl port-forward` vs `kubectl vibe pf` on the same pod), the idle cost
-of the live view (in a pseudo-terminal), and failover under steady load.
+end to end (plain `kubectl port-forward`, socat or an asyncio relay in front of it, and
+`kubectl vibe pf` with its native engine and with `--engine kubectl`, all on the same pod,
+beside a direct connection to the pod's ports), the idle cost of the live view (in a
+pseudo-terminal), and failover under steady load.
 
 `kubectl vibe` is dispatched by real kubectl: a temporary PATH entry `kubectl-vibe` execs this
-checkout's kubectl_vibe_pf.py, so the plugin process is the one kubectl starts.
+checkout's kubectl_vibe_pf.py, so the plugin process is the one kubectl starts. Which processes
+the plugin ran while measured is recorded per row, and checked against its engine: the native
+engine has one `kubectl proxy` child and no `kubectl port-forward`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from common import (
     die_with_parent,
     python_helper,
     recv_head,
+    spawn_socat,
+    stop_process,
 )
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
@@ -44,6 +50,7 @@ REMOTE_PORTS = (8080, 9000, 9001)  # http, echo, sha256 (bench/sim_runner.py)
 HTTP_BLOCK = bytes(range(256)) * 256  # what the sim's /bytes/N repeats
 HTTP_BLOCK2 = HTTP_BLOCK + HTTP_BLOCK
 SAMPLE = 64
+LEFT_BEHIND_S = 5.0  # a child still running this long after its plugin exited was left behind
 LOAD_INTERVAL_S = 0.01
 LOAD_TIMEOUT_S = 15.0
 PTY_COLUMNS, PTY_LINES = "160", "30"
@@ -71,6 +78,7 @@ class Cluster:
     env: Dict[str, str]
     pod: str
     bindir: str
+    backends: Dict[int, int]  # the pod's container port → the loopback port its backend uses
     procs: List[subprocess.Popen] = field(default_factory=list)
 
     @classmethod
@@ -90,11 +98,16 @@ class Cluster:
         os.chmod(wrapper, 0o755)
         env = json.loads(lines["ENV"])
         env["PATH"] = os.pathsep.join([bindir, os.path.dirname(kubectl), env.get("PATH", "")])
-        return cls(sim, kubectl, env, lines["POD"], bindir)
+        backends = {int(k): v for k, v in json.loads(lines["BACKENDS"]).items()}
+        return cls(sim, kubectl, env, lines["POD"], bindir, backends)
 
     def popen(self, args: List[str], **kw: Any) -> subprocess.Popen:
+        return self.spawn([self.kubectl, *args], **kw)
+
+    def spawn(self, argv: List[str], **kw: Any) -> subprocess.Popen:
+        """Any command in its own session, stopped by close() at the latest."""
         proc = subprocess.Popen(
-            [self.kubectl, *args],
+            argv,
             env=kw.pop("env", self.env),
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -105,6 +118,8 @@ class Cluster:
 
     def stop_proc(self, proc: subprocess.Popen) -> None:
         """SIGINT to the group (kubectl's and the plugin's clean exit), then SIGKILL."""
+        if proc in self.procs:
+            self.procs.remove(proc)
         for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(proc.pid, sig)
@@ -120,8 +135,28 @@ class Cluster:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def stop_tree(self, proc: subprocess.Popen) -> List[str]:
+        """stop_proc, then wait for every descendant it had (the plugin's children live in
+        their own process group, which the plugin itself must end). Returns the ones still
+        running after LEFT_BEHIND_S, which are then killed by pid."""
+        import psutil
+
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        self.stop_proc(proc)
+        _, alive = psutil.wait_procs(descendants, timeout=LEFT_BEHIND_S)
+        left = [describe_process(p) for p in alive]
+        for straggler in alive:
+            try:
+                straggler.kill()
+            except psutil.Error:
+                pass
+        return left
+
     def close(self) -> None:
-        for proc in self.procs:
+        for proc in list(self.procs):
             self.stop_proc(proc)
         self.sim.stop()
         shutil.rmtree(self.bindir, ignore_errors=True)
@@ -296,10 +331,28 @@ def quantiles(samples: List[float]) -> Tuple[float, float]:
 class E2EPath(enum.Enum):
     """How the client reaches the pod."""
 
+    DIRECT = "direct to the pod's ports"  # baseline: what each path adds is measured over it
     KUBECTL = "kubectl port-forward"
-    VIBE = "kubectl vibe pf"
+    VIBE = "kubectl vibe pf"  # native engine: SPDY through one kubectl proxy
     VIBE_NO_INSPECT = "kubectl vibe pf --inspect=false"
+    VIBE_KUBECTL_ENGINE = "kubectl vibe pf --engine kubectl"
+    SOCAT_KUBECTL = "socat → kubectl port-forward"  # the issue's reference for the native tunnel
     RELAY_KUBECTL = "asyncio relay → kubectl port-forward"  # control: one extra Python hop
+
+
+class Engine(enum.Enum):
+    """How a `kubectl vibe pf` row makes its tunnels, i.e. which children it must have."""
+
+    NATIVE = "native"
+    KUBECTL = "kubectl"
+
+
+#: The plugin's flags per `kubectl vibe pf` row, and the engine they select.
+VIBE_PATHS: Dict[E2EPath, Tuple[List[str], Engine]] = {
+    E2EPath.VIBE: ([], Engine.NATIVE),
+    E2EPath.VIBE_NO_INSPECT: (["--inspect=false"], Engine.NATIVE),
+    E2EPath.VIBE_KUBECTL_ENGINE: (["--engine", "kubectl"], Engine.KUBECTL),
+}
 
 
 @dataclass
@@ -307,28 +360,39 @@ class E2EForward:
     """One way to the pod, open for the whole end-to-end section; accumulates its figures."""
 
     path: E2EPath
-    proc: subprocess.Popen
+    proc: Optional[subprocess.Popen]  # kubectl or the plugin; None for the direct baseline
     ports: Dict[int, int]  # remote port → the local port the client uses
     relays: List[Helper] = field(default_factory=list)
+    socats: List[subprocess.Popen] = field(default_factory=list)
     values: Dict[str, Any] = field(default_factory=dict)
     verified: bool = True
     error: Optional[str] = None
 
     @property
     def vibe(self) -> bool:
-        return self.path in (E2EPath.VIBE, E2EPath.VIBE_NO_INSPECT)
+        return self.path in VIBE_PATHS
+
+    def hop_pids(self) -> List[int]:
+        """The relay processes in front of kubectl, whose CPU is the hop's."""
+        return [r.pid for r in self.relays] + [s.pid for s in self.socats]
 
     def close(self, cluster: Cluster) -> None:
         for relay in self.relays:
             relay.stop()
-        cluster.stop_proc(self.proc)
+        for socat in self.socats:
+            stop_process(socat)
+        if self.proc is not None:
+            left = cluster.stop_tree(self.proc)
+            if left and self.error is None:
+                self.error = "left running after exit: " + ", ".join(left)
 
 
 def open_e2e_forward(cluster: Cluster, path: E2EPath) -> E2EForward:
-    vibe = path in (E2EPath.VIBE, E2EPath.VIBE_NO_INSPECT)
-    extra = ["--inspect=false"] if path is E2EPath.VIBE_NO_INSPECT else []
+    if path is E2EPath.DIRECT:
+        return E2EForward(path, None, dict(cluster.backends))
+    extra, _ = VIBE_PATHS.get(path, ([], Engine.NATIVE))
     proc, ports = start_forward(
-        cluster, vibe, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS], extra
+        cluster, path in VIBE_PATHS, "pod/" + cluster.pod, [":%d" % p for p in REMOTE_PORTS], extra
     )
     forward = E2EForward(path, proc, ports)
     if path is E2EPath.RELAY_KUBECTL:
@@ -336,6 +400,10 @@ def open_e2e_forward(cluster: Cluster, path: E2EPath) -> E2EForward:
             python_helper("relays.py", ["protocol", str(ports[r])], "relay") for r in ports
         ]
         forward.ports = {r: relay.port for r, relay in zip(ports, forward.relays)}
+    elif path is E2EPath.SOCAT_KUBECTL:
+        spawned = {r: spawn_socat(ports[r]) for r in ports}
+        forward.socats = [socat for socat, _ in spawned.values()]
+        forward.ports = {r: port for r, (_, port) in spawned.items()}
     return forward
 
 
@@ -372,28 +440,73 @@ def e2e_rounds(forwards: List[E2EForward], rounds: int, measure: Any, *args: Any
                     forward.error = "%s: %s" % (type(exc).__name__, exc)
 
 
-def record_cpu(forwards: List[E2EForward], before: List[Tuple[float, float]], gib: float) -> None:
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds at one moment: of kubectl (or the plugin), its descendants, the relays."""
+
+    mine: float
+    kids: float
+    hops: float
+
+
+def cpu_mark(forward: E2EForward) -> CpuMark:
+    if forward.proc is None:
+        return CpuMark(0.0, 0.0, 0.0)
+    mine, kids = process_cpu(forward.proc.pid)
+    return CpuMark(mine, kids, sum(relay_cpu(pid) for pid in forward.hop_pids()))
+
+
+def record_cpu(forwards: List[E2EForward], before: List[CpuMark], gib: float) -> None:
     for forward, cpu0 in zip(forwards, before):
-        mine, kids = (c1 - c0 for c1, c0 in zip(process_cpu(forward.proc.pid), cpu0))
-        # the plugin is the process kubectl exec'd, kubectl port-forward its child
-        forward.values["kubectl_cpu_s_per_gib"] = (kids if forward.vibe else mine) / gib
+        if forward.proc is None:
+            continue
+        cpu1 = cpu_mark(forward)
+        mine, kids = cpu1.mine - cpu0.mine, cpu1.kids - cpu0.kids
+        # the plugin is the process kubectl exec'd; its kubectl children (the proxy, or
+        # kubectl port-forward with --engine kubectl) are the "kubectl" figure
+        forward.values["kubectl_cpu_s_per_gib"] = (kids if forward.vibe else mine + kids) / gib
         if forward.vibe:
-            forward.values["plugin_cpu_s_per_gib"] = mine / gib
+            forward.values["hop_cpu_s_per_gib"] = mine / gib
+        elif forward.hop_pids():
+            forward.values["hop_cpu_s_per_gib"] = (cpu1.hops - cpu0.hops) / gib
+
+
+def check_engine(forward: E2EForward) -> None:
+    """Record the plugin's process tree while it carried traffic, and fail the row when it is
+    not the engine the row claims to measure (e.g. a silent fallback to kubectl port-forward)."""
+    if forward.proc is None or not forward.vibe:
+        return
+    names = tree_names(forward.proc.pid)
+    forward.values["processes"] = names
+    _, engine = VIBE_PATHS[forward.path]
+    forwarders = sum(n == "kubectl port-forward" for n in names)
+    proxies = sum(n == "kubectl proxy" for n in names)
+    if engine is Engine.NATIVE and (forwarders or proxies != 1):
+        forward.error = "not the native engine: " + ", ".join(names)
+    elif engine is Engine.KUBECTL and not forwarders:
+        forward.error = "no kubectl port-forward child: " + ", ".join(names)
 
 
 def measure_e2e(
-    cluster: Cluster, n: int, repeats: int, pings: int, latency_rounds: int
+    cluster: Cluster,
+    n: int,
+    repeats: int,
+    pings: int,
+    latency_rounds: int,
+    paths: Sequence[E2EPath] = tuple(E2EPath),
 ) -> List[E2EForward]:
     """All end-to-end paths open at once, measured in interleaved rounds."""
     digest = pattern_digest(n)
     forwards: List[E2EForward] = []
     try:
-        for path in E2EPath:
+        for path in paths:
             forwards.append(open_e2e_forward(cluster, path))
-        before = [process_cpu(f.proc.pid) for f in forwards]
+        before = [cpu_mark(f) for f in forwards]
         e2e_rounds(forwards, repeats, e2e_bulk_round, n, digest)
         record_cpu(forwards, before, 2 * repeats * n / (1 << 30))
         e2e_rounds(forwards, latency_rounds, e2e_latency_round, max(1, pings // latency_rounds))
+        for forward in forwards:
+            check_engine(forward)
         return forwards
     finally:
         for forward in forwards:
@@ -401,7 +514,7 @@ def measure_e2e(
 
 
 def process_cpu(pid: int) -> Tuple[float, float]:
-    """(CPU seconds of the process itself, of its descendants)."""
+    """(CPU seconds of the process itself, of its live descendants)."""
     import psutil
 
     proc = psutil.Process(pid)
@@ -412,6 +525,53 @@ def process_cpu(pid: int) -> Tuple[float, float]:
         except psutil.Error:
             pass
     return sum(proc.cpu_times()[:2]), kids
+
+
+def relay_cpu(pid: int) -> float:
+    """CPU seconds of a relay, its reaped children (socat forks one per connection) and its
+    live ones."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = sum(proc.cpu_times()[:4])
+        for child in proc.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+# ---- process trees ----------------------------------------------------------------------------
+
+
+def describe_process(proc: Any) -> str:
+    """kubectl by its verb ("kubectl proxy"), anything else by its executable's name."""
+    import psutil
+
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return "pid %d (gone)" % proc.pid
+    if not argv:
+        return proc.name()
+    name = os.path.basename(argv[0])
+    if name == "kubectl" and len(argv) > 1:
+        return "kubectl " + argv[1]
+    return name
+
+
+def tree_names(pid: int) -> List[str]:
+    """The process and every descendant, the root named "plugin (<interpreter>)"."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return ["plugin (%s)" % describe_process(root)] + [
+        describe_process(child) for child in root.children(recursive=True)
+    ]
 
 
 def read_pty(master: int, seconds: float, until: Optional[bytes] = None) -> bytes:

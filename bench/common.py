@@ -11,6 +11,7 @@ import os
 import random
 import resource
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -33,6 +34,8 @@ PING_SIZE = 64
 MAX_HEAD = 16 << 10
 #: How long a helper process may take to print its port.
 SPAWN_TIMEOUT_S = 20.0
+#: socat's transfer buffer (-b): the default 8 KiB would make socat, not the path, the limit.
+SOCAT_BUFFER = 262144
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
@@ -239,3 +242,55 @@ def python_helper(script: str, args: List[str], name: str, stdin: bool = False) 
 def announce_port(port: int) -> None:
     sys.stdout.write("PORT %d\n" % port)
     sys.stdout.flush()
+
+
+# ---- socat, the reference relay ---------------------------------------------------------------
+
+
+def ensure_socat() -> Optional[str]:
+    """Returns why socat is unavailable, installing it from Debian packages when root."""
+    if shutil.which("socat"):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "socat missing and not root: apt-get install socat"
+    print("installing socat (apt-get) …", file=sys.stderr, flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "socat"], env=env, capture_output=True, check=False
+    )
+    if shutil.which("socat"):
+        return None
+    return "apt-get install socat failed: %s" % done.stderr.decode(errors="replace")[-200:]
+
+
+def spawn_socat(upstream: int) -> Tuple[subprocess.Popen, int]:
+    """socat listening on a free loopback port (a fork per connection) in front of `upstream`;
+    returns (process, its port) once it accepts connections."""
+    port = free_port()
+    argv = [
+        "socat",
+        "-b",
+        str(SOCAT_BUFFER),
+        "TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096" % port,
+        "TCP4:127.0.0.1:%d" % upstream,
+    ]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+    )
+    try:
+        wait_listening(port)
+    except OSError:
+        stop_process(proc)
+        raise
+    return proc, port
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 5 s; always reaped."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

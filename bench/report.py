@@ -9,6 +9,21 @@ GIB = 1 << 30
 MIB = 1 << 20
 FAILOVER_LOAD_INTERVAL_MS = 10
 
+# Start-up and footprint budgets (the 20-Service issue): each is judged against a reference
+# measured in the same run, or printed beside one.
+READY_SLACK_S = 0.15  # first Forwarding line: at most this much after plain kubectl's
+MANY = 20
+MANY_READY_S = 2.0
+MANY_PSS_MB = 150.0
+MANY_IDLE_CPU_PCT = 0.5
+CONTEXTS = 1  # the 20 Services live in one kube context: one kubectl proxy
+NATIVE_THROUGHPUT_FACTOR = 0.9
+PLAIN_READY = "kubectl port-forward"
+PLUGIN_MANY = "kubectl vibe pf × 20 Services"
+KUBECTL_MANY = "20 × kubectl port-forward"
+SOCAT_KUBECTL = "socat → kubectl port-forward"
+E2E_DIRECT = "direct to the pod's ports"
+
 
 @dataclass
 class Row:
@@ -31,16 +46,29 @@ def value(rows: List[Row], section: str, path: str, key: str) -> Optional[float]
 
 
 def target(
-    name: str, figure: Optional[float], limit: Optional[float], at_most: bool
+    name: str,
+    figure: Optional[float],
+    limit: Optional[float],
+    at_most: bool,
+    reference: Optional[Tuple[str, Optional[float]]] = None,
 ) -> Dict[str, Any]:
+    """A budget's verdict; `reference` is the same run's figure of what the budget is about
+    (printed beside it when the limit is not simply that figure)."""
     if figure is None or limit is None:
         return {"target": name, "status": "not measured"}
     met = figure <= limit if at_most else figure >= limit
-    return {"target": name, "figure": figure, "limit": limit, "status": "met" if met else "MISSED"}
+    out = {"target": name, "figure": figure, "limit": limit, "status": "met" if met else "MISSED"}
+    if reference is not None and reference[1] is not None:
+        out["reference"], out["reference_figure"] = reference
+    return out
 
 
 def scaled(reference: Optional[float], factor: float) -> Optional[float]:
     return reference * factor if reference is not None else None
+
+
+def plus(reference: Optional[float], slack: float) -> Optional[float]:
+    return reference + slack if reference is not None else None
 
 
 def fixed(figure: Optional[float], limit: float) -> Optional[float]:
@@ -123,12 +151,71 @@ def fixed_targets(rows: List[Row]) -> List[Dict[str, Any]]:
     return out
 
 
+def e2e_added(rows: List[Row], path: str, key: str = "p50_us") -> Optional[float]:
+    """Latency an end-to-end path adds over connecting to the pod's ports directly."""
+    got = value(rows, "e2e", path, key)
+    direct = value(rows, "e2e", E2E_DIRECT, key)
+    return got - direct if got is not None and direct is not None else None
+
+
+def native_tunnel_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    """The native engine (SPDY through kubectl proxy) against socat in front of plain
+    `kubectl port-forward`, on the same pod."""
+    out = []
+    for direction in ("up", "down"):
+        key = direction + "_mbps"
+        socat = value(rows, "e2e", SOCAT_KUBECTL, key)
+        name = "native tunnel %s ≥ %.1f× socat → kubectl port-forward (MB/s)" % (
+            direction,
+            NATIVE_THROUGHPUT_FACTOR,
+        )
+        got = value(rows, "e2e", "kubectl vibe pf", key)
+        limit = scaled(socat, NATIVE_THROUGHPUT_FACTOR)
+        out.append(target(name, got, limit, at_most=False, reference=(SOCAT_KUBECTL, socat)))
+    name = "native tunnel added echo p50 ≤ socat → kubectl port-forward's (µs)"
+    got, limit = e2e_added(rows, "kubectl vibe pf"), e2e_added(rows, SOCAT_KUBECTL)
+    out.append(target(name, got, limit, at_most=True))
+    return out
+
+
+def ready_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    plain = value(rows, "ready", PLAIN_READY, "median_s")
+    out = []
+    for path in ("python3 kubectl_vibe_pf.py pf", "kubectl vibe pf (built executable)"):
+        name = "first Forwarding line, %s ≤ kubectl's + %.2f s (median s)" % (path, READY_SLACK_S)
+        got = value(rows, "ready", path, "median_s")
+        reference = (PLAIN_READY, plain)
+        out.append(target(name, got, plus(plain, READY_SLACK_S), True, reference))
+    return out
+
+
+def footprint_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    """One 20-Service session against 20 plain kubectl port-forwards of the same Services."""
+    specs: List[Tuple[str, str, float]] = [
+        ("20 forwards: processes, sh watchdog aside ≤ plugin + 1 kubectl per context",
+         "not_watchdog", 1.0 + CONTEXTS),
+        ("20 forwards: all ready ≤ %g s (s)" % MANY_READY_S, "ready_s", MANY_READY_S),
+        ("20 forwards: total PSS ≤ %g MB" % MANY_PSS_MB, "pss_mb", MANY_PSS_MB),
+        ("20 forwards: idle CPU ≤ %g %% of a core" % MANY_IDLE_CPU_PCT, "idle_cpu_pct",
+         MANY_IDLE_CPU_PCT),
+    ]  # fmt: skip
+    out = []
+    for name, key, limit in specs:
+        got = value(rows, "footprint", PLUGIN_MANY, key)
+        reference = (KUBECTL_MANY, value(rows, "footprint", KUBECTL_MANY, key))
+        out.append(target(name, got, fixed(got, limit), True, reference))
+    return out
+
+
 def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
     return (
         throughput_targets(rows)
         + latency_targets(rows)
         + end_to_end_targets(rows)
+        + native_tunnel_targets(rows)
         + fixed_targets(rows)
+        + ready_targets(rows)
+        + footprint_targets(rows)
     )
 
 
@@ -179,6 +266,8 @@ def print_table(result: Dict[str, Any]) -> None:
     print_startup(result, rows)
     print_end_to_end(result, rows)
     print_idle_and_failover(result, rows)
+    print_ready(result, rows)
+    print_footprint(result, rows)
     print_targets(result)
 
 
@@ -307,10 +396,11 @@ def print_end_to_end(result: Dict[str, Any], rows: List[Row]) -> None:
             yes_no(result["cpu_awake"].get("e2e")),
         )
     )
-    line = "  %-38s %8s %8s %8s %6s %8s %6s %11s %10s  %s"
-    header = ("path", "up MB/s", "dn MB/s", "echo p50", "p99", "GET p50", "p99")
-    print(line % (*header, "kubectl cpu", "plugin cpu", "check"))
-    for r in (r for r in rows if r.section == "e2e"):
+    line = "  %-38s %8s %8s %8s %6s %6s %8s %6s %11s %8s  %s"
+    header = ("path", "up MB/s", "dn MB/s", "echo p50", "+p50", "p99", "GET p50", "p99")
+    print(line % (*header, "kubectl cpu", "hop cpu", "check"))
+    e2e = [r for r in rows if r.section == "e2e"]
+    for r in e2e:
         v = r.values
         print(
             line
@@ -319,15 +409,101 @@ def print_end_to_end(result: Dict[str, Any], rows: List[Row]) -> None:
                 fmt(v.get("up_mbps"), "%.1f"),
                 fmt(v.get("down_mbps"), "%.1f"),
                 fmt(v.get("p50_us"), "%.0f"),
+                fmt(e2e_added(rows, r.path), "%.0f"),
                 fmt(v.get("p99_us"), "%.0f"),
                 fmt(v.get("req_p50_us"), "%.0f"),
                 fmt(v.get("req_p99_us"), "%.0f"),
                 fmt(v.get("kubectl_cpu_s_per_gib")),
-                fmt(v.get("plugin_cpu_s_per_gib")),
+                fmt(v.get("hop_cpu_s_per_gib")),
                 status(r),
             )
         )
-    print("  (latency in µs; cpu: seconds per GiB moved, of kubectl port-forward and the plugin)")
+    print(
+        "  (latency in µs, +p50: added over the direct connection; cpu: seconds per GiB moved,"
+        " kubectl: kubectl port-forward or the plugin's kubectl children; hop: the plugin, or"
+        " the relay in front of kubectl)"
+    )
+    for r in e2e:
+        if r.values.get("processes"):
+            print("  processes of %s: %s" % (r.path, summarise(r.values["processes"])))
+
+
+def summarise(names: List[str]) -> str:
+    """Process names in first-seen order, repeats counted: "20 × kubectl port-forward"."""
+    counts: Dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(name if n == 1 else "%d × %s" % (n, name) for name, n in counts.items())
+
+
+def print_ready(result: Dict[str, Any], rows: List[Row]) -> None:
+    ready = [r for r in rows if r.section == "ready"]
+    if not ready:
+        return
+    port = next((r.values.get("local_port") for r in ready if r.values), None)
+    print(
+        "\nTime from process start to the first `Forwarding from` line, svc/web %s:80: median "
+        "of %d runs, interleaved, after one warm-up each; every run answered by the web pod, "
+        "nothing left running" % (fmt(port), result["sizes"]["startup_runs"])
+    )
+    line = "  %-36s %8s %7s %7s %10s  %s"
+    print(line % ("path", "median s", "min s", "max s", "vs kubectl", "check"))
+    plain = value(rows, "ready", PLAIN_READY, "median_s")
+    for r in ready:
+        v = r.values
+        over = v.get("median_s")
+        print(
+            line
+            % (
+                r.path,
+                fmt(v.get("median_s"), "%.3f"),
+                fmt(v.get("min_s"), "%.3f"),
+                fmt(v.get("max_s"), "%.3f"),
+                "%+.3f" % (over - plain) if over is not None and plain is not None else "-",
+                status(r),
+            )
+        )
+        if v.get("label"):
+            print("  %36s (%s)" % ("", v["label"]))
+
+
+def print_footprint(result: Dict[str, Any], rows: List[Row]) -> None:
+    many = [r for r in rows if r.section == "footprint"]
+    if not many:
+        return
+    print(
+        "\n%d Services forwarded: one `kubectl vibe pf` session vs %d plain kubectl "
+        "port-forwards started at once; ready: until every forward printed its line; then one "
+        "request per forward (each answered by its Service's pod), idle CPU over %g s without "
+        "traffic (utime+stime of every process, 10 ms ticks), PSS/RSS summed over every process"
+        % (MANY, MANY, result["sizes"]["idle_seconds"])
+    )
+    line = "  %-30s %8s %6s %8s %7s %7s %10s  %s"
+    print(
+        line % ("path", "ready s", "procs", "kubectls", "PSS MB", "RSS MB", "idle CPU %", "check")
+    )
+    for r in many:
+        v = r.values
+        print(
+            line
+            % (
+                r.path,
+                fmt(v.get("ready_s"), "%.3f"),
+                fmt(v.get("process_count")),
+                fmt(v.get("kubectl_count")),
+                fmt(v.get("pss_mb"), "%.1f"),
+                fmt(v.get("rss_mb"), "%.1f"),
+                fmt(v.get("idle_cpu_pct"), "%.3f"),
+                status(r),
+            )
+        )
+    for r in many:
+        if r.values.get("processes"):
+            print("  processes of %s: %s" % (r.path, summarise(r.values["processes"])))
+        if r.values.get("changed_while_idle"):
+            print("  changed while idle: %s" % ", ".join(r.values["changed_while_idle"]))
+        if r.values.get("label"):
+            print("  %s ran: %s" % (r.path, r.values["label"]))
 
 
 def print_idle_and_failover(result: Dict[str, Any], rows: List[Row]) -> None:
@@ -375,8 +551,12 @@ def print_targets(result: Dict[str, Any]) -> None:
         print("\nTargets")
     for t in result["targets"]:
         if "figure" in t:
+            beside = ""
+            if "reference" in t:
+                beside = "   (%s: %.2f)" % (t["reference"], t["reference_figure"])
             print(
-                "  %-7s %-60s %9.2f vs %9.2f" % (t["status"], t["target"], t["figure"], t["limit"])
+                "  %-7s %-60s %9.2f vs %9.2f%s"
+                % (t["status"], t["target"], t["figure"], t["limit"], beside)
             )
         else:
             print("  %-7s %s" % (t["status"], t["target"]))
