@@ -922,6 +922,12 @@ PORT_FORWARD_FLAGS: Tuple[Flag, ...] = (
         "kftray.app/enabled, kftray.app/configs, k9scli.io/auto-port-forwards).",
     ),
     Flag(
+        "balance",
+        FlagKind.BOOL,
+        "For a Service or workload: a tunnel to every Ready pod, each new connection to the "
+        "pod with the fewest open ones; pods join and leave as their readiness changes.",
+    ),
+    Flag(
         "auto-ports",
         FlagKind.BOOL,
         "Choose free local ports: a port left out (:80) becomes the remote port, or +8000 below "
@@ -1645,6 +1651,7 @@ class PortForwardOptions:
     selector: str = ""
     all_namespaces: bool = False
     annotated: bool = False
+    balance: bool = False
 
     @property
     def discovers(self) -> bool:
@@ -1688,6 +1695,7 @@ class PortForwardOptions:
             selector=flags.get("selector") or "",
             all_namespaces=bool(flags.get("all-namespaces")),
             annotated=bool(flags.get("annotated")),
+            balance=bool(flags.get("balance")),
         )
 
     def validate(self) -> None:
@@ -1710,8 +1718,9 @@ class PortForwardOptions:
                              % (self.engine, ", ".join(ENGINES)), "port-forward")  # fmt: skip
 
     def forward_options(self) -> ForwardOptions:
-        return ForwardOptions(self.listen, self.pod_running_timeout, self.inspect,
-                              Engine(self.engine))  # fmt: skip
+        return ForwardOptions(
+            self.listen, self.pod_running_timeout, self.inspect, Engine(self.engine), self.balance
+        )
 
 
 def _check_pod_running_timeout(timeout: float) -> None:
@@ -8806,6 +8815,9 @@ class UpstreamSource:
     def link_failed(self, link: Link, outcome: LinkOutcome, cause: str) -> None:
         """A link was reset or failed (counted with `cause`): shown, and maybe re-blamed."""
 
+    def link_ended(self, link: Link) -> None:
+        """A link that had a lease ended, whatever its outcome."""
+
     async def verdict(
         self, lease: Lease, wait: float, exc: Optional[BaseException] = None
     ) -> Optional[Verdict]:
@@ -9644,6 +9656,7 @@ class Link:
         "replay",
         "replays",
         "state",
+        "up_bytes",
         "upstream",
         "upstream_eof",
     )
@@ -9658,6 +9671,7 @@ class Link:
         self.replay: Optional[bytearray] = bytearray()  # kept until the pod's first byte
         self.replays = 0  # times this link was moved to a new tunnel
         self.down_bytes = 0
+        self.up_bytes = 0
         self.client_eof = False
         self.upstream_eof = False
         self.observer: Any = None
@@ -9705,6 +9719,7 @@ class Link:
         if self.pending:
             transport.write(bytes(self.pending))
             self.forward.stats.bytes_up += len(self.pending)
+            self.up_bytes += len(self.pending)
         self.replay = self.pending if len(self.pending) <= LINK_REPLAY_MAX_BYTES else None
         self.pending = bytearray()
         if self.client_eof and transport.can_write_eof():
@@ -9718,6 +9733,7 @@ class Link:
         view = forward.relay.view[:nbytes]
         if self.state is LinkState.OPEN:
             forward.stats.bytes_up += nbytes
+            self.up_bytes += nbytes
             if self.replay is not None:
                 self.replay += view
                 if len(self.replay) > LINK_REPLAY_MAX_BYTES:
@@ -10072,6 +10088,8 @@ class ForwardProxy:
             self.source.link_closed(link.lease, link)
         elif outcome is not LinkOutcome.CLOSED:
             self.source.link_failed(link, outcome, cause)
+        if link.lease is not None:
+            self.source.link_ended(link)
         if link.observer is not None:
             link.observer.close(outcome, cause)
 
@@ -10459,6 +10477,7 @@ class ForwardSnapshot:
     reconnects: Tuple[Tuple[str, int], ...] = ()
     uptime_percent: float = 0.0
     error: str = ""
+    pods: Tuple[Any, ...] = ()  # PodShare per pod of a --balance forward
 
 
 # ---- one target kept forwarding ----
@@ -10472,6 +10491,7 @@ class ForwardOptions:
     pod_running_timeout: float = 60.0
     inspect: bool = True
     engine: Engine = Engine.NATIVE
+    balance: bool = False
 
 
 class Forward(UpstreamSource):
@@ -10901,7 +10921,7 @@ class Forward(UpstreamSource):
         summary = cause_summary(cause, tunnel.remote_ports)
         self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
         self._last_loss = (_monotonic(), tunnel.pod_name, summary)
-        self._cut_links_of(tunnel, summary)
+        self._cut_links_of(tunnel, summary, cause)
         detail = (": " + tunnel.error) if tunnel.error else ""
         self.emit(EventKind.TUNNEL_LOST, "%s%s" % (summary, detail), cause=cause.name.lower())
         self._tasks.append(asyncio.ensure_future(self._correlate_with_events(tunnel.pod_name)))
@@ -10911,7 +10931,7 @@ class Forward(UpstreamSource):
             self.reason = summary
             self.uptime.down(_monotonic())
 
-    def _cut_links_of(self, tunnel: Tunnel, reason: str) -> None:
+    def _cut_links_of(self, tunnel: Tunnel, reason: str, cause: ErrorCause) -> None:
         """Links the pod already answered die with their tunnel (reset, with the reason),
         except HTTP keep-alives at rest, which move to the next tunnel."""
         if tunnel.draining:
@@ -10930,7 +10950,9 @@ class Forward(UpstreamSource):
                         link.upstream.abort()
                     link.finish(LinkOutcome.RESET, reason)
                 elif link.down_bytes and link.upstream is not None:
-                    link.upstream.abort()  # at rest: move it now, not when the tunnel lets go
+                    # At rest: move it now, not when the tunnel lets go. A native stream is told
+                    # why (its end alone would read as the pod's own clean close).
+                    _cut_upstream(link.upstream, StreamFailure(cause, reason))
 
     def _retire(self, tunnel: Tunnel, cause: Optional[ErrorCause] = None) -> None:
         """Stop using a tunnel on purpose: no new links go to it, and its end is not a loss.
@@ -10945,7 +10967,7 @@ class Forward(UpstreamSource):
             tunnel.cause = cause
             summary = cause_summary(cause, tunnel.remote_ports)
             if not drain:
-                self._cut_links_of(tunnel, summary)
+                self._cut_links_of(tunnel, summary, cause)
             if tunnel is self.active:
                 self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
         if tunnel is self.active:
@@ -11130,6 +11152,223 @@ class Forward(UpstreamSource):
         await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
 
 
+# ---- --balance: one tunnel per Ready pod, new connections to the least busy ----
+
+
+@frozen_record
+class PodShare:
+    """One pod of a balanced forward: its tunnel's state and what it carried."""
+
+    pod: str
+    ready: bool
+    active: int
+    opened: int
+    bytes_up: int
+    bytes_down: int
+
+
+class PodTally:
+    """What one pod of a balanced forward carried (live links are added when read)."""
+
+    __slots__ = ("bytes_down", "bytes_up", "opened")
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+
+class BalancedForward(Forward):
+    """`--balance`: a tunnel to every Ready pod of the Service or workload; each new connection
+    goes to the pod with the fewest open ones (ties: the fewest so far). Pods join when they
+    become Ready and leave when they stop being Ready (their open connections finish)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool: Dict[str, Tunnel] = {}
+        self.pod_mappings: Dict[str, Tuple[PortMapping, ...]] = {}
+        self.tallies: Dict[str, PodTally] = {}
+        self._retry_at: Dict[str, float] = {}
+        self._failures: Dict[str, int] = {}
+        self._last_error: Optional[Tunnel] = None
+
+    # -- the proxy's side ------------------------------------------------------------------------
+
+    async def acquire(self, key: int, timeout: float) -> Lease:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            tunnel = self._least_busy()
+            if tunnel is not None:
+                self._tally(tunnel.pod_name).opened += 1
+                return Lease(tunnel, self.pod_mappings[tunnel.pod_name][key].remote_port)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopped.is_set():
+                raise NoUpstream(self._why_no_tunnel(timeout))
+            self._active_ready.clear()
+            try:
+                await asyncio.wait_for(self._active_ready.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    def _least_busy(self) -> Optional[Tunnel]:
+        ready = [t for t in self.pool.values() if t.state is TunnelState.READY and not t.draining]
+        if not ready:
+            return None
+        active = self._active_links()
+        return min(ready, key=lambda t: (active.get(t.pod_name, 0),
+                                         self._tally(t.pod_name).opened, t.pod_name))  # fmt: skip
+
+    def _active_links(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for proxy in self.proxies:
+            for link in proxy.links:
+                if link.lease is not None:
+                    pod = link.lease.tunnel.pod_name
+                    counts[pod] = counts.get(pod, 0) + 1
+        return counts
+
+    def _tally(self, pod: str) -> PodTally:
+        tally = self.tallies.get(pod)
+        if tally is None:
+            tally = self.tallies[pod] = PodTally()
+        return tally
+
+    def link_ended(self, link: Link) -> None:
+        assert link.lease is not None
+        tally = self._tally(link.lease.tunnel.pod_name)
+        tally.bytes_up += link.up_bytes
+        tally.bytes_down += link.down_bytes
+
+    # -- keeping the pool in step with the Ready pods -------------------------------------------
+
+    async def _step(self) -> None:
+        assert self.watch is not None and self.resolution is not None
+        ready = {pod_name(pod): pod for pod in rank_pods(list(self.watch.objects.values()))
+                 if is_pod_usable(pod, require_ready=True)}  # fmt: skip
+        for name in list(self.pool):
+            if name not in ready:
+                self._leave(name)
+        for name, pod in ready.items():
+            if name not in self.pool and _monotonic() >= self._retry_at.get(name, 0.0):
+                await self._join(name, pod)
+        self._settle_state()
+
+    async def _join(self, name: str, pod: Dict[str, Any]) -> None:
+        assert self.resolution is not None
+        try:
+            mappings = resolve_mappings(self.ref, self.resolution.obj, pod, self.specs)
+        except VibeError as exc:  # a pod without the named port: not one to balance onto
+            self._note(name, "left out of the balance: %s" % exc.message)
+            self._retry_at[name] = float("inf")
+            return
+        self.pod_mappings[name] = tuple(mappings)
+        ports = [mapping.remote_port for mapping in mappings]
+        if self.engine is Engine.NATIVE:
+            tunnel: Tunnel = SpdyTunnel(self.access, name, self.namespace, ports)
+        else:
+            tunnel = KubectlTunnel(self.access.runner, name, self.namespace, ports)
+        self.pool[name] = tunnel
+        await tunnel.start(self._pool_tunnel_changed)
+        self.emit(EventKind.POD, "pod %s joins the balance" % name, pod=name)
+
+    def _leave(self, name: str) -> None:
+        tunnel = self.pool.pop(name)
+        tunnel.retired = True
+        if isinstance(tunnel, SpdyTunnel):
+            tunnel.drain()  # its open connections finish on it
+        else:
+            self._tasks.append(asyncio.ensure_future(tunnel.stop()))
+        self.emit(EventKind.POD, "pod %s leaves the balance" % name, pod=name)
+
+    def _settle_state(self) -> None:
+        if self._least_busy() is not None:
+            if self.state is not ForwardState.READY:
+                self._became_ready()
+            return
+        self._active_ready.clear()
+        if self._ever_ready and self.state is ForwardState.READY:
+            self.state = ForwardState.RECONNECTING
+            self.uptime.down(_monotonic())
+        self.reason = "no Ready pod in the balance yet"
+        failed = self._last_error
+        if not self._ever_ready and failed is not None and failed.cause is ErrorCause.FORBIDDEN:
+            raise VibeError(failed.error, fix=_fix_for(failed.cause, self.namespace))
+
+    def _pool_tunnel_changed(self, tunnel: Tunnel) -> None:
+        if self._stopped.is_set() or tunnel.retired:
+            return
+        if not tunnel.usable and self.pool.get(tunnel.pod_name) is tunnel:
+            del self.pool[tunnel.pod_name]
+            failures = self._failures[tunnel.pod_name] = self._failures.get(tunnel.pod_name, 0) + 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+            self._retry_at[tunnel.pod_name] = _monotonic() + delay
+            self._last_error = tunnel
+            summary = cause_summary(tunnel.cause or ErrorCause.OTHER, tunnel.remote_ports)
+            self.reconnects[summary] = self.reconnects.get(summary, 0) + 1
+            self.emit(EventKind.TUNNEL_LOST, "pod %s: %s" % (tunnel.pod_name, summary),
+                      pod=tunnel.pod_name)  # fmt: skip
+        elif tunnel.state is TunnelState.READY:
+            self._failures.pop(tunnel.pod_name, None)
+        self._wake.set()
+
+    def _pod_changed(self, kind: str, pod: dict) -> None:
+        name = (pod.get("metadata") or {}).get("name", "")
+        before = self.pods_seen.get(name)
+        if kind == "DELETED":
+            self.pods_seen.pop(name, None)
+        else:
+            self.pods_seen[name] = pod
+            if name in self.pool:
+                self._note_pod_health(before, pod, deleted=False)
+        self._wake.set()
+
+    async def _sleep(self, delay: Optional[float]) -> None:
+        waits = [at - _monotonic() for at in self._retry_at.values() if at != float("inf")]
+        pending = [wait for wait in waits if wait > 0]
+        await super()._sleep(min(pending) if pending else delay)
+
+    # -- what clients may read, and stopping -------------------------------------------------------
+
+    def snapshot(self, now: float, detail: bool = True) -> ForwardSnapshot:
+        base = super().snapshot(now, detail)
+        active = self._active_links()
+        live_up, live_down = self._live_bytes()
+        shares = []
+        for name in sorted(set(self.tallies) | set(self.pool)):
+            tally = self._tally(name)
+            tunnel = self.pool.get(name)
+            shares.append(PodShare(name, tunnel is not None and tunnel.state is TunnelState.READY,
+                                   active.get(name, 0), tally.opened,
+                                   tally.bytes_up + live_up.get(name, 0),
+                                   tally.bytes_down + live_down.get(name, 0)))  # fmt: skip
+        pods = ", ".join(share.pod for share in shares if share.ready)
+        return _replace_record(base, pod=pods or base.pod, pods=tuple(shares))
+
+    def _live_bytes(self) -> Tuple[Dict[str, int], Dict[str, int]]:
+        up: Dict[str, int] = {}
+        down: Dict[str, int] = {}
+        for proxy in self.proxies:
+            for link in proxy.links:
+                if link.lease is not None:
+                    pod = link.lease.tunnel.pod_name
+                    up[pod] = up.get(pod, 0) + link.up_bytes
+                    down[pod] = down.get(pod, 0) + link.down_bytes
+        return up, down
+
+    async def stop(self) -> None:
+        tunnels = list(self.pool.values())
+        self.pool = {}
+        await super().stop()
+        await asyncio.gather(*(tunnel.stop() for tunnel in tunnels), return_exceptions=True)
+
+
+def _replace_record(record: Any, **changes: Any) -> Any:
+    values = {name: getattr(record, name) for name in record._record_fields}
+    values.update(changes)
+    return type(record)(**values)
+
+
 def _port_snapshot(
     proxy: ForwardProxy,
     history: ActivityHistory,
@@ -11150,6 +11389,13 @@ def _port_snapshot(
         protocol_lines=tuple(inspection.summary_lines()) if with_protocols else (),
         protocol_problems=tuple(inspection.problems()) if with_protocols else (),
     )
+
+
+def _cut_upstream(upstream: Any, failure: StreamFailure) -> None:
+    if isinstance(upstream, TunnelStream):
+        upstream.failed(failure, reset=True)
+    else:
+        upstream.abort()  # a kubectl tunnel's TCP connection: the verdict waits for its end
 
 
 def _fix_for(cause: Optional[ErrorCause], namespace: str) -> str:
@@ -11294,7 +11540,12 @@ class Session:
     ) -> Forward:
         """Resolve, bind and start supervising one target; kubectl's error if it cannot start
         (nothing of it is left behind then)."""
-        forward = Forward(
+        kind = (
+            BalancedForward
+            if self.options.balance and ref.kind is not ResourceKind.POD
+            else Forward
+        )
+        forward = kind(
             self._next_ident,
             ref,
             specs,
@@ -11682,6 +11933,7 @@ class LiveView:
         for forward in forwards:
             if forward.state is ForwardState.RECONNECTING and forward.reason:
                 lines.append("[yellow]  ↻ %s: %s[/]" % (forward.label, _escape(forward.reason)))
+            lines.extend("[cyan]  ⇉ %s[/]" % _escape(text) for text in pod_share_lines(forward))
             for port in forward.ports:
                 lines.extend("[dim]  %s[/]" % _escape(line) for line in port.protocol_lines)
         for event in self.events:
@@ -11778,10 +12030,22 @@ def _summary_of_forward(forward: ForwardSnapshot, duration: float) -> List[str]:
             % (forward.uptime_percent, sum(reconnects.values()), _counts_text(reconnects))
         )
         lines.extend("    " + line for line in port.protocol_lines)
+    lines.extend("    balanced: " + text for text in pod_share_lines(forward))
     if forward.error:
         lines.append("  %s: failed: %s" % (forward.label, forward.error))
     elif not forward.ports:
         lines.append("  %s: %s" % (forward.label, forward.reason))
+    return lines
+
+
+def pod_share_lines(forward: ForwardSnapshot) -> List[str]:
+    """A balanced forward's pods: `web-1: 3 open, 120 connections, ↑ 1.2 KiB ↓ 30 MiB`."""
+    lines = []
+    for share in forward.pods:
+        state = "" if share.ready else " (left)"
+        lines.append("%s%s: %d open, %d connections, ↑ %s ↓ %s" % (
+            share.pod, state, share.active, share.opened, human_bytes(share.bytes_up),
+            human_bytes(share.bytes_down)))  # fmt: skip
     return lines
 
 

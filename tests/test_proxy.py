@@ -516,3 +516,36 @@ async def test_only_cleanly_closed_links_are_offered_for_recounting_when_a_tunne
     await proxy.close(0)
     good_server.close()
     bad_server.close()
+
+
+def test_a_balanced_forward_shows_each_pod_in_the_view_and_the_summary(monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    shares = (
+        vibe.PodShare("web-a", True, 2, 101, 2048, 4096),
+        vibe.PodShare("web-b", False, 0, 99, 1024, 3072),
+    )
+    forward = forward_snapshot(state=vibe.ForwardState.READY, pod="web-a", pods=shares)
+
+    lines = vibe.LiveView(io.StringIO(), started=0.0).render_lines([forward], now=5.0, width=160)
+    summary = vibe.build_summary([forward], duration=10.0)
+
+    assert "  ⇉ web-a: 2 open, 101 connections, ↑ 2.0 KiB ↓ 4.0 KiB" in lines
+    assert "  ⇉ web-b (left): 0 open, 99 connections, ↑ 1.0 KiB ↓ 3.0 KiB" in lines
+    assert "    balanced: web-a: 2 open, 101 connections, ↑ 2.0 KiB ↓ 4.0 KiB" in summary
+
+
+def test_a_target_still_trying_to_start_has_a_row_and_a_summary_line(monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    pending = forward_snapshot(
+        ports=(), label="svc/later", pod="", state=vibe.ForwardState.RECONNECTING, attempt=2,
+        reason='not started: Error from server (NotFound): services "later" not found',
+    )  # fmt: skip
+    pending = vibe._replace_record(pending, ports=())
+
+    lines = vibe.LiveView(io.StringIO(), started=0.0).render_lines([pending], now=5.0, width=160)
+    summary = vibe.build_summary([pending], duration=10.0)
+
+    assert any("– → svc/later" in line and "reconnecting #2" in line for line in lines)
+    assert '  svc/later: not started: Error from server (NotFound): services "later" not found' in (
+        summary
+    )
