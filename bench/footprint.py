@@ -196,7 +196,8 @@ def served_by(port: int) -> str:
 
 
 def local_port(preferred: int) -> int:
-    """The issue's local port when it is free here, else any free one."""
+    """The issue's local port when it is free here, else any free one (asked before every run:
+    another program may take 8080 meanwhile; which port it is does not change the timing)."""
     import socket
 
     with socket.socket() as probe:
@@ -213,12 +214,14 @@ def local_port(preferred: int) -> int:
 @dataclass(frozen=True)
 class Run:
     seconds: float
+    port: int
     failure: Optional[str] = None
 
 
-def first_forward(cluster: Cluster, launcher: Launcher, port: int) -> Run:
+def first_forward(cluster: Cluster, launcher: Launcher) -> Run:
     """One start of `… svc/web PORT:80`: seconds until its Forwarding line for PORT, then one
     request answered by the web pod, then a clean stop of the whole process tree."""
+    port = local_port(PREFERRED_LOCAL_PORT)
     t0 = time.perf_counter()
     proc = spawn(cluster, launcher, ["svc/" + STARTUP_SERVICE, "%d:%d" % (port, SERVICE_PORT)])
     try:
@@ -226,22 +229,23 @@ def first_forward(cluster: Cluster, launcher: Launcher, port: int) -> Run:
         seconds = time.perf_counter() - t0
     except RuntimeError as exc:
         cluster.stop_tree(proc)
-        return Run(time.perf_counter() - t0, str(exc)[:300])
+        return Run(time.perf_counter() - t0, port, str(exc)[:300])
     answered = served_by(port)
     left = cluster.stop_tree(proc)
     if locals_ != [port]:
-        return Run(seconds, "forwarded from %s, asked for %d" % (locals_, port))
+        return Run(seconds, port, "forwarded from %s, asked for %d" % (locals_, port))
     if answered != STARTUP_SERVICE:
-        return Run(seconds, "served by %r, not the %s pod" % (answered, STARTUP_SERVICE))
+        return Run(seconds, port, "served by %r, not the %s pod" % (answered, STARTUP_SERVICE))
     if left:
-        return Run(seconds, "left running after exit: " + ", ".join(left))
-    return Run(seconds)
+        return Run(seconds, port, "left running after exit: " + ", ".join(left))
+    return Run(seconds, port)
 
 
-def ready_row(launcher: Launcher, runs: List[Run], port: int) -> Row:
+def ready_row(launcher: Launcher, runs: List[Run]) -> Row:
     times = [r.seconds for r in runs if r.failure is None]
     failures = [r.failure for r in runs if r.failure]
-    values: Dict[str, Any] = {"label": launcher.label, "runs": len(runs), "local_port": port}
+    ports = sorted({r.port for r in runs})
+    values: Dict[str, Any] = {"label": launcher.label, "runs": len(runs), "local_ports": ports}
     if times:
         values.update(median_s=statistics.median(times), min_s=min(times), max_s=max(times))
     row = Row("ready", launcher.subject.value, values, verified=not failures)
@@ -254,14 +258,13 @@ def measure_ready(cluster: Cluster, found: List[Launcher], runs: int) -> List[Ro
     """Every launcher `runs` times, interleaved (run r of each before run r+1 of any), after one
     untimed warm-up each (shiv unpacks its site-packages on an executable's first start;
     kubectl and Python fill their caches)."""
-    port = local_port(PREFERRED_LOCAL_PORT)
     for launcher in found:
-        first_forward(cluster, launcher, port)
+        first_forward(cluster, launcher)
     results: Dict[Subject, List[Run]] = {launcher.subject: [] for launcher in found}
     for _ in range(runs):
         for launcher in found:
-            results[launcher.subject].append(first_forward(cluster, launcher, port))
-    return [ready_row(launcher, results[launcher.subject], port) for launcher in found]
+            results[launcher.subject].append(first_forward(cluster, launcher))
+    return [ready_row(launcher, results[launcher.subject]) for launcher in found]
 
 
 # ---- 20 forwards in one session ---------------------------------------------------------------
@@ -282,14 +285,17 @@ class Tree:
             out.extend(root.children(recursive=True))
         return out
 
-    def memory_mb(self) -> Tuple[float, float]:
-        """(PSS, RSS) summed over every member, MB. PSS shares the pages the processes share
-        (one kubectl binary's text among 20 kubectls), so its sum is their real cost."""
-        pss = rss = 0
+    def memory_mb(self) -> Dict[str, List[float]]:
+        """[PSS, RSS] in MB per process name (kubectl by its verb), summed over the members of
+        that name. PSS shares the pages the processes share (one kubectl binary's text among
+        20 kubectls), so its sum is their real cost."""
+        by_name: Dict[str, List[float]] = {}
         for proc in self.members():
             info = proc.memory_full_info()
-            pss, rss = pss + info.pss, rss + info.rss
-        return pss / MB, rss / MB
+            pss_rss = by_name.setdefault(describe_process(proc), [0.0, 0.0])
+            pss_rss[0] += info.pss / MB
+            pss_rss[1] += info.rss / MB
+        return by_name
 
     def cpu_s(self, members: Sequence[Any]) -> float:
         """utime + stime of these members (a member that exited counts 0: reported by
@@ -330,11 +336,12 @@ def check_services(ports: List[int], expected: List[str]) -> Optional[str]:
 def footprint_values(tree: Tree, ready_s: float, idle_s: float) -> Dict[str, Any]:
     time.sleep(IDLE_SETTLE_S)
     cpu_pct, changed = idle_cpu(tree, idle_s)
-    pss, rss = tree.memory_mb()
+    memory = tree.memory_mb()
     values: Dict[str, Any] = {
         "ready_s": ready_s,
-        "pss_mb": pss,
-        "rss_mb": rss,
+        "pss_mb": sum(pss for pss, _ in memory.values()),
+        "rss_mb": sum(rss for _, rss in memory.values()),
+        "memory_mb": memory,
         "idle_cpu_pct": cpu_pct,
         "idle_s": idle_s,
     }
@@ -349,7 +356,6 @@ def plugin_session(cluster: Cluster, launcher: Launcher, idle_s: float) -> Row:
     row = Row("footprint", PLUGIN_SESSION, {"label": launcher.label, "forwards": 0})
     t0 = time.perf_counter()
     proc = spawn(cluster, launcher, args)
-    left: List[str] = []
     try:
         ports = await_forwarding([proc], len(MANY_SERVICES))[0]
         ready_s = time.perf_counter() - t0

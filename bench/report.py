@@ -440,11 +440,11 @@ def print_ready(result: Dict[str, Any], rows: List[Row]) -> None:
     ready = [r for r in rows if r.section == "ready"]
     if not ready:
         return
-    port = next((r.values.get("local_port") for r in ready if r.values), None)
+    ports = sorted({p for r in ready for p in r.values.get("local_ports", [])})
     print(
         "\nTime from process start to the first `Forwarding from` line, svc/web %s:80: median "
         "of %d runs, interleaved, after one warm-up each; every run answered by the web pod, "
-        "nothing left running" % (fmt(port), result["sizes"]["startup_runs"])
+        "nothing left running" % ("/".join(map(str, ports)) or "-", result["sizes"]["startup_runs"])
     )
     line = "  %-36s %8s %7s %7s %10s  %s"
     print(line % ("path", "median s", "min s", "max s", "vs kubectl", "check"))
@@ -500,6 +500,12 @@ def print_footprint(result: Dict[str, Any], rows: List[Row]) -> None:
     for r in many:
         if r.values.get("processes"):
             print("  processes of %s: %s" % (r.path, summarise(r.values["processes"])))
+        if r.values.get("memory_mb"):
+            memory = ", ".join(
+                "%s %.1f/%.1f" % (name, pss, rss)
+                for name, (pss, rss) in r.values["memory_mb"].items()
+            )
+            print("  PSS/RSS MB by process of %s: %s" % (r.path, memory))
         if r.values.get("changed_while_idle"):
             print("  changed while idle: %s" % ", ".join(r.values["changed_while_idle"]))
         if r.values.get("label"):

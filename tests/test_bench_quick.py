@@ -189,6 +189,8 @@ def test_twenty_services_in_one_session_run_one_kubectl_proxy(
     assert v["processes"][0].startswith("plugin (") and v["processes"][1:].count("sh") == 1
     assert [n for n in v["processes"] if n.startswith("kubectl")] == ["kubectl proxy"], v
     assert 0 < v["pss_mb"] <= v["rss_mb"] and v["idle_cpu_pct"] >= 0
+    assert {"sh", "kubectl proxy"} < set(v["memory_mb"])  # and the plugin's interpreter
+    assert v["pss_mb"] == pytest.approx(sum(pss for pss, _ in v["memory_mb"].values()))
 
 
 @e2e
@@ -202,7 +204,7 @@ def test_twenty_plain_kubectl_port_forwards_are_the_reference(
     assert reference["verified"] is True and reference["error"] is None, reference
     v = reference["values"]
     assert v["forwards"] == 20 and v["processes"] == ["kubectl port-forward"] * 20
-    assert 0 < v["pss_mb"] <= v["rss_mb"]
+    assert 0 < v["pss_mb"] <= v["rss_mb"] and list(v["memory_mb"]) == ["kubectl port-forward"]
 
 
 NEW_BUDGETS = (
