@@ -52,6 +52,7 @@ if sys.version_info < (3, 9):  # noqa: UP036 - the one-line message *is* the poi
     raise SystemExit(1)
 
 import collections
+import contextlib
 import enum
 import functools
 import json
@@ -922,6 +923,35 @@ PORT_FORWARD_FLAGS: Tuple[Flag, ...] = (
         "kftray.app/enabled, kftray.app/configs, k9scli.io/auto-port-forwards).",
     ),
     Flag(
+        "save",
+        FlagKind.STRING,
+        "Remember this set of forwards under NAME: `kubectl vibe pf @NAME` starts it again.",
+        default="",
+    ),
+    Flag(
+        "recent",
+        FlagKind.BOOL,
+        "List the remembered sets of forwards, most used and most recent first (-o json|yaml).",
+    ),
+    Flag(
+        "forget",
+        FlagKind.STRING,
+        "Forget a remembered set: --forget @NAME or --forget @N (its number in --recent).",
+        default="",
+    ),
+    Flag(
+        "groups",
+        FlagKind.BOOL,
+        "List the groups of the project file (.kubectl-vibe.yaml here or in a parent "
+        "directory, or --file); `kubectl vibe pf @GROUP` starts one.",
+    ),
+    Flag(
+        "file",
+        FlagKind.STRING,
+        "The project file to use instead of the nearest .kubectl-vibe.yaml.",
+        default="",
+    ),
+    Flag(
         "balance",
         FlagKind.BOOL,
         "For a Service or workload: a tunnel to every Ready pod, each new connection to the "
@@ -1484,6 +1514,7 @@ class TargetArgs:
     ref: ResourceRef
     ports: Tuple[PortSpec, ...]
     namespace: str = ""  # "" means the command's namespace (-n, or the kubeconfig's)
+    context: str = ""  # "" means the command's context (--context, or the kubeconfig's)
 
 
 def split_namespace(text: str) -> Tuple[str, str]:
@@ -1613,7 +1644,7 @@ def plan_local_ports(
             elif spec.local == 0 and policy.choose:
                 spec = PortSpec(0, spec.remote, spec.text, True)  # named: chosen at bind time
             specs.append(spec)
-        planned.append(TargetArgs(target.ref, tuple(specs), target.namespace))
+        planned.append(TargetArgs(target.ref, tuple(specs), target.namespace, target.context))
     return planned, choices
 
 
@@ -1623,7 +1654,7 @@ def _choose_local_port(spec: PortSpec, policy: PortPolicy, taken: Any) -> Option
         port = next_free_port(auto_port_base(remote), taken, policy.is_free)
         return PortChoice("", spec.text, port, "chosen") if port else None
     wanted = spec.declared_local
-    if not policy.replace_busy or wanted is None or policy.is_free(wanted):
+    if not (policy.replace_busy or spec.auto) or wanted is None or policy.is_free(wanted):
         return None
     port = next_free_port(wanted + 1, taken, policy.is_free)
     if port is None:
@@ -1652,10 +1683,24 @@ class PortForwardOptions:
     all_namespaces: bool = False
     annotated: bool = False
     balance: bool = False
+    save: str = ""
+    #: Discoveries of recalled sets and groups (the command's own -l/--annotated is one more).
+    recalled_discoveries: List[DiscoverySpec] = field(default_factory=list)
+    #: What @references recalled, and what the command line itself asks for: each is
+    #: remembered once it runs.
+    recalled_sets: List[ForwardSet] = field(default_factory=list)
+    own_set: ForwardSet = field(default_factory=lambda: ForwardSet())
 
     @property
     def discovers(self) -> bool:
-        return bool(self.selector or self.annotated)
+        return bool(self.selector or self.annotated or self.recalled_discoveries)
+
+    @property
+    def discoveries(self) -> List[DiscoverySpec]:
+        own = []
+        if self.selector or self.annotated:
+            own.append(DiscoverySpec(self.selector, self.annotated, self.all_namespaces))
+        return own + list(self.recalled_discoveries)
 
     @property
     def choose_ports(self) -> bool:
@@ -1672,18 +1717,22 @@ class PortForwardOptions:
         return list(self.targets[0].ports)
 
     @classmethod
-    def from_flags(cls, flags: ParsedFlags) -> PortForwardOptions:
-        """Positionals and flags, checked in kubectl's order (Complete, then client-go)."""
+    def from_flags(
+        cls, flags: ParsedFlags, sets: Sequence[ForwardSet] = (), remembered: Sequence[str] = ()
+    ) -> PortForwardOptions:
+        """Positionals and flags, checked in kubectl's order (Complete, then client-go); `sets`
+        are what @references recalled (those in `remembered` came from the store)."""
         args = flags.positionals
-        discovers = bool(flags.get("selector") or flags.get("annotated"))
+        discovers = bool(flags.get("selector") or flags.get("annotated") or sets)
         if len(args) < 2 and not (discovers and not args):
             raise UsageError(
                 "TYPE/NAME and list of ports are required for port-forward", "port-forward"
             )
         timeout = float(flags.get("pod-running-timeout", 60.0))
         _check_pod_running_timeout(timeout)
+        recalled = [t for s in sets for t in s.target_args(auto=s.key in remembered)]
         return cls(
-            targets=parse_targets(args) if args else [],
+            targets=(parse_targets(args) if args else []) + recalled,
             listen=parse_addresses(list(flags.get("address", ["localhost"]))),
             pod_running_timeout=timeout,
             namespace=flags.namespace,
@@ -1696,6 +1745,16 @@ class PortForwardOptions:
             all_namespaces=bool(flags.get("all-namespaces")),
             annotated=bool(flags.get("annotated")),
             balance=bool(flags.get("balance")),
+            save=flags.get("save") or "",
+            recalled_discoveries=[d for s in sets for d in s.discoveries],
+            recalled_sets=list(sets),
+            own_set=ForwardSet(
+                tuple((text, tuple(ports)) for text, ports in split_targets(args)),
+                _own_discoveries(flags),
+                str(flags.get("context") or ""),
+                flags.namespace,
+                remembered_flags(flags),
+            ),
         )
 
     def validate(self) -> None:
@@ -1704,7 +1763,7 @@ class PortForwardOptions:
             raise VibeError("at least 1 PORT is required for port-forward")
         if not all(target.ports for target in self.targets):
             raise VibeError("at least 1 PORT is required for port-forward")
-        if self.all_namespaces and not self.discovers:
+        if self.all_namespaces and not (self.selector or self.annotated):
             raise UsageError("-A/--all-namespaces needs -l/--selector or --annotated",
                              "port-forward")  # fmt: skip
         check_local_ports_unique(self.targets)
@@ -1723,9 +1782,326 @@ class PortForwardOptions:
         )
 
 
+def _own_discoveries(flags: ParsedFlags) -> Tuple[DiscoverySpec, ...]:
+    selector, annotated = flags.get("selector") or "", bool(flags.get("annotated"))
+    if not (selector or annotated):
+        return ()
+    return (DiscoverySpec(selector, annotated, bool(flags.get("all-namespaces"))),)
+
+
 def _check_pod_running_timeout(timeout: float) -> None:
     if timeout <= 0:
         raise UsageError("--pod-running-timeout must be higher than zero", "port-forward")
+
+
+# ---- remembered forwards (@N, @NAME) and the project file's groups (pure) ----
+
+
+@frozen_record
+class DiscoverySpec:
+    """-l SELECTOR or --annotated, in a namespace (or all) and a context."""
+
+    selector: str = ""
+    annotated: bool = False
+    all_namespaces: bool = False
+    namespace: str = ""
+    context: str = ""
+
+
+#: Flags a remembered set keeps (an explicit flag on the command line wins over them).
+REMEMBERED_FLAGS = ("address", "balance", "auto-ports", "engine", "inspect")
+
+
+@frozen_record
+class ForwardSet:
+    """What one command forwards, as the store and the project file keep it: targets as typed
+    (TYPE/NAME and its ports), discoveries, the context and namespace, and flags."""
+
+    targets: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    discoveries: Tuple[DiscoverySpec, ...] = ()
+    context: str = ""
+    namespace: str = ""
+    flags: Tuple[Tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The identity of a set: the same forwards in the same place are one entry."""
+        import hashlib
+
+        text = json.dumps(
+            [
+                self.targets,
+                [list(_record_values(d)) for d in self.discoveries],
+                self.context,
+                self.namespace,
+                sorted(self.flags),
+            ],
+            default=str,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        parts = [" ".join((text, *ports)) for text, ports in self.targets]
+        for spec in self.discoveries:
+            parts.append("--annotated" if spec.annotated else "-l " + spec.selector)
+        return ", ".join(parts)
+
+    def target_args(self, auto: bool = False) -> List[TargetArgs]:
+        """The targets, parsed as the command line would be, in this set's context. With
+        `auto`, written local ports may move to free ones (a remembered set, started again)."""
+        parsed = []
+        for text, ports in self.targets:
+            for target in parse_targets([text, *ports]):
+                if auto:
+                    specs = tuple(PortSpec(p.local, p.remote, p.text, True) for p in target.ports)
+                    target = TargetArgs(target.ref, specs, target.namespace)
+                parsed.append(_placed(target, self.namespace, self.context))
+        return parsed
+
+
+def _placed(target: TargetArgs, namespace: str, context: str) -> TargetArgs:
+    return TargetArgs(target.ref, target.ports, target.namespace or namespace, context)
+
+
+@frozen_record
+class StoredSet:
+    """One remembered set: the set, its optional name, and how it was used."""
+
+    forward_set: ForwardSet
+    name: str = ""
+    uses: int = 0
+    first_use: float = 0.0
+    last_use: float = 0.0
+    resolved: Tuple[str, ...] = ()  # "127.0.0.1:8080 → svc/web :8080", as it last ran
+
+
+#: Frecency: uses weighed by how recent the last one was (Firefox's buckets, in hours).
+FRECENCY_BUCKETS = ((4, 100), (24, 80), (96, 60), (336, 40), (744, 20))
+FRECENCY_OLD_WEIGHT = 10
+
+
+def frecency(entry: StoredSet, now: float) -> float:
+    hours = max(0.0, now - entry.last_use) / 3600
+    weight = next((w for limit, w in FRECENCY_BUCKETS if hours <= limit), FRECENCY_OLD_WEIGHT)
+    return entry.uses * weight
+
+
+def rank_stored(entries: Sequence[StoredSet], now: float) -> List[StoredSet]:
+    """--recent's order: frecency, then the latest use first."""
+    return sorted(entries, key=lambda entry: (-frecency(entry, now), -entry.last_use))
+
+
+def human_ago(seconds: float) -> str:
+    """'just now', '5m ago', '2h ago', '3d ago'."""
+    if seconds < 60:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return "%d%s ago" % (seconds // size, unit)
+    raise AssertionError("unreachable")
+
+
+def recent_lines(ranked: Sequence[StoredSet], now: float, groups: Sequence[str] = ()) -> List[str]:
+    """One line per remembered set: number, name, where, what, when."""
+    lines = []
+    for index, entry in enumerate(ranked, 1):
+        where = "/".join(
+            part
+            for part in (
+                entry.forward_set.context or "(current context)",
+                entry.forward_set.namespace,
+            )
+            if part
+        )
+        name = "@" + entry.name if entry.name else "-"
+        shadowed = " (the project file's @%s wins)" % entry.name if entry.name in groups else ""
+        lines.append(
+            "%3d  %-12s %-28s %s  %s, %d use%s%s"
+            % (
+                index,
+                name,
+                where,
+                entry.forward_set.describe(),
+                human_ago(now - entry.last_use),
+                entry.uses,
+                "" if entry.uses == 1 else "s",
+                shadowed,
+            )
+        )
+    return lines
+
+
+def pick_stored(reference: str, ranked: Sequence[StoredSet]) -> Optional[StoredSet]:
+    """@3 (a number of --recent's list) or @name."""
+    label = reference[1:]
+    if label.isdigit():
+        index = int(label)
+        return ranked[index - 1] if 0 < index <= len(ranked) else None
+    return next((entry for entry in ranked if entry.name == label), None)
+
+
+# -- the project file: .kubectl-vibe.yaml --
+
+PROJECT_FILE_NAME = ".kubectl-vibe.yaml"
+_PROJECT_KEYS = ("groups",)
+_GROUP_KEYS = ("context", "namespace", "forwards")
+_FORWARD_KEYS = ("target", "selector", "annotated", "all-namespaces", "namespace")
+
+
+class ProjectError(VibeError):
+    """A mistake in the project file: `FILE:LINE: problem`."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        super().__init__("%s:%d: %s" % (path, line, problem))
+
+    def render(self) -> str:
+        return "error: " + self.message
+
+
+def parse_project(text: str, path: str) -> Dict[str, ForwardSet]:
+    """The project file's groups, validated against the README's schema; the first mistake
+    is a ProjectError naming its line. Safe YAML only (no tags, no objects)."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ProjectError(
+            path, line, "not valid YAML: %s" % getattr(exc, "problem", exc)
+        ) from None
+    if root is None:
+        return {}
+    _check_tags(root, path)
+    groups_node = _mapping_entry(_mapping(root, path, "the file"), path, _PROJECT_KEYS, "groups")
+    if groups_node is None:
+        raise ProjectError(path, root.start_mark.line + 1, "no `groups:` mapping")
+    groups = {}
+    for key_node, value in _mapping(groups_node, path, "groups").value:
+        name = _scalar(key_node, path, "a group name")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ProjectError(
+                path,
+                key_node.start_mark.line + 1,
+                "group name %r: use letters, digits, '.', '_' and '-'" % name,
+            )
+        groups[name] = _group(value, path, name, key_node.start_mark.line + 1)
+    return groups
+
+
+_PLAIN_YAML_TAGS = frozenset(
+    "tag:yaml.org,2002:" + name for name in ("map", "seq", "str", "int", "float", "bool", "null")
+)
+
+
+def _check_tags(node: Any, path: str) -> None:
+    """Plain YAML only: a tag (`!!python/object`, `!Ref`) is refused, never interpreted."""
+    if str(node.tag) not in _PLAIN_YAML_TAGS:
+        raise ProjectError(path, node.start_mark.line + 1, "not valid YAML: tag %s is not "
+                           "allowed here" % node.tag)  # fmt: skip
+    children = node.value if isinstance(node.value, list) else []
+    for child in children:
+        for item in child if isinstance(child, tuple) else (child,):
+            _check_tags(item, path)
+
+
+def _group(node: Any, path: str, name: str, line: int) -> ForwardSet:
+    mapping = _mapping(node, path, "group %s" % name)
+    context = _optional_scalar(_mapping_entry(mapping, path, _GROUP_KEYS, "context"), path)
+    namespace = _optional_scalar(_mapping_entry(mapping, path, _GROUP_KEYS, "namespace"), path)
+    forwards = _mapping_entry(mapping, path, _GROUP_KEYS, "forwards")
+    if forwards is None or not getattr(forwards, "value", None):
+        raise ProjectError(path, line, "group %s has no forwards" % name)
+    if not isinstance(forwards.value, list):
+        raise ProjectError(path, forwards.start_mark.line + 1, "forwards: expected a list")
+    targets, discoveries = [], []
+    for item in forwards.value:
+        target, discovery = _forward_item(item, path, namespace, context)
+        if target is not None:
+            targets.append(target)
+        if discovery is not None:
+            discoveries.append(discovery)
+    return ForwardSet(tuple(targets), tuple(discoveries), context, namespace)
+
+
+def _forward_item(
+    node: Any, path: str, namespace: str, context: str
+) -> Tuple[Optional[Tuple[str, Tuple[str, ...]]], Optional[DiscoverySpec]]:
+    """`svc/web 8080:80`, or a mapping: {target: ...}, {selector: ...}, {annotated: true}."""
+    import yaml
+
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode):
+        return _target_words(node.value, path, line), None
+    mapping = _mapping(node, path, "a forward")
+    target = _optional_scalar(_mapping_entry(mapping, path, _FORWARD_KEYS, "target"), path)
+    if target:
+        return _target_words(target, path, line), None
+    selector = _optional_scalar(_mapping_entry(mapping, path, _FORWARD_KEYS, "selector"), path)
+    annotated = _optional_scalar(_mapping_entry(mapping, path, _FORWARD_KEYS, "annotated"), path)
+    every = _optional_scalar(_mapping_entry(mapping, path, _FORWARD_KEYS, "all-namespaces"), path)
+    own = _optional_scalar(_mapping_entry(mapping, path, _FORWARD_KEYS, "namespace"), path)
+    if not selector and annotated.lower() != "true":
+        raise ProjectError(path, line, "a forward needs `target`, `selector` or `annotated: true`")
+    spec = DiscoverySpec(
+        selector, annotated.lower() == "true", every.lower() == "true", own or namespace, context
+    )
+    return None, spec
+
+
+def _target_words(text: str, path: str, line: int) -> Tuple[str, Tuple[str, ...]]:
+    words = text.split()
+    if len(words) < 2:
+        raise ProjectError(path, line, "%r: a target needs TYPE/NAME and at least one port" % text)
+    try:
+        parse_targets(words)
+    except VibeError as exc:
+        raise ProjectError(path, line, "%r: %s" % (text, exc.message)) from None
+    if len(parse_targets(words)) > 1:
+        raise ProjectError(path, line, "%r: one target per entry" % text)
+    return words[0], tuple(words[1:])
+
+
+def _mapping(node: Any, path: str, what: str) -> Any:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        raise ProjectError(path, node.start_mark.line + 1, "%s: expected a mapping" % what)
+    return node
+
+
+def _mapping_entry(node: Any, path: str, allowed: Sequence[str], key: str) -> Any:
+    """The value node of `key` in a mapping; any key not `allowed` is an error that suggests
+    the nearest valid one."""
+    import difflib
+
+    found = None
+    for key_node, value in node.value:
+        name = _scalar(key_node, path, "a key")
+        if name not in allowed:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = " (did you mean %r?)" % close[0] if close else ""
+            raise ProjectError(
+                path,
+                key_node.start_mark.line + 1,
+                "unknown key %r%s; valid: %s" % (name, hint, ", ".join(allowed)),
+            )
+        if name == key:
+            found = value
+    return found
+
+
+def _scalar(node: Any, path: str, what: str) -> str:
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode):
+        raise ProjectError(path, node.start_mark.line + 1, "%s: expected a single value" % what)
+    return str(node.value)
+
+
+def _optional_scalar(node: Any, path: str) -> str:
+    return "" if node is None else _scalar(node, path, "a value")
 
 
 # ==== §08 Targets ==============================================================================
@@ -7889,7 +8265,7 @@ class KubectlRunner:
         """Start a long-running child (`port-forward`, `get -w`, `wait`)."""
         proc = await self._spawn(args, asyncio.subprocess.DEVNULL)
         child = KubectlProcess(proc, self.argv(args), on_line, on_data)
-        self._live = [p for p in self._live if p.returncode is None]
+        self._live[:] = [p for p in self._live if p.returncode is None]
         self._live.append(child)
         return child
 
@@ -7897,10 +8273,20 @@ class KubectlRunner:
     def live(self) -> List[KubectlProcess]:
         return [p for p in self._live if p.returncode is None]
 
+    def with_context(self, context: str) -> KubectlRunner:
+        """A runner for another kube context: the user's global flags with --context replaced.
+        Its children share this runner's lifeline and list: this runner's close() stops them."""
+        derived = KubectlRunner(self.binary, self.global_args, self.env)
+        derived.global_args = [arg for arg in self.global_args if not arg.startswith("--context=")]
+        derived.global_args.append("--context=" + context)
+        derived._lifeline = self._lifeline
+        derived._live = self._live
+        return derived
+
     async def close(self, grace: float = KUBECTL_STOP_GRACE_S) -> None:
         """Stop every child this runner started, then the lifeline."""
         await asyncio.gather(*(child.stop(grace) for child in self._live), return_exceptions=True)
-        self._live = []
+        self._live.clear()
         await self._lifeline.close()
 
     def kill_all_now(self) -> None:
@@ -8632,6 +9018,26 @@ def is_pod_usable(pod: Dict[str, Any], require_ready: bool) -> bool:
     if not require_ready:
         return True
     return is_pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def kubeconfig_current_context(kubeconfig: str = "") -> str:
+    """What `kubectl config current-context` prints: the first kubeconfig file (--kubeconfig,
+    else $KUBECONFIG's list, else ~/.kube/config) that sets current-context. Only that field
+    is looked at; credentials stay kubectl's business."""
+    import yaml
+
+    paths = [kubeconfig] if kubeconfig else [
+        path for path in os.environ.get("KUBECONFIG", "").split(os.pathsep) if path
+    ] or [os.path.join(os.path.expanduser("~"), ".kube", "config")]  # fmt: skip
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(document, dict) and document.get("current-context"):
+            return str(document["current-context"])
+    return ""
 
 
 # ---- discovery: -l SELECTOR and --annotated, over the same cluster access ----------------------
@@ -11510,7 +11916,10 @@ class Session:
         self.options = options
         self.namespace = namespace
         self.events = EventStream()
-        self.access = ClusterAccess(runner, self._access_notice)
+        self.accesses: Dict[str, ClusterAccess] = {"": ClusterAccess(runner, self._access_notice)}
+        self._namespaces: Dict[str, str] = {}  # context → its default namespace
+        #: The name of the command's own context, once something needed it (recall, groups).
+        self.context_name = ""
         self.forwards: Dict[int, Forward] = {}
         self.pending: Dict[int, PendingTarget] = {}  # could not start yet: retried
         self.relay = RelayBuffer(RELAY_BUFFER_BYTES)
@@ -11521,10 +11930,29 @@ class Session:
         self._ticker: Any = None
         self._any_change = asyncio.Event()
 
-    def _access_notice(self, message: str) -> None:
-        self.events.publish(
-            SessionEvent(_wall_clock(), EventKind.CLUSTER, "kubectl proxy", message)
-        )
+    def _access_notice(self, message: str, context: str = "") -> None:
+        label = "kubectl proxy" + (" (%s)" % context if context else "")
+        self.events.publish(SessionEvent(_wall_clock(), EventKind.CLUSTER, label, message))
+
+    @property
+    def access(self) -> ClusterAccess:
+        """The cluster access of the command's own context."""
+        return self.accesses[""]
+
+    def same_context(self, context: str) -> str:
+        """ "" for the command's own context, however it is named."""
+        return "" if context == self.context_name else context
+
+    def access_for(self, context: str) -> ClusterAccess:
+        """One cluster access (one kubectl proxy) per context in use, started on first use."""
+        context = self.same_context(context)
+        access = self.accesses.get(context)
+        if access is None:
+            notice = functools.partial(self._access_notice, context=context)
+            access = self.accesses[context] = ClusterAccess(self.runner.with_context(context),
+                                                            notice)  # fmt: skip
+            access.start()
+        return access
 
     def start(self) -> None:
         """Start kubectl proxy now (it loads the kubeconfig while targets are parsed and the
@@ -11532,14 +11960,30 @@ class Session:
         self.access.start()
         self._ticker = asyncio.ensure_future(self._tick())
 
-    def resolver(self, namespace: str) -> TargetResolver:
-        return TargetResolver(self.access, self.runner, namespace or self.namespace)
+    def resolver(self, namespace: str, context: str = "") -> TargetResolver:
+        context = self.same_context(context)
+        access = self.access_for(context)
+        default = self._namespaces.get(context, self.namespace)
+        return TargetResolver(access, access.runner, namespace or default)
+
+    async def default_namespace(self, context: str) -> str:
+        """The namespace a context's targets use when they name none (its kubeconfig's)."""
+        context = self.same_context(context)
+        if not context:
+            return self.namespace
+        if context not in self._namespaces:
+            resolver = TargetResolver(self.access_for(context), self.access_for(context).runner, "")
+            self._namespaces[context] = await resolver.namespace_default()
+        return self._namespaces[context]
 
     async def add_forward(
-        self, ref: ResourceRef, specs: Sequence[PortSpec], namespace: str = ""
+        self, ref: ResourceRef, specs: Sequence[PortSpec], namespace: str = "", context: str = ""
     ) -> Forward:
         """Resolve, bind and start supervising one target; kubectl's error if it cannot start
-        (nothing of it is left behind then)."""
+        (nothing of it is left behind then). A target of another context is labelled with it."""
+        context = self.same_context(context)
+        if context:
+            ref = ResourceRef(ref.kind, ref.name, "%s:%s" % (context, ref.text), ref.type_text)
         kind = (
             BalancedForward
             if self.options.balance and ref.kind is not ResourceKind.POD
@@ -11549,7 +11993,7 @@ class Session:
             self._next_ident,
             ref,
             specs,
-            self.resolver(namespace),
+            self.resolver(namespace, context),
             self.options,
             self.events.publish,
         )
@@ -11611,7 +12055,7 @@ class Session:
             delay = min(PENDING_RETRY_MAX_S, BACKOFF_FIRST_S * 4 * 2 ** (pending.attempt - 1))
             await asyncio.sleep(delay)
             try:
-                await self.add_forward(target.ref, target.ports, target.namespace)
+                await self.add_forward(target.ref, target.ports, target.namespace, target.context)
             except VibeError as exc:
                 pending.reason = exc.message
                 continue
@@ -11666,7 +12110,380 @@ class Session:
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
-        await self.access.close()
+        for access in self.accesses.values():
+            await access.close()
+
+
+# ---- remembered forwards: the store in the state directory, and the project file (I/O) ----
+
+
+def state_directory() -> str:
+    """$XDG_STATE_HOME/kubectl-vibe, else ~/.local/state/kubectl-vibe."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "kubectl-vibe")
+
+
+class StoreRefused(Exception):
+    """The store cannot be used now (a newer format, an unreadable file): its line says why."""
+
+
+class ForwardStore:
+    """The remembered forward sets: forwards.json (0600) in a 0700 state directory, changed
+    under an fcntl lock and replaced atomically (temporary file, fsync, rename), so any number
+    of sessions starting and stopping at once never lose or corrupt an entry. A corrupt file is
+    kept aside, never overwritten silently; the command runs on without it."""
+
+    VERSION = 1
+    FILE = "forwards.json"
+
+    def __init__(self, directory: Optional[str] = None) -> None:
+        self.directory = directory or state_directory()
+        self.path = os.path.join(self.directory, self.FILE)
+        self.warnings: List[str] = []
+
+    def load(self) -> List[StoredSet]:
+        """Every entry; an unusable store is a warning and an empty list."""
+        try:
+            with self._locked():
+                return self._read()
+        except (StoreRefused, OSError) as exc:
+            self.warnings.append(
+                str(exc)
+                if isinstance(exc, StoreRefused)
+                else "cannot read %s: %s" % (self.path, exc.strerror or exc)
+            )
+            return []
+
+    def change(self, edit: Callable[[List[StoredSet]], List[StoredSet]]) -> bool:
+        """Read, edit, write, all under the lock; False (with a warning) if it cannot be done."""
+        try:
+            with self._locked():
+                self._write(edit(self._read()))
+            return True
+        except (StoreRefused, OSError) as exc:
+            why = str(exc) if isinstance(exc, StoreRefused) else exc.strerror or str(exc)
+            self.warnings.append("cannot remember forwards in %s: %s" % (self.directory, why))
+            return False
+
+    def record(
+        self, forward_set: ForwardSet, name: str, resolved: Sequence[str], now: float
+    ) -> bool:
+        return self.change(
+            functools.partial(
+                _recorded, forward_set=forward_set, name=name, resolved=tuple(resolved), now=now
+            )
+        )
+
+    def forget(self, key: str) -> bool:
+        return self.change(lambda entries: [e for e in entries if e.forward_set.key != key])
+
+    @contextlib.contextmanager
+    def _locked(self) -> Any:
+        import fcntl
+
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd = os.open(
+            os.path.join(self.directory, self.FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _read(self) -> List[StoredSet]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return []
+        try:
+            document = json.loads(text)
+            version = int(document.get("version", 0))
+        except (ValueError, AttributeError, TypeError):
+            self._keep_aside("not valid JSON")
+            return []
+        if version > self.VERSION:
+            raise StoreRefused(
+                "%s was written by a newer kubectl-vibe (store version %d; this "
+                "one reads %d): left as it is" % (self.path, version, self.VERSION)
+            )
+        try:
+            return [_stored_from_json(item) for item in document.get("entries") or []]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._keep_aside("an entry is malformed (%s)" % exc)
+            return []
+
+    def _keep_aside(self, why: str) -> None:
+        aside = "%s.corrupt-%s" % (self.path, time.strftime("%Y%m%d-%H%M%S"))
+        os.replace(self.path, aside)
+        self.warnings.append("%s is unreadable (%s): kept aside as %s" % (self.path, why, aside))
+
+    def _write(self, entries: List[StoredSet]) -> None:
+        import tempfile
+
+        document = {"version": self.VERSION, "entries": [_stored_to_json(e) for e in entries]}
+        fd, temporary = tempfile.mkstemp(prefix=".forwards-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.path)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself must survive a crash
+        finally:
+            os.close(directory)
+
+
+#: Entries kept; beyond this the least frecent ones go.
+STORE_MAX_ENTRIES = 200
+
+
+def _recorded(
+    entries: List[StoredSet],
+    forward_set: ForwardSet,
+    name: str,
+    resolved: Tuple[str, ...],
+    now: float,
+) -> List[StoredSet]:
+    """One more use of `forward_set` (a new entry or the same one again); a name given now
+    moves to it from any other entry."""
+    key = forward_set.key
+    old = next((entry for entry in entries if entry.forward_set.key == key), None)
+    kept_name = name or (old.name if old is not None else "")
+    updated = StoredSet(
+        forward_set,
+        kept_name,
+        (old.uses if old else 0) + 1,
+        old.first_use if old else now,
+        now,
+        resolved,
+    )
+    others = [_unnamed(e, name) for e in entries if e.forward_set.key != key]
+    ranked = rank_stored([updated, *others], now)
+    return ranked[:STORE_MAX_ENTRIES]
+
+
+def _unnamed(entry: StoredSet, name: str) -> StoredSet:
+    if not name or entry.name != name:
+        return entry
+    return _replace_record(entry, name="")
+
+
+def _stored_to_json(entry: StoredSet) -> Dict[str, Any]:
+    forward_set = entry.forward_set
+    return {
+        "name": entry.name,
+        "context": forward_set.context,
+        "namespace": forward_set.namespace,
+        "targets": [[text, list(ports)] for text, ports in forward_set.targets],
+        "discoveries": [
+            dict(zip(d._record_fields, _record_values(d))) for d in forward_set.discoveries
+        ],
+        "flags": dict(forward_set.flags),
+        "uses": entry.uses,
+        "first_use": entry.first_use,
+        "last_use": entry.last_use,
+        "resolved": list(entry.resolved),
+    }
+
+
+def _stored_from_json(item: Dict[str, Any]) -> StoredSet:
+    forward_set = ForwardSet(
+        tuple((str(text), tuple(str(p) for p in ports)) for text, ports in item["targets"]),
+        tuple(DiscoverySpec(**spec) for spec in item.get("discoveries") or []),
+        str(item.get("context") or ""),
+        str(item.get("namespace") or ""),
+        tuple(sorted((item.get("flags") or {}).items())),
+    )
+    return StoredSet(
+        forward_set,
+        str(item.get("name") or ""),
+        int(item["uses"]),
+        float(item["first_use"]),
+        float(item["last_use"]),
+        tuple(str(line) for line in item.get("resolved") or []),
+    )
+
+
+def find_project_file(start: str) -> Optional[str]:
+    """.kubectl-vibe.yaml in `start` or its nearest parent that has one."""
+    directory = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(directory, PROJECT_FILE_NAME)
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def load_project(path: str) -> Dict[str, ForwardSet]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise VibeError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+    return parse_project(text, path)
+
+
+@frozen_record
+class Recalled:
+    """A command line with its @references replaced: the remaining flags and the sets."""
+
+    flags: ParsedFlags
+    sets: Tuple[ForwardSet, ...]
+    #: Keys of the sets that come from the store: their local ports move if taken today.
+    remembered: Tuple[str, ...] = ()
+
+
+class ForwardLibrary:
+    """What `@NAME` and `@N` can mean: the project file's groups (they win over remembered
+    names), then the remembered sets of the store, ranked as --recent lists them."""
+
+    def __init__(self, flags: ParsedFlags) -> None:
+        self.store = ForwardStore()
+        self.project_path = flags.get("file") or find_project_file(os.getcwd())
+        self._groups: Optional[Dict[str, ForwardSet]] = None
+        self._ranked: Optional[List[StoredSet]] = None
+
+    @property
+    def groups(self) -> Dict[str, ForwardSet]:
+        if self._groups is None:
+            self._groups = load_project(self.project_path) if self.project_path else {}
+        return self._groups
+
+    @property
+    def ranked(self) -> List[StoredSet]:
+        if self._ranked is None:
+            self._ranked = rank_stored(self.store.load(), _wall_clock())
+        return self._ranked
+
+    def recall(self, flags: ParsedFlags) -> Recalled:
+        """Replace each @reference by its set; a remembered set's flags apply unless the
+        command line gives them. An unknown reference is an error naming what exists."""
+        sets, words, remembered = [], [], []
+        for word in flags.positionals:
+            if word.startswith("@"):
+                forward_set, stored = self.lookup(word)
+                sets.append(forward_set)
+                if stored:
+                    remembered.append(forward_set.key)
+            else:
+                words.append(word)
+        if not sets:
+            return Recalled(flags, ())
+        values = dict(flags.values)
+        for name, value in sets[0].flags:
+            if name not in flags.explicit:
+                values[name] = value
+        recalled = ParsedFlags(
+            values, words, list(flags.globals_argv), set(flags.explicit), list(flags.ordered)
+        )
+        return Recalled(recalled, tuple(sets), tuple(remembered))
+
+    def lookup(self, reference: str) -> Tuple[ForwardSet, bool]:
+        """The set a reference names, and whether it comes from the store."""
+        label = reference[1:]
+        if label in self.groups:
+            return self.groups[label], False
+        entry = pick_stored(reference, self.ranked)
+        if entry is not None:
+            return entry.forward_set, True
+        known = ["@" + name for name in self.groups] + ["@" + e.name for e in self.ranked if e.name]
+        raise VibeError(
+            "%s is neither a group of the project file nor a remembered set" % reference,
+            fix="Fix: kubectl vibe pf --recent lists them%s"
+            % (" (named: %s)" % ", ".join(known) if known else ""),
+        )
+
+
+def remembered_flags(flags: ParsedFlags) -> Tuple[Tuple[str, Any], ...]:
+    """The flags a set is remembered with: the ones given explicitly."""
+    return tuple((name, flags.values[name]) for name in REMEMBERED_FLAGS if name in flags.explicit)
+
+
+async def run_library_command(flags: ParsedFlags, prog: str) -> Optional[int]:
+    """--recent, --groups and --forget: the library's own commands (None: not one of them)."""
+    if not (flags.get("recent") or flags.get("groups") or flags.get("forget")):
+        return None
+    library = ForwardLibrary(flags)
+    if flags.get("groups"):
+        return _print_groups(library)
+    if flags.get("forget"):
+        return _forget(library, flags.get("forget"))
+    return _print_recent(library, flags.get("output") or "")
+
+
+def _print_recent(library: ForwardLibrary, output: str) -> int:
+    ranked = library.ranked
+    for warning in library.store.warnings:
+        sys.stderr.write("warning: %s\n" % warning)
+    if output in ("json", "yaml"):
+        records = [
+            dict(_stored_to_json(entry), number=index, score=frecency(entry, _wall_clock()))
+            for index, entry in enumerate(ranked, 1)
+        ]
+        if output == "json":
+            _write_lines(sys.stdout, [json.dumps(records, indent=2, sort_keys=True)])
+        else:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(records, sort_keys=True))
+        return 0
+    if output:
+        raise VibeError(
+            'unable to match a printer suitable for the output format "%s", allowed '
+            "formats are: json,yaml" % output
+        )
+    if not ranked:
+        sys.stdout.write("no remembered forwards yet (every set that becomes ready is kept)\n")
+        return 0
+    _write_lines(sys.stdout, recent_lines(ranked, _wall_clock(), list(library.groups)))
+    return 0
+
+
+def _print_groups(library: ForwardLibrary) -> int:
+    if not library.project_path:
+        raise VibeError(
+            "no %s here or in a parent directory" % PROJECT_FILE_NAME,
+            fix="Fix: write one (see README: project file), or give --file PATH",
+        )
+    lines = ["%s:" % library.project_path]
+    for name, group in library.groups.items():
+        where = "/".join(
+            part for part in (group.context or "(current context)", group.namespace) if part
+        )
+        lines.append("  @%-12s %-28s %s" % (name, where, group.describe()))
+    _write_lines(sys.stdout, lines)
+    return 0
+
+
+def _forget(library: ForwardLibrary, reference: str) -> int:
+    if not reference.startswith("@"):
+        raise UsageError("--forget takes @NAME or @N (see --recent)", "port-forward")
+    entry = pick_stored(reference, library.ranked)
+    if entry is None:
+        raise VibeError(
+            "%s is not a remembered set" % reference, fix="Fix: kubectl vibe pf --recent lists them"
+        )
+    library.store.forget(entry.forward_set.key)
+    for warning in library.store.warnings:
+        sys.stderr.write("warning: %s\n" % warning)
+    _write_lines(sys.stdout, ["forgot %s: %s" % (reference, entry.forward_set.describe())])
+    return 0
 
 
 # ---- displays: clients of the event stream and of snapshots ----
@@ -12128,6 +12945,7 @@ class PortForwardCommand:
         self._stop = asyncio.Event()
         self._signals = 0
         self._last_signature: Any = None
+        self._tasks: List[Any] = []
 
     def _make_sink(self) -> EventSink:
         if self.mode is OutputMode.JSON:
@@ -12147,13 +12965,14 @@ class PortForwardCommand:
             await self.session.close(0.0)
             raise
         display = asyncio.ensure_future(self._redraw_loop())
+        self._tasks.append(asyncio.ensure_future(self._remember_when_ready()))
         stopped = asyncio.ensure_future(self._stop.wait())
         failed = asyncio.ensure_future(self.session.wait_all_failed())
         await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
         grace = 0.0 if self._signals > 1 else SHUTDOWN_GRACE_S
-        for task in (display, stopped, failed):
+        for task in (display, stopped, failed, *self._tasks):
             task.cancel()
-        await asyncio.gather(display, stopped, failed, return_exceptions=True)
+        await asyncio.gather(display, stopped, failed, *self._tasks, return_exceptions=True)
         await self.session.close(grace)
         fatal = [f.fatal for f in self.session.forwards.values() if f.fatal is not None]
         if self.session.all_failed and fatal:
@@ -12168,11 +12987,18 @@ class PortForwardCommand:
         if not options.namespace:
             options.namespace = await self.session.resolver("").namespace_default()
             self.session.namespace = options.namespace
+        named = {t.context for t in options.targets} | {d.context for d in options.discoveries}
+        if named - {""}:  # a recalled set or a group names its context: is it ours?
+            self.session.context_name = str(
+                options.own_set.context or await self._current_context()
+            )
         discovered = await self._discover()
         targets = self._plan_ports(options.targets + discovered, quiet=discovered)
         self._say_found(targets[len(options.targets) :])
+        for context in {target.context for target in targets} - {""}:
+            await self.session.default_namespace(context)
         starts = [
-            self.session.add_forward(target.ref, target.ports, target.namespace)
+            self.session.add_forward(target.ref, target.ports, target.namespace, target.context)
             for target in targets
         ]
         results = await asyncio.gather(*starts, return_exceptions=True)
@@ -12198,16 +13024,23 @@ class PortForwardCommand:
 
     async def _discover(self) -> List[TargetArgs]:
         """-l and --annotated: what is found is said, one line per target, before it starts."""
-        options = self.options
-        if not options.discovers:
-            return []
-        finder = Discovery(self.session.access, options.namespace, options.all_namespaces)
-        found = await (finder.annotated() if options.annotated else
-                       finder.by_selector(options.selector))  # fmt: skip
-        for warning in found.warnings:
-            self.session.events.publish(SessionEvent(_wall_clock(), EventKind.FOUND, "discovery",
-                                                     "warning: " + warning))  # fmt: skip
-        return list(found.targets)
+        targets: List[TargetArgs] = []
+        for spec in self.options.discoveries:
+            default = await self._namespace_of(spec.context)
+            finder = Discovery(self.session.access_for(spec.context), spec.namespace or default,
+                               spec.all_namespaces)  # fmt: skip
+            found = await (finder.annotated() if spec.annotated else
+                           finder.by_selector(spec.selector))  # fmt: skip
+            for warning in found.warnings:
+                self.session.events.publish(SessionEvent(_wall_clock(), EventKind.FOUND,
+                                            "discovery", "warning: " + warning))  # fmt: skip
+            targets.extend(_placed(target, "", spec.context) for target in found.targets)
+        return targets
+
+    async def _namespace_of(self, context: str) -> str:
+        return (
+            self.options.namespace if not context else await self.session.default_namespace(context)
+        )
 
     def _say_found(self, targets: Sequence[TargetArgs]) -> None:
         """One line per discovered target and port, with its local port, before it starts."""
@@ -12218,6 +13051,53 @@ class PortForwardCommand:
                     _wall_clock(), EventKind.FOUND, target.ref.text,
                     "port %s → %s" % (spec.remote, local), (("port", spec.local),
                                                             ("remote", spec.remote))))  # fmt: skip
+
+    async def _remember_when_ready(self) -> None:
+        """Once a forward is up, this set is remembered (recalled ones count one more use);
+        the store's file I/O runs off the event loop."""
+        waits = [asyncio.ensure_future(f.wait_ready()) for f in self.session.forwards.values()]
+        if not waits:
+            return
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        options = self.options
+        own = options.own_set
+        if own.targets or own.discoveries:
+            if not own.context:
+                own = _replace_record(own, context=await self._current_context())
+            own = _replace_record(own, namespace=options.namespace)
+        sets = [own] if own.targets or own.discoveries else []
+        sets += options.recalled_sets
+        resolved = [line for line in self._resolved_lines()]
+        loop = asyncio.get_running_loop()
+        store = ForwardStore()
+        for index, forward_set in enumerate(sets):
+            name = options.save if index == 0 else ""
+            await loop.run_in_executor(
+                None, store.record, forward_set, name, resolved, _wall_clock()
+            )
+        for warning in dict.fromkeys(store.warnings):
+            self.session.events.publish(SessionEvent(_wall_clock(), EventKind.CLUSTER,
+                                                     "remembered forwards", warning))  # fmt: skip
+
+    async def _current_context(self) -> str:
+        """The context in use: --context, else the kubeconfig's current-context (read here:
+        one more kubectl process just for a name would cost more than the file)."""
+        explicit = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in self.runner.global_args
+                    if a.startswith("--") and "=" in a}  # fmt: skip
+        if explicit.get("--context"):
+            return explicit["--context"]
+        return kubeconfig_current_context(explicit.get("--kubeconfig", ""))
+
+    def _resolved_lines(self) -> List[str]:
+        return [
+            "%s → %s :%d" % (port.local_text, forward.label, port.remote_port)
+            for forward in self.session.snapshot(detail=False)
+            for port in forward.ports
+        ]
 
     def _plan_ports(
         self, targets: Sequence[TargetArgs], quiet: Sequence[TargetArgs] = ()
@@ -12358,7 +13238,13 @@ def _write_lines(stream: Any, lines: List[str]) -> None:
 
 async def run_port_forward(flags: ParsedFlags, prog: str) -> int:
     """`kubectl vibe port-forward`: Complete → Validate → Run, like kubectl's own command."""
-    options = PortForwardOptions.from_flags(flags)
+    done = await run_library_command(flags, prog)
+    if done is not None:
+        return done
+    recalled = Recalled(flags, ())
+    if any(word.startswith("@") for word in flags.positionals):
+        recalled = ForwardLibrary(flags).recall(flags)
+    options = PortForwardOptions.from_flags(recalled.flags, recalled.sets, recalled.remembered)
     options.validate()
     _raise_fd_limit(FD_SOFT_LIMIT_WANTED)
     runner = KubectlRunner(find_kubectl(), flags.globals_argv)
@@ -13447,11 +14333,50 @@ def completion_candidates(words: Sequence[str]) -> List[str]:
         return []
     if current.startswith("-"):
         return _complete_flags(command, current)
+    if command.name == "port-forward" and current.startswith("@"):
+        return _complete_references(current)
     if command.name in ("port-forward", "wait"):
         before = _parse_for_completion(command, words[1:-1])
         if before is not None and not before.positionals:
             return _complete_resources(before.globals_argv, current)
     return []
+
+
+def _complete_references(prefix: str) -> List[str]:
+    """@GROUP of the project file, @NAME and @N of the remembered sets. Light: no YAML parser
+    (group names are read off the file's lines), no lock wait beyond the store's."""
+    candidates = []
+    path = find_project_file(os.getcwd())
+    for name in _project_group_names(path) if path else []:
+        candidates.append("@%s\tgroup of %s" % (name, os.path.basename(path or "")))
+    ranked = rank_stored(ForwardStore().load(), time.time())
+    for index, entry in enumerate(ranked, 1):
+        described = _short_description(entry.forward_set.describe())
+        if entry.name:
+            candidates.append("@%s\t%s" % (entry.name, described))
+        candidates.append("@%d\t%s" % (index, described))
+    return [candidate for candidate in candidates if candidate.startswith(prefix)]
+
+
+_GROUP_LINE = LazyPattern(r"^  ([A-Za-z0-9][A-Za-z0-9_.-]*):\s*(#.*)?$")
+
+
+def _project_group_names(path: str) -> List[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    names, inside = [], False
+    for line in lines:
+        if line.startswith("groups:"):
+            inside = True
+        elif line and not line.startswith((" ", "#")):
+            inside = False
+        match = _GROUP_LINE.match(line) if inside else None
+        if match:
+            names.append(match.group(1))
+    return names
 
 
 def _complete_command_names(prefix: str) -> List[str]:

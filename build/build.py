@@ -138,6 +138,9 @@ def build_executable(stage: Path, target: Path) -> None:
         "--entry-point",
         "kubectl_vibe_pf:main",
         "--reproducible",
+        # Byte-compile the site-packages once, at the first run's extraction: otherwise, where
+        # PYTHONDONTWRITEBYTECODE is set (CI, some shells), every start recompiles the module.
+        "--compile-pyc",
         "--preamble",
         str(preamble),
         "--python",

@@ -1204,6 +1204,9 @@ class SimCluster:
             KUBECTL_KUBERC="false",
             NO_PROXY="127.0.0.1,localhost",
             no_proxy="127.0.0.1,localhost",
+            # kubectl vibe remembers forwards in the state directory: the cluster's own one,
+            # never the user's (the same for every env() of this cluster, so @N works).
+            XDG_STATE_HOME=os.path.join(self._dir, "state"),
         )
         return env
 
