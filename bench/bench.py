@@ -67,15 +67,17 @@ class Sizes:
     failover_settle: float
     latency_rounds: int
     e2e_rounds: int
+    stability_seconds: float
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5, 1, 1)
+            return cls(16 * MIB, 1, 300, 100, 256 << 10, 3, 2.0, 2 * MIB, 100, 0.5, 1, 1, 8.0)
         # latency: 20 short rounds rather than a few long ones. On this 2-core machine a
         # round's p50 is bimodal (e.g. 18 or 60 µs for the direct socket, depending on where the
         # scheduler puts the three processes); many short rounds let every path hit the fast mode.
-        return cls(GIB, 5, 5000, 1000, MIB, 20, 10.0, 64 * MIB, 4000, 1.0, 20, 5)
+        # stability: the many-targets issue's 10 minutes of mixed traffic on 30 forwards
+        return cls(GIB, 5, 5000, 1000, MIB, 20, 10.0, 64 * MIB, 4000, 1.0, 20, 5, 600.0)
 
 
 # ---- paths under test -------------------------------------------------------------------------
@@ -444,7 +446,11 @@ def cluster_specs() -> List[Tuple[str, str]]:
     specs = [("e2e", path.value) for path in cl.E2EPath]
     specs += [("idle", "live view"), ("failover", "kubectl vibe pf")]
     specs += [("ready", subject.value) for subject in fp.Subject]
-    return [*specs, ("footprint", fp.PLUGIN_SESSION), ("footprint", fp.KUBECTL_SESSIONS)]
+    import stability as st
+
+    specs += [("footprint", fp.PLUGIN_SESSION), ("footprint", fp.KUBECTL_SESSIONS)]
+    specs += [("discovery", st.PLUGIN_DISCOVERY)]
+    return [*specs, ("stability", st.PLUGIN_STABLE), ("stability", st.KUBECTL_STABLE)]
 
 
 def measure_cluster_rows(
@@ -497,10 +503,13 @@ def startup_and_footprint_rows(sim: Any, sizes: Sizes, exe: Optional[str]) -> Li
     import footprint as fp
 
     try:
-        return fp.measure_startup_and_footprint(sim, exe, sizes.startup_runs, sizes.idle_seconds)
+        return fp.measure_startup_and_footprint(
+            sim, exe, sizes.startup_runs, sizes.idle_seconds, sizes.stability_seconds
+        )
     except Exception as exc:
         why = "%s: %s" % (type(exc).__name__, exc)
-        specs = [spec for spec in cluster_specs() if spec[0] in ("ready", "footprint")]
+        late = ("ready", "footprint", "discovery", "stability")
+        specs = [spec for spec in cluster_specs() if spec[0] in late]
         return [Row(section, path, error=why) for section, path in specs]
 
 
@@ -650,7 +659,7 @@ class Bench:
         if not self.args.only:
             self.log(
                 "· simulated cluster: end to end, idle live view, failover, time to the first "
-                "Forwarding line, 20 forwards"
+                "Forwarding line, 20 forwards, discovery, stability"
             )
             self.rows.extend(
                 measure_cluster_rows(self.sizes, self.cpu_awake_held, self.hold_cpus, exe)
@@ -682,6 +691,10 @@ class Bench:
                 "by the web pod, no process left after exit",
                 "footprint": "each of the 20 forwards answered by its own Service's pod; no "
                 "process left after exit",
+                "discovery": "each of the 20 discovered forwards answered by its own Service's "
+                "pod; no process left after exit",
+                "stability": "every request's body checked (1 MB downloads byte for byte), every "
+                "new connection answered by a Service's pod; no process left after exit",
             },
             "rows": [r.__dict__ for r in self.rows],
             "targets": evaluate_targets(self.rows),

@@ -436,10 +436,13 @@ NO_EXECUTABLE = "no built executable (build/build.py --platform host failed or i
 
 
 def measure_startup_and_footprint(
-    cluster: Cluster, exe: Optional[str], runs: int, idle_s: float
+    cluster: Cluster, exe: Optional[str], runs: int, idle_s: float, stable_s: float
 ) -> List[Row]:
-    """The "ready" rows, then the "footprint" rows; the executable is installed like krew
-    into a temporary root for the duration."""
+    """The "ready" rows, the "footprint" rows, then discovery and stability
+    (bench/stability.py); the executable is installed like krew into a temporary root for the
+    duration."""
+    import stability
+
     root = tempfile.mkdtemp(prefix="vibe-bench-krew-")
     try:
         found = launchers(cluster, root, exe)
@@ -447,6 +450,11 @@ def measure_startup_and_footprint(
         if not exe:
             rows.append(Row("ready", Subject.EXECUTABLE.value, skipped=NO_EXECUTABLE))
         rows.extend(measure_footprint(cluster, found, idle_s))
+        plugin = session_launcher(cluster, found)
+        every = stability.interval_for(stable_s)
+        rows.extend(
+            stability.measure_discovery_and_stability(cluster, found, plugin, stable_s, every)
+        )
         return rows
     finally:
         shutil.rmtree(root, ignore_errors=True)

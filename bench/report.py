@@ -21,6 +21,11 @@ NATIVE_THROUGHPUT_FACTOR = 0.9
 PLAIN_READY = "kubectl port-forward"
 PLUGIN_MANY = "kubectl vibe pf × 20 Services"
 KUBECTL_MANY = "20 × kubectl port-forward"
+# Discovery and stability budgets (the many-targets issue).
+PLUGIN_DISCOVERY = "kubectl vibe pf -l tier=many (20 Services)"
+PLUGIN_STABLE = "kubectl vibe pf -l fleet=yes (30 forwards)"
+KUBECTL_STABLE = "30 × kubectl port-forward"
+STABLE_RSS_GROWTH_PCT = 10.0  # last fifth's mean RSS vs the first fifth's
 SOCAT_KUBECTL = "socat → kubectl port-forward"
 E2E_DIRECT = "direct to the pod's ports"
 
@@ -207,6 +212,25 @@ def footprint_targets(rows: List[Row]) -> List[Dict[str, Any]]:
     return out
 
 
+def stability_targets(rows: List[Row]) -> List[Dict[str, Any]]:
+    """20 Services by one selector ready in 2 s; 30 forwards with flat RSS and no fd or
+    thread growth over the window."""
+    got = value(rows, "discovery", PLUGIN_DISCOVERY, "ready_s")
+    reference = (KUBECTL_MANY, value(rows, "footprint", KUBECTL_MANY, "ready_s"))
+    name = "20 Services by one selector: all ready ≤ %g s (s)" % MANY_READY_S
+    out = [target(name, got, fixed(got, MANY_READY_S), True, reference)]
+    growth = value(rows, "stability", PLUGIN_STABLE, "rss_growth_pct")
+    reference = (KUBECTL_STABLE, value(rows, "stability", KUBECTL_STABLE, "rss_growth_pct"))
+    name = "30 forwards under traffic: RSS growth ≤ %g %%" % STABLE_RSS_GROWTH_PCT
+    out.append(target(name, growth, fixed(growth, STABLE_RSS_GROWTH_PCT), True, reference))
+    for key in ("fds", "threads"):
+        before = value(rows, "stability", PLUGIN_STABLE, key + "_before")
+        after = value(rows, "stability", PLUGIN_STABLE, key + "_after")
+        name = "30 forwards: open %s after the traffic ≤ before" % key
+        out.append(target(name, after, before, True))
+    return out
+
+
 def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
     return (
         throughput_targets(rows)
@@ -216,6 +240,7 @@ def evaluate_targets(rows: List[Row]) -> List[Dict[str, Any]]:
         + fixed_targets(rows)
         + ready_targets(rows)
         + footprint_targets(rows)
+        + stability_targets(rows)
     )
 
 
@@ -268,6 +293,7 @@ def print_table(result: Dict[str, Any]) -> None:
     print_idle_and_failover(result, rows)
     print_ready(result, rows)
     print_footprint(result, rows)
+    print_discovery_and_stability(result, rows)
     print_targets(result)
 
 
@@ -510,6 +536,51 @@ def print_footprint(result: Dict[str, Any], rows: List[Row]) -> None:
             print("  changed while idle: %s" % ", ".join(r.values["changed_while_idle"]))
         if r.values.get("label"):
             print("  %s ran: %s" % (r.path, r.values["label"]))
+
+
+def print_discovery_and_stability(result: Dict[str, Any], rows: List[Row]) -> None:
+    for r in (r for r in rows if r.section == "discovery"):
+        print(
+            "\nDiscovery: %s: all %s forwards ready in %s s (20 plain kubectls started at once: "
+            "%s s)  %s"
+            % (
+                r.path,
+                fmt(r.values.get("forwards")),
+                fmt(r.values.get("ready_s"), "%.3f"),
+                fmt(value(rows, "footprint", KUBECTL_MANY, "ready_s"), "%.3f"),
+                status(r),
+            )
+        )
+    stable = [r for r in rows if r.section == "stability"]
+    if not stable:
+        return
+    print(
+        "\nStability: both sides at once under the same mixed traffic for %s s (keep-alive "
+        "series, new connections, 1 MB downloads checked); RSS/PSS summed over each side's "
+        "processes, mean of the first and the last fifth of the samples"
+        % fmt(stable[0].values.get("seconds"), "%.0f")
+    )
+    line = "  %-42s %9s %7s %15s %15s %8s %11s %9s  %s"
+    print(line % ("path", "requests", "failed", "RSS MB first→last", "PSS MB first→last",
+                  "RSS max", "fds b→a", "threads", "check"))  # fmt: skip
+    for r in stable:
+        v = r.values
+        print(
+            line
+            % (
+                r.path,
+                fmt(v.get("requests_ok")),
+                fmt(v.get("requests_failed")),
+                "%s→%s" % (fmt(v.get("rss_first_mb"), "%.1f"), fmt(v.get("rss_last_mb"), "%.1f")),
+                "%s→%s" % (fmt(v.get("pss_first_mb"), "%.1f"), fmt(v.get("pss_last_mb"), "%.1f")),
+                fmt(v.get("rss_max_mb"), "%.1f"),
+                "%s→%s" % (fmt(v.get("fds_before")), fmt(v.get("fds_after"))),
+                "%s→%s" % (fmt(v.get("threads_before")), fmt(v.get("threads_after"))),
+                status(r),
+            )
+        )
+        if v.get("first_failure"):
+            print("    first failure: %s" % v["first_failure"])
 
 
 def print_idle_and_failover(result: Dict[str, Any], rows: List[Row]) -> None:

@@ -7,7 +7,9 @@ Deployment `bench` (1 replica) with container ports http 8080 (HTTP backend), ec
 sha256 9001; BACKENDS maps them to the loopback ports its backends listen on (the "direct to
 the pod" baseline of the end-to-end rows). For the start-up and footprint rows: Service `web`
 (80 → http 8080 of deployment `web`) and Services `s1` … `s20`, each with its own deployment
-and pod, the same shape. Commands on stdin, one per line:
+and pod, the same shape; for the discovery and stability rows (bench/stability.py) `s1` … `s20`
+are labelled tier=many, and `s21` … `s30` join them under fleet=yes. Commands on stdin, one
+per line:
     delete   delete the current pod; once its replacement is Ready print
              `READY <epoch seconds> <new pod> <deleted at epoch seconds>`
 """
@@ -36,7 +38,18 @@ READY_TIMEOUT_S = 60.0
 #: for the 20-forward session (bench/footprint.py).
 SERVICE_PORT, HTTP_PORT = 80, 8080
 MANY_SERVICES = 20
-SERVICES = ["web"] + ["s%d" % i for i in range(1, MANY_SERVICES + 1)]
+FLEET_SERVICES = 30
+SERVICES = ["web"] + ["s%d" % i for i in range(1, FLEET_SERVICES + 1)]
+
+
+def service_labels(name: str) -> dict:
+    """Labels of a Service: app=NAME, and for s1 … s30 fleet=yes (s1 … s20 also tier=many)."""
+    labels = {"app": name}
+    if name.startswith("s"):
+        labels["fleet"] = "yes"
+        if int(name[1:]) <= MANY_SERVICES:
+            labels["tier"] = "many"
+    return labels
 
 
 def build(sim: SimCluster) -> str:
@@ -51,6 +64,7 @@ def build(sim: SimCluster) -> str:
             name, ports=[ContainerPort("http", HTTP_PORT)], backends={HTTP_PORT: Backend.http()}
         )
         sim.add_service(name, {"app": name}, [ServicePort(SERVICE_PORT, "http", name="http")])
+        sim.patch("svc", name, {"metadata": {"labels": service_labels(name)}})
     sim.wait_for(lambda: len(sim.pods(ready=True)) == len(SERVICES) + 1, READY_TIMEOUT_S)
     return sim.pods(DEPLOYMENT, ready=True)[0]
 
